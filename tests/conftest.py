@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests never reach a model hub: the embedded default model and tiny models are built locally."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Prove that nothing downloads from a hub: any attempt fails loudly.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("WANDB_API_KEY", None)
+
+
+@pytest.fixture(scope="session")
+def default_model_path():
+    from workbench.modeling.default_model import ensure_default_model
+
+    return ensure_default_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path():
+    from workbench.modeling.default_model import ensure_tiny_model
+
+    return ensure_tiny_model("tiny-llama")

@@ -1,0 +1,138 @@
+"""Adapter management: PEFT methods, several named adapters on one base, save/load round trip, base check, merge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from workbench.errors import UserError
+from workbench.modeling import adapters, loading
+
+IDS = torch.tensor([[1, 520, 300, 41, 1200, 7, 99]])
+
+
+def load(path, **kwargs):
+    kwargs.setdefault("quant", loading.quantization_from_args(dtype="float32"))
+    return loading.load_model(str(path), device_map="cpu", **kwargs)
+
+
+def randomise(model, name, seed):
+    """Give adapter `name` non-zero weights (a fresh LoRA is the identity) so that it changes outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if f".{name}." in parameter_name or parameter_name.endswith(f".{name}"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+
+
+def logits(model):
+    model.eval()  # LoRA dropout off
+    with torch.no_grad():
+        return model(IDS).logits
+
+
+def manifest_for(model, stage="test"):
+    return adapters.AdapterManifest(stage=stage, base_model=model.workbench_base.to_dict(), peft_method="lora")
+
+
+def test_two_named_adapters_switch_changes_outputs(tiny_model_path):
+    model = load(tiny_model_path)
+    base_logits = logits(model)
+    config = adapters.build_peft_config("lora", r=4, alpha=8)
+    model = adapters.attach(model, "policy", config=config)
+    model = adapters.attach(model, "value", config=adapters.build_peft_config("lora", r=4, alpha=8))
+    randomise(model, "policy", 1)
+    randomise(model, "value", 2)
+    adapters.switch(model, "policy")
+    policy = logits(model)
+    with adapters.use_adapter(model, "value"):
+        value = logits(model)
+    assert model.active_adapter == "policy"  # restored after the block
+    with model.disable_adapter():
+        assert torch.allclose(logits(model), base_logits, atol=1e-5)
+    assert not torch.allclose(policy, value) and not torch.allclose(policy, base_logits)
+
+
+def test_frozen_adapter_stays_frozen_when_switched_to(tiny_model_path):
+    model = adapters.attach(load(tiny_model_path), "ref", config=adapters.build_peft_config("lora", r=4))
+    model = adapters.attach(model, "policy", config=adapters.build_peft_config("lora", r=4))
+    adapters.freeze(model, "ref")
+    adapters.switch(model, "ref")
+    assert adapters.trainable_parameters(model, "ref") == 0
+    adapters.switch(model, "policy")
+    assert adapters.trainable_parameters(model, "policy") > 0
+    with pytest.raises(UserError, match="no adapter named 'nope'"):
+        adapters.switch(model, "nope")
+    with pytest.raises(UserError, match="already attached"):
+        adapters.attach(model, "policy", config=adapters.build_peft_config("lora", r=4))
+
+
+def test_save_load_round_trip_and_plain_peft_loads_it(tiny_model_path, tmp_path):
+    model = adapters.attach(load(tiny_model_path), "policy", config=adapters.build_peft_config("lora", r=4))
+    randomise(model, "policy", 3)
+    expected = logits(model)
+    out = adapters.save(model, "policy", tmp_path / "policy", manifest_for(model))
+    assert {"adapter_config.json", "adapter_model.safetensors", "workbench.json"} <= {p.name for p in out.iterdir()}
+    manifest = json.loads((out / "workbench.json").read_text())
+    assert manifest["base_model"]["content_hash"].startswith("sha256:") and manifest["created_at"]
+
+    reloaded = adapters.attach(load(tiny_model_path), "policy", path=out, trainable=False)
+    assert torch.allclose(logits(reloaded), expected, atol=1e-5)
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_path), str(out))
+    assert torch.allclose(logits(plain), expected, atol=1e-5)
+
+
+def test_adapter_on_a_different_base_fails_clearly(tiny_model_path, tmp_path):
+    from workbench.modeling.default_model import ensure_tiny_model
+
+    model = adapters.attach(load(tiny_model_path), "policy", config=adapters.build_peft_config("lora", r=4))
+    out = adapters.save(model, "policy", tmp_path / "a", manifest_for(model))
+    other = load(ensure_tiny_model("tiny-qwen2"))
+    with pytest.raises(UserError, match="was trained on base 'tiny-llama|load the adapter onto the base"):
+        adapters.attach(other, "policy", path=out)
+
+
+def test_merge_gives_the_same_logits_as_base_plus_adapter(tiny_model_path, tmp_path):
+    model = adapters.attach(load(tiny_model_path), "default", config=adapters.build_peft_config("lora", r=4))
+    randomise(model, "default", 4)
+    expected = logits(model)
+    merged = adapters.merge_and_unload(model)
+    merged.save_pretrained(tmp_path / "merged")
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not hasattr(plain, "peft_config")
+    assert torch.allclose(logits(plain), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "method,kwargs",
+    [
+        ("lora", dict(use_dora=True)),
+        ("lora", dict(use_rslora=True, target_modules=["q_proj", "v_proj"])),
+        ("ia3", {}),
+        ("prompt_tuning", dict(num_virtual_tokens=4)),
+    ],
+)
+def test_peft_methods_train_a_step_on_4bit(tiny_model_path, method, kwargs):
+    model = load(tiny_model_path, quant=loading.quantization_from_args(load_in_4bit=True), for_training=True)
+    model = adapters.attach(model, "default", config=adapters.build_peft_config(method, r=4, **kwargs))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    loss = model(IDS, labels=IDS).loss
+    loss.backward()
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainable))
+    if method == "prompt_tuning":
+        with pytest.raises(UserError, match="cannot be merged"):
+            adapters.merge_and_unload(model)
+
+
+def test_bad_peft_options():
+    with pytest.raises(UserError, match="peft_method must be one of"):
+        adapters.build_peft_config("lokr")
+    with pytest.raises(UserError, match="lora_r"):
+        adapters.build_peft_config("lora", r=0)

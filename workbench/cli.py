@@ -1,0 +1,49 @@
+"""`workbench <command>`: one table from command name to the module whose `main(argv)` runs it.
+
+Modules are imported only when their command runs, so `workbench label ...` never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from workbench.errors import UserError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sft": ("workbench.stages.sft", "Supervised fine-tuning (QLoRA by default) with TRL's SFTTrainer."),
+    "merge": ("workbench.stages.merge", "Merge an adapter into its base: a standalone checkpoint."),
+    "chat": ("workbench.stages.chat", "Chat with a model, with or without an adapter."),
+    "estimate-memory": ("workbench.stages.estimate_memory", "Memory for inference and training, from the config."),
+    "label": ("labeling.cli", "Argilla: serve, stop, status, push, pull, simulate."),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    rows = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items())
+    return f"usage: workbench <command> [--config RECIPE.yaml] [--key value ...]\n\ncommands:\n{rows}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"workbench: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        return int(module.main(rest) or 0)
+    except UserError as error:
+        print(f"workbench {command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"workbench {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

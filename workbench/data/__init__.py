@@ -1,0 +1,1 @@
+"""Data formats, mixtures and the datasets bundled with the workbench."""

@@ -1,0 +1,289 @@
+"""THE adapter management module: build PEFT configs, attach named adapters to one base, switch, freeze, save, load,
+merge, and keep the `workbench.json` manifest beside every adapter.
+
+Several named adapters share one (quantized) base: the PPO stage carries `policy`, `ref`, `reward` and `value` on a
+single copy of the weights. A manifest records the base an adapter was trained on; loading it onto another base fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from workbench.errors import UserError
+
+MANIFEST_NAME = "workbench.json"
+PEFT_METHODS = ("lora", "prompt_tuning", "ia3")
+
+
+@dataclass
+class AdapterManifest:
+    """Lineage of an adapter: its base and quantization, parents and data, what it scored, where it was logged."""
+
+    stage: str
+    base_model: dict
+    peft_method: str
+    task_type: str = "CAUSAL_LM"
+    parents: list[dict] = field(default_factory=list)
+    data_fingerprint: str | None = None
+    metrics: dict = field(default_factory=dict)
+    wandb_run: dict | None = None
+    code_version: str = ""
+    created_at: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def write(self, directory: str | Path) -> Path:
+        self.created_at = self.created_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.code_version = self.code_version or code_version()
+        target = Path(directory) / MANIFEST_NAME
+        write_json_atomic(target, asdict(self))
+        return target
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(temporary, path)
+
+
+def code_version() -> str:
+    from workbench import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def read_manifest(adapter_dir: str | Path) -> AdapterManifest:
+    path = Path(adapter_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(f"{adapter_dir} has no {MANIFEST_NAME}: not an adapter written by the workbench")
+    try:
+        return AdapterManifest(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise UserError(f"{path} is not a valid manifest: {error}") from error
+
+
+def build_peft_config(
+    method: str = "lora",
+    *,
+    task_type: str = "CAUSAL_LM",
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.05,
+    target_modules: str | list[str] | None = "all-linear",
+    modules_to_save: list[str] | None = None,
+    use_rslora: bool = False,
+    use_dora: bool = False,
+    num_virtual_tokens: int = 20,
+    prompt_tuning_init_text: str | None = None,
+    tokenizer_name_or_path: str | None = None,
+):
+    """A PEFT config from recipe fields; `all-linear` lets PEFT find every linear layer but the output head."""
+    from peft import IA3Config, LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType
+
+    if task_type not in TaskType.__members__:
+        raise UserError(f"lora_task_type must be one of {list(TaskType.__members__)}; got {task_type!r}")
+    if method == "lora":
+        if r <= 0:
+            raise UserError(f"lora_r must be a positive integer; got {r}")
+        return LoraConfig(
+            task_type=task_type,
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=target_modules or "all-linear",
+            modules_to_save=modules_to_save,
+            use_rslora=use_rslora,
+            use_dora=use_dora,
+            bias="none",
+        )
+    if method == "ia3":
+        # IA3 needs to know which targets are feed-forward; PEFT's per-architecture defaults know that.
+        targets = None if target_modules in (None, "all-linear", ["all-linear"]) else target_modules
+        return IA3Config(task_type=task_type, target_modules=targets, modules_to_save=modules_to_save)
+    if method == "prompt_tuning":
+        if prompt_tuning_init_text:
+            return PromptTuningConfig(
+                task_type=task_type,
+                num_virtual_tokens=num_virtual_tokens,
+                prompt_tuning_init=PromptTuningInit.TEXT,
+                prompt_tuning_init_text=prompt_tuning_init_text,
+                tokenizer_name_or_path=tokenizer_name_or_path,
+            )
+        return PromptTuningConfig(task_type=task_type, num_virtual_tokens=num_virtual_tokens)
+    raise UserError(f"peft_method must be one of {PEFT_METHODS}; got {method!r}")
+
+
+def check_base(manifest: AdapterManifest, base_info, adapter_dir: str | Path) -> None:
+    """Refuse an adapter trained on other weights: same architecture is not enough, the weights must be the same."""
+    expected = manifest.base_model.get("content_hash")
+    actual = base_info.content_hash
+    if expected != actual:
+        raise UserError(
+            f"adapter {adapter_dir} was trained on base {manifest.base_model.get('name_or_path')!r} "
+            f"({expected}), but the loaded base is {base_info.name_or_path!r} ({actual}); "
+            "load the adapter onto the base named in its workbench.json"
+        )
+
+
+def _frozen(model) -> set:
+    if not hasattr(model, "workbench_frozen"):
+        model.workbench_frozen = set()
+    return model.workbench_frozen
+
+
+def attach(model, name: str, *, config=None, path: str | Path | None = None, trainable: bool = True):
+    """Attach adapter `name` to a base (or to a PeftModel already carrying others) and make it the active one.
+
+    Give either a PEFT `config` (a new adapter) or a `path` written by `save` (checked against the base first).
+    Returns the PeftModel; keep using the returned object.
+    """
+    from peft import PeftModel, get_peft_model
+
+    if (config is None) == (path is None):
+        raise ValueError("attach needs exactly one of config= or path=")
+    base_info = getattr(model, "workbench_base", None)
+    if path is not None:
+        manifest = read_manifest(path)
+        if base_info is not None:
+            check_base(manifest, base_info, path)
+    is_peft = isinstance(model, PeftModel)
+    if is_peft and name in model.peft_config:
+        raise UserError(f"an adapter named {name!r} is already attached; attached: {sorted(model.peft_config)}")
+    if config is not None:
+        if is_peft:
+            model.add_adapter(name, config)
+        else:
+            model = get_peft_model(model, config, adapter_name=name)
+    elif is_peft:
+        model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
+    else:
+        model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=trainable)
+    if base_info is not None:
+        model.workbench_base = base_info
+    if not trainable:
+        _frozen(model).add(name)
+    switch(model, name)
+    return model
+
+
+def switch(model, name: str) -> None:
+    """Make `name` the active adapter; frozen adapters stay frozen (PEFT's set_adapter would unfreeze them)."""
+    if name not in model.peft_config:
+        raise UserError(f"no adapter named {name!r}; attached: {sorted(model.peft_config)}")
+    model.set_adapter(name, inference_mode=name in _frozen(model))
+
+
+@contextlib.contextmanager
+def use_adapter(model, name: str):
+    """Run a block with `name` active, then restore the adapter that was active before."""
+    previous = model.active_adapter
+    switch(model, name)
+    try:
+        yield model
+    finally:
+        switch(model, previous)
+
+
+def freeze(model, name: str) -> None:
+    _frozen(model).add(name)
+    for parameter_name, parameter in model.named_parameters():
+        if f".{name}." in parameter_name or parameter_name.endswith(f".{name}"):
+            parameter.requires_grad_(False)
+
+
+def trainable_parameters(model, name: str) -> int:
+    """Trainable parameters that belong to adapter `name`."""
+    return sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if p.requires_grad and (f".{name}." in n or n.endswith(f".{name}"))
+    )
+
+
+def save(model, name: str, out_dir: str | Path, manifest: AdapterManifest) -> Path:
+    """Save adapter `name` (PEFT files + manifest) into `out_dir`, replaced whole once everything is written."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(staging, selected_adapters=[name])
+        # PEFT writes every adapter but "default" into a sub-folder named after it; one adapter, one folder.
+        nested = staging / name
+        if name != "default" and nested.is_dir():
+            for item in nested.iterdir():
+                shutil.move(str(item), staging / item.name)
+            nested.rmdir()
+        manifest.write(staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def peft_method_of(adapter_dir: str | Path) -> str:
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    return {"LORA": "lora", "IA3": "ia3", "PROMPT_TUNING": "prompt_tuning"}.get(config.get("peft_type"), "other")
+
+
+def merge_and_unload(model):
+    """Fold the active LoRA/IA3 adapter into the base weights and return a plain transformers model."""
+    method = model.peft_config[model.active_adapter].peft_type.value
+    if method not in ("LORA", "IA3"):
+        raise UserError(f"a {method} adapter adds virtual tokens and cannot be merged into the weights")
+    return model.merge_and_unload()
+
+
+def load_with_adapter(
+    adapter_dir: str | Path,
+    *,
+    quant,
+    name: str = "default",
+    base_model: str | None = None,
+    device_map: str | None = "auto",
+    trainable: bool = False,
+):
+    """The base named in an adapter's manifest (or `base_model`, which must hold the same weights) plus the adapter."""
+    from workbench.modeling import loading
+
+    manifest = read_manifest(adapter_dir)
+    base = base_model or manifest.base_model["name_or_path"]
+    model = loading.load_model(base, quant=quant, device_map=device_map, for_training=trainable)
+    return attach(model, name, path=adapter_dir, trainable=trainable), manifest
+
+
+class ResumeKeepsAdapterDtype:
+    """Trainer mixin: a resumed run continues training its adapter in the dtype it was checkpointed in.
+
+    TRL trains QLoRA adapters in bf16 (it casts them after `get_peft_model`), but on `resume_from_checkpoint` the
+    Trainer reloads them with PEFT's `load_adapter`, which upcasts to fp32: the resumed run would then diverge from an
+    uninterrupted one. We put the dtypes back before the optimizer (and its bf16 state) is rebuilt.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        target = model if model is not None else self.model
+        dtypes = {name: p.dtype for name, p in target.named_parameters() if p.requires_grad}
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        for name, parameter in target.named_parameters():
+            if name in dtypes and parameter.dtype != dtypes[name]:
+                parameter.data = parameter.data.to(dtypes[name])

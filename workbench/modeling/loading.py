@@ -1,0 +1,269 @@
+"""THE quantized loading module: the only place that builds a BitsAndBytesConfig or calls `from_pretrained`.
+
+Every stage loads its base model, tokenizer and config through here, so a base is identified the same way everywhere
+(`BaseModelInfo`: where it came from, its revision, a hash of its weight files and how it was quantized) and adapter
+manifests can refuse a base that does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from workbench.errors import UserError
+from workbench.modeling.default_model import cache_home, is_alias, resolve_alias
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16"}
+DTYPES["fp16"] = "float16"
+QUANT_TYPES = ("nf4", "fp4")
+Head = Literal["causal_lm", "scalar"]
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How the base weights are held: `bits` 16/32 (none), 8 or 4, and the 4-bit details."""
+
+    bits: int = 16
+    quant_type: str | None = None
+    double_quant: bool = False
+    compute_dtype: str = "bfloat16"
+
+    def describe(self) -> str:
+        if self.bits == 4:
+            nested = "+double-quant" if self.double_quant else ""
+            return f"4-bit {self.quant_type}{nested}, compute {self.compute_dtype}"
+        if self.bits == 8:
+            return "8-bit (LLM.int8)"
+        return f"none ({self.compute_dtype})"
+
+
+@dataclass(frozen=True)
+class BaseModelInfo:
+    """What an adapter was trained on: recorded in every manifest and checked when the adapter is loaded again."""
+
+    name_or_path: str
+    resolved_path: str
+    revision: str | None
+    content_hash: str
+    quantization: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_model_path(name_or_path: str) -> tuple[str, bool]:
+    """(path or hub id, is_local) for an alias, a local directory or a hub id."""
+    if is_alias(name_or_path):
+        return str(resolve_alias(name_or_path)), True
+    expanded = Path(name_or_path).expanduser()
+    if expanded.exists():
+        if not (expanded / "config.json").is_file():
+            raise UserError(f"model path {name_or_path} exists but holds no config.json (is it an adapter folder?)")
+        return str(expanded.resolve()), True
+    if name_or_path.startswith((".", "/", "~")):
+        raise UserError(f"model path {name_or_path} does not exist")
+    return name_or_path, False
+
+
+def load_config(name_or_path: str, revision: str | None = None):
+    """The model's `PretrainedConfig` alone (no weights): for the memory estimator and shape checks."""
+    from transformers import AutoConfig
+
+    path, _ = resolve_model_path(name_or_path)
+    return AutoConfig.from_pretrained(path, revision=revision)
+
+
+def weights_hash(path: str) -> str:
+    """sha256 over config and weight files, cached by (name, size, mtime) so a 270 MB checkpoint hashes once."""
+    directory = Path(path)
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json")
+    key = json.dumps([(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    cache_file = cache_home() / "weight-hashes.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    cache[key] = "sha256:" + digest.hexdigest()
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cache_file.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(cache))
+    os.replace(temporary, cache_file)
+    return cache[key]
+
+
+def _base_info(name_or_path: str, path: str, is_local: bool, revision: str | None, quant: Quantization):
+    if is_local:
+        content_hash = weights_hash(path)
+    else:
+        # A hub checkpoint is identified by the commit its files were resolved at, which is content-addressed.
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(path, revision=revision, allow_patterns=["config.json"])
+        content_hash = "hub-commit:" + Path(local).name
+    return BaseModelInfo(name_or_path, path, revision, content_hash, asdict(quant))
+
+
+def quantization_from_args(
+    load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+    quant_type: str = "nf4",
+    double_quant: bool = False,
+    dtype: str | None = "bfloat16",
+    compute_dtype: str | None = None,
+    trainable_base: bool = False,
+) -> Quantization:
+    """Validate a quantization request and say what to change when it cannot work."""
+    dtype = DTYPES.get(dtype or "float32")
+    if dtype is None:
+        raise UserError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
+    compute = DTYPES.get(compute_dtype or dtype)
+    if compute is None:
+        raise UserError(f"bnb_4bit_compute_dtype must be one of {sorted(DTYPES)}; got {compute_dtype!r}")
+    if load_in_4bit and load_in_8bit:
+        raise UserError("load_in_4bit and load_in_8bit are both set: choose one (QLoRA uses load_in_4bit: true)")
+    if load_in_4bit and quant_type not in QUANT_TYPES:
+        raise UserError(f"bnb_4bit_quant_type must be one of {QUANT_TYPES}; got {quant_type!r}")
+    if (load_in_4bit or load_in_8bit) and trainable_base:
+        raise UserError(
+            "quantized weights cannot be trained directly: set use_peft: true (QLoRA) "
+            "or drop load_in_4bit/load_in_8bit"
+        )
+    if load_in_4bit:
+        return Quantization(4, quant_type, double_quant, compute)
+    if load_in_8bit:
+        return Quantization(8, None, False, compute)
+    return Quantization(16 if dtype != "float32" else 32, None, False, dtype)
+
+
+def bnb_config(quant: Quantization):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quant.bits == 4:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=quant.quant_type,
+            bnb_4bit_use_double_quant=quant.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
+            # Keep the scalar head and lm_head out of 4-bit: they are small and the reward must stay precise.
+            llm_int8_skip_modules=["score", "lm_head", "v_head"],
+        )
+    if quant.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["score", "lm_head", "v_head"])
+    return None
+
+
+def resolve_device_map(device_map: str | None, quant: Quantization):
+    """`auto`, `cpu`, `cuda`, `cuda:N` or None; quantized training on several GPUs pins each process to its own GPU."""
+    import torch
+
+    if device_map in (None, "", "none"):
+        device_map = "auto"
+    if device_map.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device_map {device_map!r} asks for CUDA but no CUDA device is visible; use device_map: cpu")
+    if device_map == "auto":
+        if not torch.cuda.is_available():
+            return {"": "cpu"}
+        # With accelerate launching one process per GPU, each process loads its whole quantized copy on its GPU.
+        from accelerate import PartialState
+
+        return {"": PartialState().local_process_index} if quant.bits in (4, 8) else "auto"
+    if device_map in ("cpu", "cuda") or device_map.startswith("cuda:"):
+        return {"": device_map}
+    raise UserError(f"device_map must be auto, cpu, cuda or cuda:N; got {device_map!r}")
+
+
+def load_tokenizer(
+    name_or_path: str, revision: str | None = None, padding_side: str = "right", assistant_only_loss: bool = False
+):
+    """The tokenizer with a pad token distinct from EOS where the vocabulary has one, and its chat template
+    (marked for assistant-only loss when asked)."""
+    from transformers import AutoTokenizer
+
+    from workbench.modeling.chat_templates import training_chat_template
+
+    path, _ = resolve_model_path(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    tokenizer.padding_side = padding_side
+    if assistant_only_loss:
+        tokenizer.chat_template = training_chat_template(tokenizer.chat_template) or tokenizer.chat_template
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        # A pad equal to EOS makes sequence-classification heads and loss masks treat real EOS tokens as padding.
+        vocab = tokenizer.get_vocab()
+        for candidate in ("<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "<|endoftext|>", tokenizer.unk_token):
+            if candidate and candidate in vocab and candidate != tokenizer.eos_token:
+                tokenizer.pad_token = candidate
+                break
+        else:
+            tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    quant: Quantization,
+    head: Head = "causal_lm",
+    revision: str | None = None,
+    device_map: str | None = "auto",
+    attn_implementation: str | None = None,
+    for_training: bool = False,
+    gradient_checkpointing: bool = False,
+    pad_token_id: int | None = None,
+):
+    """Load a causal LM (or one with a scalar head) in the requested precision, ready for k-bit training if asked.
+
+    The returned model carries `workbench_base`, the `BaseModelInfo` that adapter manifests record and check.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    path, is_local = resolve_model_path(name_or_path)
+    kwargs = dict(
+        revision=revision,
+        dtype=getattr(torch, quant.compute_dtype),
+        device_map=resolve_device_map(device_map, quant),
+        quantization_config=bnb_config(quant),
+    )
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if head == "scalar":
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+        if pad_token_id is not None:
+            model.config.pad_token_id = pad_token_id
+    elif head == "causal_lm":
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    else:
+        raise UserError(f"head must be causal_lm or scalar; got {head!r}")
+    if for_training and quant.bits in (4, 8):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif for_training and gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if for_training and gradient_checkpointing:
+        model.config.use_cache = False
+    model.workbench_base = _base_info(name_or_path, path, is_local, revision, quant)
+    return model
+
+
+def count_bnb_layers(model) -> dict[str, int]:
+    """How many bitsandbytes 4-bit and 8-bit linear layers the model holds (proof that quantization happened)."""
+    import bitsandbytes as bnb
+
+    counts = {"Linear4bit": 0, "Linear8bitLt": 0}
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            counts["Linear4bit"] += 1
+        elif isinstance(module, bnb.nn.Linear8bitLt):
+            counts["Linear8bitLt"] += 1
+    return counts

@@ -1,0 +1,194 @@
+"""`workbench sft --config recipes/<model>/sft.yaml`: supervised fine-tuning with TRL's SFTTrainer, QLoRA by default.
+
+Output folder: `adapter/` (PEFT files + workbench.json manifest), `recipe.yaml` (the recipe as run), `metrics.json`,
+`checkpoint-*/` (for `--resume`), `wandb/` (offline runs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.errors import UserError
+
+STAGE = "sft"
+
+
+@dataclass
+class SFTDataConfig:
+    """What to train on and how to run the stage (TRL's SFTConfig holds the training hyper-parameters)."""
+
+    datasets: list[dict] = field(
+        default_factory=lambda: [{"path": "bundled:instructions", "where": {"split": "train"}}],
+        metadata={
+            "help": "Training datasets, a weighted mixture: a list of {path, weight, split, where, template, "
+            "prompt_template, completion_template, max_samples}. path: a .jsonl/.json/.parquet/.csv file, a folder "
+            "saved with save_to_disk, bundled:NAME, or a hub id."
+        },
+    )
+    eval_datasets: list[dict] | None = field(
+        default=None, metadata={"help": "Held-out datasets (same form as `datasets`); eval loss is reported on them."}
+    )
+    eval_split_size: float = field(
+        default=0.0, metadata={"help": "If no eval_datasets: hold out this fraction of the training mixture."}
+    )
+    mixture_size: int | None = field(
+        default=None,
+        metadata={"help": "Rows in the training mixture; default: the largest mixture that repeats no row."},
+    )
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    overwrite: bool = field(default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints."})
+
+
+def trainer_class():
+    from trl import SFTTrainer
+
+    from workbench.modeling.adapters import ResumeKeepsAdapterDtype
+
+    class WorkbenchSFTTrainer(ResumeKeepsAdapterDtype, SFTTrainer):
+        pass
+
+    return WorkbenchSFTTrainer
+
+
+def parse(argv: list[str]):
+    import torch
+    from trl import SFTConfig
+
+    from workbench.config import RecipeParser, TrackingConfig, WorkbenchModelConfig
+
+    defaults = dict(
+        output_dir="outputs/sft", report_to=["wandb"], use_cpu=not torch.cuda.is_available(), logging_steps=5
+    )
+    parser = RecipeParser([SFTDataConfig, WorkbenchModelConfig, TrackingConfig, SFTConfig], "workbench sft", defaults)
+    return (*parser.parse(argv), parser.given)
+
+
+def main(argv: list[str]) -> int:
+    data_cfg, model_cfg, tracking_cfg, sft_cfg, given = parse(argv)
+
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from workbench import tracking
+    from workbench.config import resolved_recipe, write_resolved_recipe
+    from workbench.data.mixture import build_mixture, fingerprint
+    from workbench.modeling import adapters, loading
+
+    output_dir = Path(sft_cfg.output_dir)
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last_checkpoint and not (data_cfg.resume or data_cfg.overwrite):
+        raise UserError(f"{output_dir} holds {Path(last_checkpoint).name}: pass --resume to continue or --overwrite")
+    if data_cfg.resume and not last_checkpoint:
+        print(f"workbench sft: no checkpoint in {output_dir}; starting from the beginning")
+    set_seed(sft_cfg.seed)
+
+    # ── tokenizer ────────────────────────────────────────────────────────────────────────────────────────────────
+    tokenizer = loading.load_tokenizer(
+        model_cfg.model_name_or_path, model_cfg.model_revision, assistant_only_loss=sft_cfg.assistant_only_loss
+    )
+
+    # ── data ─────────────────────────────────────────────────────────────────────────────────────────────────────
+    train_dataset, kind = build_mixture(
+        data_cfg.datasets, tokenizer, sft_cfg.seed, "datasets", total=data_cfg.mixture_size
+    )
+    eval_dataset = None
+    if data_cfg.eval_datasets:
+        eval_dataset, _ = build_mixture(data_cfg.eval_datasets, tokenizer, sft_cfg.seed, "eval_datasets")
+    elif data_cfg.eval_split_size > 0:
+        split = train_dataset.train_test_split(test_size=data_cfg.eval_split_size, seed=sft_cfg.seed)
+        train_dataset, eval_dataset = split["train"], split["test"]
+    if sft_cfg.assistant_only_loss and kind != "messages":
+        raise UserError(f"assistant_only_loss needs conversational `messages` data; the training data is {kind}")
+    if eval_dataset is None:
+        sft_cfg.eval_strategy = "no"
+    elif "eval_strategy" not in given:  # with held-out data, evaluate as often as we checkpoint unless told otherwise
+        sft_cfg.eval_strategy, sft_cfg.eval_steps = "steps", sft_cfg.eval_steps or sft_cfg.save_steps
+    print(f"workbench sft: {len(train_dataset)} training rows ({kind}), {len(eval_dataset or [])} eval rows")
+
+    # ── model ────────────────────────────────────────────────────────────────────────────────────────────────────
+    quant = loading.quantization_from_args(
+        load_in_4bit=model_cfg.load_in_4bit,
+        load_in_8bit=model_cfg.load_in_8bit,
+        quant_type=model_cfg.bnb_4bit_quant_type,
+        double_quant=model_cfg.use_bnb_nested_quant,
+        dtype=model_cfg.dtype,
+        compute_dtype=model_cfg.bnb_4bit_compute_dtype,
+        trainable_base=not model_cfg.use_peft,
+    )
+    model = loading.load_model(
+        model_cfg.model_name_or_path,
+        quant=quant,
+        revision=model_cfg.model_revision,
+        device_map=model_cfg.device_map,
+        attn_implementation=model_cfg.attn_implementation,
+        for_training=True,
+        gradient_checkpointing=sft_cfg.gradient_checkpointing,
+    )
+    base_info = model.workbench_base
+
+    # ── adapters ─────────────────────────────────────────────────────────────────────────────────────────────────
+    if model_cfg.use_peft:
+        peft_config = adapters.build_peft_config(
+            model_cfg.peft_method,
+            task_type="CAUSAL_LM",
+            r=model_cfg.lora_r,
+            alpha=model_cfg.lora_alpha,
+            dropout=model_cfg.lora_dropout,
+            target_modules=model_cfg.lora_target_modules,
+            modules_to_save=model_cfg.lora_modules_to_save,
+            use_rslora=model_cfg.use_rslora,
+            use_dora=model_cfg.use_dora,
+            num_virtual_tokens=model_cfg.num_virtual_tokens,
+            prompt_tuning_init_text=model_cfg.prompt_tuning_init_text,
+            tokenizer_name_or_path=base_info.resolved_path,
+        )
+        model = adapters.attach(model, "default", config=peft_config)
+        model.print_trainable_parameters()
+
+    # ── trainer ──────────────────────────────────────────────────────────────────────────────────────────────────
+    config_for_tracking = resolved_recipe(given, data_cfg, model_cfg, tracking_cfg, sft_cfg)
+    run = tracking.start_run(STAGE, tracking_cfg, output_dir, sft_cfg.run_name, config_for_tracking)
+    if run is None:
+        sft_cfg.report_to = []
+    trainer = trainer_class()(
+        model=model, args=sft_cfg, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=tokenizer
+    )
+
+    # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
+    metrics: dict = {}
+    if eval_dataset is not None and not (data_cfg.resume and last_checkpoint):
+        # The adapter starts as the identity (LoRA B = 0), so this is the base model's held-out loss.
+        metrics["base_eval_loss"] = trainer.evaluate(metric_key_prefix="base_eval")["base_eval_loss"]
+    result = trainer.train(resume_from_checkpoint=last_checkpoint if data_cfg.resume else None)
+    metrics.update({f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()})
+    if eval_dataset is not None:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    metrics["global_step"] = trainer.state.global_step
+
+    # ── save ─────────────────────────────────────────────────────────────────────────────────────────────────────
+    if trainer.accelerator.is_main_process:
+        write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, data_cfg, model_cfg, tracking_cfg, sft_cfg)
+        manifest = adapters.AdapterManifest(
+            stage=STAGE,
+            base_model=base_info.to_dict(),
+            peft_method=model_cfg.peft_method if model_cfg.use_peft else "full",
+            data_fingerprint=fingerprint(train_dataset, eval_dataset),
+            metrics=metrics,
+            wandb_run=tracking.run_reference(run),
+            extra={"datasets": data_cfg.datasets, "eval_datasets": data_cfg.eval_datasets, "format": kind},
+        )
+        if model_cfg.use_peft:
+            adapter_dir = adapters.save(trainer.model, "default", output_dir / "adapter", manifest)
+            tokenizer.save_pretrained(adapter_dir)
+        else:
+            adapter_dir = output_dir / "model"
+            trainer.save_model(str(adapter_dir))
+            manifest.write(adapter_dir)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        tracking.log_artifact(run, adapter_dir, f"{STAGE}-adapter-{output_dir.name}", "adapter", manifest.extra)
+        print(f"workbench sft: adapter saved to {adapter_dir}")
+        print(json.dumps(metrics, indent=2))
+    tracking.finish(run)
+    return 0
