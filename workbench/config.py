@@ -15,6 +15,7 @@ import yaml
 from trl import ModelConfig, TrlParser
 
 from workbench.errors import UserError
+from workbench.fileio import write_text_atomic
 
 
 @dataclass
@@ -170,13 +171,8 @@ def _plain(value):
 
 def write_resolved_recipe(path: Path, command: str, given: set[str], *configs) -> None:
     """The recipe as run (recipe file + CLI overrides), opening with the command that reruns it."""
-    import os
-
     header = (
         f"# Resolved recipe, written by the workbench. Rerun with:\n#   workbench {command} --config {path.name}\n"
     )
     body = yaml.safe_dump(resolved_recipe(given, *configs), sort_keys=True, allow_unicode=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(header + body)
-    os.replace(temporary, path)
+    write_text_atomic(path, header + body)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.errors import UserError
+from workbench.fileio import atomic_directory, write_json_atomic
 
 MANIFEST_NAME = "workbench.json"
 PEFT_METHODS = ("lora", "prompt_tuning", "ia3")
@@ -45,13 +44,6 @@ class AdapterManifest:
         target = Path(directory) / MANIFEST_NAME
         write_json_atomic(target, asdict(self))
         return target
-
-
-def write_json_atomic(path: Path, payload) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(temporary, path)
 
 
 def code_version() -> str:
@@ -220,10 +212,7 @@ def trainable_parameters(model, name: str) -> int:
 
 def save(model, name: str, out_dir: str | Path, manifest: AdapterManifest) -> Path:
     """Save adapter `name` (PEFT files + manifest) into `out_dir`, replaced whole once everything is written."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as staging:
         model.save_pretrained(staging, selected_adapters=[name])
         # PEFT writes every adapter but "default" into a sub-folder named after it; one adapter, one folder.
         nested = staging / name
@@ -232,13 +221,7 @@ def save(model, name: str, out_dir: str | Path, manifest: AdapterManifest) -> Pa
                 shutil.move(str(item), staging / item.name)
             nested.rmdir()
         manifest.write(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+    return Path(out_dir)
 
 
 def peft_method_of(adapter_dir: str | Path) -> str:

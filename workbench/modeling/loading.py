@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from workbench.errors import UserError
+from workbench.fileio import write_text_atomic
 from workbench.modeling.default_model import cache_home, is_alias, resolve_alias
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16"}
@@ -93,10 +93,7 @@ def weights_hash(path: str) -> str:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
     cache[key] = "sha256:" + digest.hexdigest()
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_file.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(cache))
-    os.replace(temporary, cache_file)
+    write_text_atomic(cache_file, json.dumps(cache))
     return cache[key]
 
 

@@ -6,13 +6,11 @@ the QLoRA paper and PEFT recommend; the merged model then matches base + adapter
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import UserError
+from workbench.fileio import atomic_directory
 
 STAGE = "merge"
 
@@ -50,9 +48,7 @@ def main(argv: list[str]) -> int:
     output_dir = Path(args.output_dir)
     if output_dir.resolve() == Path(args.adapter).resolve():
         raise UserError("output_dir must differ from the adapter folder")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
+    with atomic_directory(output_dir) as staging:
         merged.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         adapters.AdapterManifest(
@@ -64,10 +60,5 @@ def main(argv: list[str]) -> int:
             metrics=manifest.metrics,
             extra={"dtype": args.dtype},
         ).write(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(f"workbench merge: merged checkpoint written to {output_dir}")
     return 0

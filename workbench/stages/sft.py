@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import UserError
+from workbench.fileio import write_json_atomic
 
 STAGE = "sft"
 
@@ -186,7 +187,7 @@ def main(argv: list[str]) -> int:
             adapter_dir = output_dir / "model"
             trainer.save_model(str(adapter_dir))
             manifest.write(adapter_dir)
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_json_atomic(output_dir / "metrics.json", metrics)
         tracking.log_artifact(run, adapter_dir, f"{STAGE}-adapter-{output_dir.name}", "adapter", manifest.extra)
         print(f"workbench sft: adapter saved to {adapter_dir}")
         print(json.dumps(metrics, indent=2))

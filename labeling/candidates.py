@@ -1,0 +1,108 @@
+"""Read and check the candidates dataset (`workbench generate` → `workbench label push`) and reward-model scores.
+
+Candidates (DESIGN.md): one JSON object per line with `prompt_id`, `prompt` (chat messages), `completions` (K
+strings), `policy` (adapter reference) and the generation parameters. Scores (`workbench reward score`): `prompt_id`,
+`scores` (K floats, one per completion, in the same order) and `agent` (the reward model's name).
+Every problem is reported with the file, the line and the column.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workbench.errors import UserError
+
+CANDIDATES_FILE = "candidates.jsonl"
+REQUIRED = ("prompt_id", "prompt", "completions")
+
+
+def _resolve(path: str | Path, default_name: str) -> Path:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / default_name
+    if not path.is_file():
+        raise UserError(f"{path} does not exist (expected a JSONL file, or a folder holding {default_name})")
+    return path
+
+
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            rows.append((number, row))
+    if not rows:
+        raise UserError(f"{path} holds no rows")
+    return rows
+
+
+def _check_prompt(prompt, where: str) -> None:
+    if not isinstance(prompt, list) or not prompt:
+        raise UserError(f"{where}: column 'prompt' must be a non-empty list of chat messages {{role, content}}")
+    for message in prompt:
+        if not isinstance(message, dict) or not {"role", "content"} <= set(message):
+            raise UserError(f"{where}: column 'prompt' holds {message!r}; each message needs 'role' and 'content'")
+        if not isinstance(message["content"], str) or not message["content"].strip():
+            raise UserError(f"{where}: column 'prompt' has a message with empty content")
+
+
+def load_candidates(path: str | Path) -> list[dict]:
+    """The candidate rows, checked: required columns, same K everywhere, no empty completion, unique prompt ids."""
+    path = _resolve(path, CANDIDATES_FILE)
+    rows, seen, k = [], {}, None
+    for number, row in read_jsonl(path):
+        where = f"{path}:{number}"
+        missing = [column for column in REQUIRED if column not in row]
+        if missing:
+            raise UserError(f"{where}: missing column(s) {missing}; a candidates row needs {list(REQUIRED)}")
+        prompt_id = row["prompt_id"]
+        if not isinstance(prompt_id, (str, int)) or str(prompt_id) == "":
+            raise UserError(f"{where}: column 'prompt_id' must be a non-empty string; got {prompt_id!r}")
+        prompt_id = str(prompt_id)
+        if prompt_id in seen:
+            raise UserError(f"{where}: duplicate prompt_id {prompt_id!r} (first on line {seen[prompt_id]})")
+        seen[prompt_id] = number
+        _check_prompt(row["prompt"], where)
+        completions = row["completions"]
+        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+            raise UserError(f"{where}: column 'completions' must be a list of strings")
+        if len(completions) < 2:
+            raise UserError(f"{where}: column 'completions' has {len(completions)} completion(s); ranking needs 2+")
+        if k is None:
+            k = len(completions)
+        elif len(completions) != k:
+            raise UserError(f"{where}: {len(completions)} completions, but earlier rows have K={k}")
+        empty = [i for i, c in enumerate(completions) if not c.strip()]
+        if empty:
+            raise UserError(f"{where}: prompt_id {prompt_id!r} has empty completion(s) at index {empty}")
+        rows.append({**row, "prompt_id": prompt_id})
+    return rows
+
+
+def load_scores(path: str | Path, k: int, prompt_ids: set[str]) -> dict[str, tuple[list[float], str]]:
+    """prompt_id -> (K scores, agent) from a `workbench reward score` JSONL."""
+    path = _resolve(path, "scores.jsonl")
+    scores: dict[str, tuple[list[float], str]] = {}
+    for number, row in read_jsonl(path):
+        where = f"{path}:{number}"
+        missing = [column for column in ("prompt_id", "scores", "agent") if column not in row]
+        if missing:
+            raise UserError(f"{where}: missing column(s) {missing}; a scores row needs prompt_id, scores, agent")
+        values = row["scores"]
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+            raise UserError(f"{where}: column 'scores' must be a list of numbers")
+        if len(values) != k:
+            raise UserError(f"{where}: {len(values)} scores, but the candidates have K={k} completions")
+        prompt_id = str(row["prompt_id"])
+        if prompt_id not in prompt_ids:
+            raise UserError(f"{where}: prompt_id {prompt_id!r} is not in the candidates")
+        scores[prompt_id] = ([float(v) for v in values], str(row["agent"]))
+    return scores
