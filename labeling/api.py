@@ -60,7 +60,10 @@ def find_dataset(client, name: str, workspace: str | None = None, required: bool
     """The SDK dataset named `name` (in `workspace` when given); a UserError listing what exists when absent."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        dataset = client.datasets(name=name, workspace=workspace) if workspace else client.datasets(name=name)
+        if workspace and client.workspaces(workspace) is None:
+            dataset = None
+        else:
+            dataset = client.datasets(name=name, workspace=workspace) if workspace else client.datasets(name=name)
     if dataset is None and required:
         names = sorted(f"{d.workspace.name}/{d.name}" for d in client.datasets)
         where = f" in workspace {workspace!r}" if workspace else ""

@@ -44,7 +44,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def _check_prompt(prompt, where: str) -> None:
+def check_prompt(prompt, where: str) -> None:
     if not isinstance(prompt, list) or not prompt:
         raise UserError(f"{where}: column 'prompt' must be a non-empty list of chat messages {{role, content}}")
     for message in prompt:
@@ -70,7 +70,7 @@ def load_candidates(path: str | Path) -> list[dict]:
         if prompt_id in seen:
             raise UserError(f"{where}: duplicate prompt_id {prompt_id!r} (first on line {seen[prompt_id]})")
         seen[prompt_id] = number
-        _check_prompt(row["prompt"], where)
+        check_prompt(row["prompt"], where)
         completions = row["completions"]
         if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
             raise UserError(f"{where}: column 'completions' must be a list of strings")
@@ -106,3 +106,23 @@ def load_scores(path: str | Path, k: int, prompt_ids: set[str]) -> dict[str, tup
             raise UserError(f"{where}: prompt_id {prompt_id!r} is not in the candidates")
         scores[prompt_id] = ([float(v) for v in values], str(row["agent"]))
     return scores
+
+
+def policy_label(policy) -> str:
+    """A short, stable name for the policy that wrote the candidates (Argilla metadata `policy`).
+
+    `{stage}:{adapter folder}@{manifest hash[:12]}` for an adapter, `base:{model}` for a bare base model.
+    """
+    if policy is None:
+        return "unknown"
+    if isinstance(policy, str):
+        return policy
+    if not isinstance(policy, dict):
+        return str(policy)
+    if policy.get("adapter"):
+        name = Path(str(policy["adapter"])).name
+        if name == "adapter":  # outputs/sft/adapter: the run folder says more
+            name = Path(str(policy["adapter"])).parent.name
+        digest = str(policy.get("manifest_sha256") or "").removeprefix("sha256:")[:12]
+        return f"{policy.get('stage') or 'adapter'}:{name}" + (f"@{digest}" if digest else "")
+    return f"base:{policy.get('base_model', 'unknown')}"

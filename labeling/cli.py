@@ -16,11 +16,14 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "stop": ("labeling.server.commands", "stop_main", "Stop the embedded Argilla server, its worker and Redis."),
     "status": (
-        "labeling.server.commands",
+        "labeling.progress",
         "status_main",
-        "Show whether the embedded Argilla is running, and its URL.",
+        "Show whether the embedded Argilla is running; with --dataset, labeling progress per annotator.",
     ),
     "users": ("labeling.users", "main", "Labeling team: add users to workspaces, list them (any Argilla)."),
+    "push": ("labeling.push", "main", "Push generated candidates into an Argilla ranking dataset."),
+    "pull": ("labeling.pull", "main", "Pull submitted rankings as preference pairs, with agreement."),
+    "simulate": ("labeling.simulate", "main", "A simulated annotator ranks pending records by the gold rubric."),
 }
 
 

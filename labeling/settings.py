@@ -1,8 +1,8 @@
 """The Argilla dataset a round of ranking lives in: what labelers see, what they answer, and what we record.
 
-Fields: `prompt` (the conversation so far, rendered as a readable transcript) and `response_1` … `response_K` (the
-candidates, shown as plain text). Questions: `ranking` (a RankingQuestion over the K responses; equal ranks are
-allowed and mean "equally good") and an optional `comment`. Metadata: `policy` (the adapter that wrote the
+Fields: `prompt` (the conversation so far, a chat field the UI shows as a chat transcript) and `response_1` …
+`response_K` (the candidates, as plain text). Questions: `ranking` (a RankingQuestion over the K responses; equal
+ranks are allowed and mean "equally good") and an optional `comment`. Metadata: `policy` (the adapter that wrote the
 candidates), `round` and `prompt_id`. `min_submitted` annotators must submit a record before it counts as completed.
 """
 
@@ -46,21 +46,12 @@ def response_names(k: int) -> list[str]:
     return [response_name(i) for i in range(k)]
 
 
-def render_transcript(messages: list[dict]) -> str:
-    """A chat as Markdown a labeler reads at a glance: one bold speaker label per turn."""
-    labels = {"system": "System", "user": "User", "assistant": "Assistant"}
-    turns = []
-    for message in messages:
-        label = labels.get(message["role"], message["role"].title())
-        turns.append(f"**{label}:**\n\n{message['content'].strip()}")
-    return "\n\n---\n\n".join(turns)
-
-
 def build_settings(k: int, min_submitted: int = 1, comment: bool = True, client=None):
     """`rg.Settings` for ranking K candidates per prompt."""
     import argilla as rg
 
-    fields = [rg.TextField(name=PROMPT, title="Conversation", use_markdown=True, client=client)]
+    # A chat field shows the conversation as chat bubbles and hands the exact messages back to `pull`.
+    fields = [rg.ChatField(name=PROMPT, title="Conversation", use_markdown=True, _client=client)]
     fields += [
         rg.TextField(name=name, title=f"Response {i + 1}", use_markdown=False, client=client)
         for i, name in enumerate(response_names(k))
@@ -75,9 +66,7 @@ def build_settings(k: int, min_submitted: int = 1, comment: bool = True, client=
         )
     ]
     if comment:
-        questions.append(
-            rg.TextQuestion(name=COMMENT, title="Comment (optional)", required=False, client=client)
-        )
+        questions.append(rg.TextQuestion(name=COMMENT, title="Comment (optional)", required=False, client=client))
     metadata = [
         rg.TermsMetadataProperty(name="policy", title="Policy adapter", client=client),
         rg.IntegerMetadataProperty(name="round", title="Round", client=client),

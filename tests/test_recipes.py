@@ -24,9 +24,9 @@ def stage_of(recipe: Path) -> str:
 
 
 def parser_for(stage: str):
-    from workbench.stages import sft
+    from workbench.stages import generate, ppo, reward, sft
 
-    parsers = {"sft": sft.parse}
+    parsers = {"sft": sft.parse, "generate": generate.parse, "ppo": ppo.parse, "reward": reward.parse}
     return parsers[stage]
 
 
@@ -96,3 +96,24 @@ def test_help_documents_every_field():
                 assert f"--{item.name}" in result.stdout, f"--help does not document {item.name}"
     for item in fields(SFTDataConfig) + fields(TrackingConfig):
         assert item.metadata.get("help"), f"{item.name} has no help text"
+
+
+def test_resolved_recipe_round_trips_through_the_parser(tmp_path):
+    """recipe.yaml written by a stage parses again to the same values (enums, lists, nested dataset specs)."""
+    from workbench.config import write_resolved_recipe
+    from workbench.stages import sft
+
+    recipe = tmp_path / "in.yaml"
+    recipe.write_text(
+        "eval_strategy: 'no'\nlr_scheduler_type: cosine\nlora_target_modules: [q_proj, v_proj]\n"
+        "datasets:\n  - {path: bundled:quotes, template: 'Quote: {quote}', weight: 2}\n"
+    )
+    *configs, given = sft.parse(["--config", str(recipe), "--learning_rate", "0.01", "--overwrite"])
+    write_resolved_recipe(tmp_path / "out.yaml", "sft", given, *configs)
+    text = (tmp_path / "out.yaml").read_text()
+    assert "overwrite" not in text
+    *again, _ = sft.parse(["--config", str(tmp_path / "out.yaml")])
+    for first, second in zip(configs, again):
+        for name in given - {"overwrite"}:
+            if hasattr(first, name):
+                assert getattr(first, name) == getattr(second, name), name

@@ -126,3 +126,18 @@ def test_kill_9_then_resume_continues_from_checkpoint(tmp_path, tiny_model_path)
     # rounding (measured: 0.005), while steps 9-16 moved them far from where the kill left them (measured: 0.24).
     assert {v.dtype for v in resumed_weights.values()} == {v.dtype for v in straight_weights.values()}
     assert distance(at_kill, straight_weights) > 20 * distance(resumed_weights, straight_weights)
+
+
+def test_packing_and_prompt_completion_template(tmp_path, tiny_model_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"q": f"What is {i} + {i}?", "a": f"{2 * i}."}) + "\n" for i in range(40)))
+    recipe = tmp_path / "p.yaml"
+    recipe.write_text(
+        f"model_name_or_path: tiny-llama\noutput_dir: {tmp_path / 'o'}\nmax_steps: 2\nmax_length: 64\n"
+        "per_device_train_batch_size: 2\npacking: true\nwandb_mode: disabled\ngradient_checkpointing: false\n"
+        f"datasets:\n  - path: {data}\n    prompt_template: 'Q: {{q}}\\nA: '\n    completion_template: '{{a}}'\n"
+    )
+    result = run(sft_command(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "o" / "adapter" / "workbench.json").read_text())
+    assert manifest["extra"]["format"] == "prompt_completion" and manifest["metrics"]["global_step"] == 2

@@ -12,6 +12,9 @@ from workbench.errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("workbench.stages.sft", "Supervised fine-tuning (QLoRA by default) with TRL's SFTTrainer."),
+    "generate": ("workbench.stages.generate", "Sample K candidate completions per prompt for ranking."),
+    "ppo": ("workbench.stages.ppo", "PPO with policy, reference, value and reward adapters on one 4-bit base."),
+    "reward": ("workbench.stages.reward", "Reward model (QLoRA, scalar head); `reward score` scores completions."),
     "merge": ("workbench.stages.merge", "Merge an adapter into its base: a standalone checkpoint."),
     "chat": ("workbench.stages.chat", "Chat with a model, with or without an adapter."),
     "estimate-memory": ("workbench.stages.estimate_memory", "Memory for inference and training, from the config."),

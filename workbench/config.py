@@ -7,6 +7,7 @@ field names. `--help` lists every field of every dataclass with its help text.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ def _plain(value):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
-    if hasattr(value, "value") and not isinstance(value, (int, float, str, bool)):  # enums
+    if isinstance(value, enum.Enum):  # before str: TrainingArguments' strategies are str enums
         return value.value
     if isinstance(value, (int, float, str, bool)) or value is None:
         return value

@@ -210,9 +210,12 @@ def trainable_parameters(model, name: str) -> int:
     )
 
 
-def save(model, name: str, out_dir: str | Path, manifest: AdapterManifest) -> Path:
-    """Save adapter `name` (PEFT files + manifest) into `out_dir`, replaced whole once everything is written."""
+def save(model, name: str, out_dir: str | Path, manifest: AdapterManifest, tokenizer=None) -> Path:
+    """Save adapter `name` (PEFT files + manifest, and the tokenizer if given) into `out_dir`, replaced whole once
+    everything is written."""
     with atomic_directory(out_dir) as staging:
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
         model.save_pretrained(staging, selected_adapters=[name])
         # PEFT writes every adapter but "default" into a sub-folder named after it; one adapter, one folder.
         nested = staging / name

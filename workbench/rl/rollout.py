@@ -72,7 +72,11 @@ def as_messages(prompt, where: str) -> list[dict]:
     """A prompt cell as chat messages: a list of {role, content}, or a plain string taken as one user turn."""
     if isinstance(prompt, str) and prompt.strip():
         return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt):
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt)
+    ):
         return [{"role": m["role"], "content": m["content"]} for m in prompt]
     raise UserError(f"{where}: a prompt must be a non-empty string or a list of {{role, content}}; got {prompt!r}")
 
@@ -90,6 +94,40 @@ def reward_input_ids(tokenizer, prompt: list[dict], response: str) -> list[int]:
     chosen)`), so the score here is the one the reward stage was trained to give.
     """
     return _ids(tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": response}], tokenize=True))
+
+
+# ── the single base ──────────────────────────────────────────────────────────────────────────────────────────────────
+def load_single_base(
+    base: str,
+    *,
+    quant,
+    sft_adapter,
+    reward_adapter,
+    revision: str | None = None,
+    device_map: str | None = "auto",
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
+):
+    """ONE quantized causal-LM base carrying `policy` + `ref` (the SFT adapter, trained / frozen) and `reward` +
+    `value` (the reward adapter with its head, frozen / trained). Returns the PeftModel with `policy` active."""
+    from workbench.modeling import heads, loading
+
+    model = loading.load_model(
+        base,
+        quant=quant,
+        head="causal_lm",
+        revision=revision,
+        device_map=device_map,
+        attn_implementation=attn_implementation,
+        for_training=True,
+        gradient_checkpointing=gradient_checkpointing,
+    )
+    model = adapters.attach(model, POLICY, path=sft_adapter, trainable=True)
+    model = adapters.attach(model, REF, path=sft_adapter, trainable=False)
+    model = heads.attach_scalar_adapter(model, REWARD, reward_adapter, trainable=False)
+    model = heads.attach_scalar_adapter(model, VALUE, reward_adapter, trainable=True)
+    adapters.switch(model, POLICY)
+    return model
 
 
 # ── forward passes on the shared base ────────────────────────────────────────────────────────────────────────────────

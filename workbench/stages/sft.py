@@ -84,6 +84,8 @@ def main(argv: list[str]) -> int:
     if data_cfg.resume and not last_checkpoint:
         print(f"workbench sft: no checkpoint in {output_dir}; starting from the beginning")
     set_seed(sft_cfg.seed)
+    # Written first: a resumed or failed run still says how it was started.
+    write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, data_cfg, model_cfg, tracking_cfg, sft_cfg)
 
     # ── tokenizer ────────────────────────────────────────────────────────────────────────────────────────────────
     tokenizer = loading.load_tokenizer(
@@ -170,7 +172,6 @@ def main(argv: list[str]) -> int:
 
     # ── save ─────────────────────────────────────────────────────────────────────────────────────────────────────
     if trainer.accelerator.is_main_process:
-        write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, data_cfg, model_cfg, tracking_cfg, sft_cfg)
         manifest = adapters.AdapterManifest(
             stage=STAGE,
             base_model=base_info.to_dict(),
@@ -181,8 +182,7 @@ def main(argv: list[str]) -> int:
             extra={"datasets": data_cfg.datasets, "eval_datasets": data_cfg.eval_datasets, "format": kind},
         )
         if model_cfg.use_peft:
-            adapter_dir = adapters.save(trainer.model, "default", output_dir / "adapter", manifest)
-            tokenizer.save_pretrained(adapter_dir)
+            adapter_dir = adapters.save(trainer.model, "default", output_dir / "adapter", manifest, tokenizer)
         else:
             adapter_dir = output_dir / "model"
             trainer.save_model(str(adapter_dir))

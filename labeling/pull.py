@@ -1,0 +1,184 @@
+"""`workbench label pull --dataset NAME --output DIR`: submitted rankings back as a preference dataset.
+
+Ranks are read from the REST API (the SDK drops them: argilla-io/argilla#5712), page by page; drafts and discarded
+responses are ignored; several annotators are aggregated per pair (`--aggregation majority`, the default, or `borda`;
+see labeling/aggregate.py); ties give no pair. The output folder, written whole or not at all, holds:
+
+- `preferences.jsonl`: prompt, chosen, rejected (TRL conversational format), margin, prompt_id, annotators, agreement;
+  `trl.RewardTrainer` reads it as is (`datasets.load_dataset("json", data_files=...)`);
+- `agreement.jsonl`: per prompt, the annotators, their rankings, Kendall's W and the number of pairs;
+- `manifest.json`: the Argilla dataset, annotators, counts, rounds, aggregation, Krippendorff's alpha;
+- `wandb/`: the W&B run (offline unless WANDB_API_KEY is set) with counts, agreement and a table of pairs.
+
+An existing output folder is kept unless `--overwrite` is given: nothing already pulled is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+from workbench.errors import UserError
+
+from . import api, settings
+from .aggregate import METHODS
+from .preferences import Preferences, build_preferences
+from .simulate import is_simulated
+
+TABLE_ROWS = 200
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def manifest_for(prefs: Preferences, client, dataset, method: str) -> dict:
+    return {
+        "argilla": {
+            "url": client.api_url,
+            "workspace": dataset.workspace.name,
+            "dataset": dataset.name,
+            "dataset_id": str(dataset.id),
+        },
+        "aggregation": method,
+        "annotators": [
+            {"username": name, "submitted": count, "simulated": is_simulated(name)}
+            for name, count in sorted(prefs.submitted_by.items())
+        ],
+        "rounds": sorted(prefs.rounds),
+        "counts": {
+            "records": prefs.records,
+            "records_ranked": prefs.records_ranked,
+            "submitted": prefs.responses["submitted"],
+            "drafts_ignored": prefs.responses["draft"],
+            "discarded_ignored": prefs.responses["discarded"],
+            "pairs": len(prefs.rows),
+        },
+        "agreement": {"krippendorff_alpha_ordinal": prefs.alpha, "mean_kendalls_w": prefs.mean_kendalls_w},
+        "files": {"preferences": "preferences.jsonl", "agreement": "agreement.jsonl"},
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_output(output: Path, prefs: Preferences, manifest: dict, overwrite: bool) -> None:
+    """Write the three files into a staging folder, then put it in place of `output` in one rename."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        _write_jsonl(staging / "preferences.jsonl", prefs.rows)
+        _write_jsonl(staging / "agreement.jsonl", prefs.per_prompt)
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if output.exists():
+            if not overwrite:  # checked before pulling too; a folder that appeared meanwhile is still kept
+                raise UserError(f"{output} exists; pass --overwrite to replace it")
+            previous = output.with_name(f".{output.name}.previous")
+            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(output, previous)
+            os.replace(staging, output)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def log_to_wandb(output: Path, prefs: Preferences, manifest: dict, tracking) -> dict | None:
+    from workbench import tracking as wb
+
+    run = wb.start_run("label-pull", tracking, output, f"label-pull-{manifest['argilla']['dataset']}", manifest)
+    if run is None:
+        return None
+    import wandb
+
+    agreement = {k: v for k, v in manifest["agreement"].items() if v is not None}
+    run.log(
+        {
+            **{f"counts/{k}": v for k, v in manifest["counts"].items()},
+            **{f"agreement/{k}": v for k, v in agreement.items()},
+        }
+    )
+    table = wandb.Table(columns=["prompt_id", "prompt", "chosen", "rejected", "margin", "agreement", "annotators"])
+    for row in prefs.rows[:TABLE_ROWS]:
+        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in row["prompt"])
+        table.add_data(
+            row["prompt_id"],
+            prompt,
+            row["chosen"][0]["content"],
+            row["rejected"][0]["content"],
+            row["margin"],
+            row["agreement"],
+            ", ".join(row["annotators"]),
+        )
+    run.log({"preference_pairs": table})
+    reference = wb.run_reference(run)
+    wb.finish(run)
+    return reference
+
+
+def pull(client, dataset, output: Path, method: str = "majority", overwrite: bool = False, tracking=None) -> dict:
+    from tqdm import tqdm
+
+    if settings.dataset_k(dataset) == 0:
+        raise UserError(f"dataset {dataset.name} has no {settings.RANKING!r} question over response fields")
+    names = api.usernames(client)
+    total = api.get_json(client, f"/api/v1/datasets/{dataset.id}/progress")["total"]
+    records = tqdm(api.iter_records(client, dataset.id), total=total, desc=f"pulling {dataset.name}", unit="record")
+    prefs = build_preferences(records, names, method)
+    manifest = manifest_for(prefs, client, dataset, method)
+    write_output(output, prefs, manifest, overwrite)
+    if tracking is not None:
+        manifest["wandb_run"] = log_to_wandb(output, prefs, manifest, tracking)
+        temporary = output / ".manifest.json.tmp"
+        temporary.write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(temporary, output / "manifest.json")
+    return manifest
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="workbench label pull", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="Argilla dataset name")
+    parser.add_argument("--workspace", default=None, help="its workspace (when the name is not unique)")
+    parser.add_argument("--output", required=True, help="folder for preferences.jsonl, agreement.jsonl, manifest")
+    parser.add_argument("--aggregation", choices=METHODS, default="majority", help="how annotators are combined")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--wandb_project", default="alignment-workbench", help="W&B project")
+    parser.add_argument("--wandb_group", default=None, help="W&B group")
+    parser.add_argument(
+        "--wandb_mode", default="auto", help="auto (offline without WANDB_API_KEY), online, offline, disabled"
+    )
+    parser.add_argument("--home", default=None, help="embedded Argilla home (when ARGILLA_API_URL is not set)")
+    args = parser.parse_args(argv)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise UserError(f"{output} exists; pass --overwrite to replace it (nothing was pulled)")
+    tracking = SimpleNamespace(
+        wandb_project=args.wandb_project,
+        wandb_group=args.wandb_group,
+        wandb_job_type="label-pull",
+        wandb_mode=args.wandb_mode,
+        wandb_tags=None,
+    )
+
+    from .connection import connect
+
+    client = connect(home=args.home)
+    dataset = api.find_dataset(client, args.dataset, args.workspace)
+    manifest = pull(client, dataset, output, args.aggregation, args.overwrite, tracking)
+    counts, agreement = manifest["counts"], manifest["agreement"]
+    alpha, w = agreement["krippendorff_alpha_ordinal"], agreement["mean_kendalls_w"]
+    print(
+        f"{counts['pairs']} preference pair(s) from {counts['records_ranked']}/{counts['records']} ranked record(s), "
+        f"{counts['submitted']} submitted ranking(s) by {len(manifest['annotators'])} annotator(s) "
+        f"({counts['drafts_ignored']} draft(s), {counts['discarded_ignored']} discarded ignored); "
+        f"Krippendorff's alpha {'-' if alpha is None else f'{alpha:.3f}'}, "
+        f"mean Kendall's W {'-' if w is None else f'{w:.3f}'}; written to {output}"
+    )
+    return 0

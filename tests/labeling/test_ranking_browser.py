@@ -1,0 +1,105 @@
+"""An annotator ranks in the real Argilla UI (Debian's Chromium), then `label pull` yields exactly those pairs.
+
+One record is ranked in an order unlike the options' order (2 > 3 > 1), the other with a tie (1 = 3 > 2), using the
+UI's keyboard ranking (focus a card, press its rank). Needs `pip install playwright` and `apt-get install chromium`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+
+from tests.labeling.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = [pytest.mark.argilla, pytest.mark.browser]
+
+QUESTIONS = {
+    "Which planet is called the red planet?": (
+        ["Venus.", "Mars is the red planet.", "It is Mars."],
+        {2: 1, 3: 2, 1: 3},
+    ),
+    "Suggest a name for a grey cat.": (["Smokey.", "Bob", "Ash."], {1: 1, 3: 1, 2: 2}),
+}
+
+
+def test_ui_rankings_become_exactly_these_pairs(argilla_server, tmp_path, monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    from workbench.cli import main
+
+    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
+    monkeypatch.setenv("ARGILLA_API_URL", argilla_server.api_url)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
+    suffix = uuid.uuid4().hex[:6]
+    workspace, name, username, password = f"rank-{suffix}", f"rank-ui-{suffix}", f"ranker-{suffix}", "ranker-pass1"
+    candidates = tmp_path / "candidates.jsonl"
+    candidates.write_text(
+        "".join(
+            json.dumps({"prompt_id": f"p{i}", "prompt": [{"role": "user", "content": q}], "completions": texts}) + "\n"
+            for i, (q, (texts, _)) in enumerate(QUESTIONS.items())
+        )
+    )
+    assert main(["label", "push", "--candidates", str(candidates), "--dataset", name, "--workspace", workspace]) == 0
+    argilla_server.create_user(username, password, workspace=workspace)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{argilla_server.api_url}/sign-in")
+            page.get_by_label("Username").fill(username)
+            page.get_by_label("Password").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_text(name).first.wait_for(timeout=60_000)
+            page.get_by_text(name).first.click()
+            done = set()
+            for _ in QUESTIONS:
+                page.locator("#response_1").first.wait_for(timeout=60_000)
+                shown = None
+                for _attempt in range(100):
+                    shown = next((q for q in QUESTIONS if q not in done and page.get_by_text(q).count()), None)
+                    if shown:
+                        break
+                    page.wait_for_timeout(200)
+                assert shown, "the next pending record did not show up"
+                submit = page.locator("button.button--submit")
+                page.wait_for_timeout(1000)  # the form settles after the record shows
+                for option, rank in QUESTIONS[shown][1].items():
+                    placed = page.locator(f".draggable__slot:nth-child({rank}) #response_{option}")
+                    for _attempt in range(3):
+                        page.locator(f"#response_{option}").first.focus()
+                        page.keyboard.press(str(rank))
+                        try:
+                            placed.wait_for(timeout=3_000)
+                            break
+                        except Exception:  # a key pressed during an animation is lost: press it again
+                            continue
+                    page.wait_for_timeout(300)
+                page.screenshot(path=str(tmp_path / f"ranked-{len(done)}.png"))
+                submit.click()
+                page.get_by_text(shown).first.wait_for(state="detached", timeout=60_000)
+                done.add(shown)
+        finally:
+            browser.close()
+
+    out = tmp_path / "prefs"
+    assert main(["label", "pull", "--dataset", name, "--workspace", workspace, "--output", str(out)]) == 0
+    got = {
+        (r["chosen"][0]["content"], r["rejected"][0]["content"], r["margin"], tuple(r["annotators"]))
+        for r in map(json.loads, (out / "preferences.jsonl").open())
+    }
+    (venus, mars, it_is_mars), _ = QUESTIONS["Which planet is called the red planet?"]
+    (smokey, bob, ash), _ = QUESTIONS["Suggest a name for a grey cat."]
+    ranker = (username,)
+    assert got == {
+        (mars, it_is_mars, 1.0, ranker),
+        (mars, venus, 2.0, ranker),
+        (it_is_mars, venus, 1.0, ranker),
+        (smokey, bob, 1.0, ranker),
+        (ash, bob, 1.0, ranker),  # Smokey = Ash: a tie, no pair
+    }

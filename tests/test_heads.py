@@ -1,0 +1,158 @@
+"""One base, many heads: a reward adapter on the causal-LM base scores exactly as the reward stage's own model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.errors import UserError
+from workbench.modeling import adapters, heads, loading
+from workbench.stages import reward_score
+
+BUNDLED_PREFERENCES = Path(__file__).resolve().parents[1] / "workbench" / "data" / "bundled" / "preferences.jsonl"
+FP32 = loading.quantization_from_args(dtype="float32")
+NF4 = loading.quantization_from_args(load_in_4bit=True, double_quant=True, dtype="float32")
+TEXTS = [  # different lengths: the batch is right-padded
+    ([{"role": "user", "content": "How do I polish leather shoes?"}], "Clean them, polish them, then buff them."),
+    ([{"role": "user", "content": "Hi"}], "Hello."),
+    ([{"role": "user", "content": "Plan a picnic for six people, with games."}], "Figure it out yourself"),
+]
+
+
+def train_reward_adapter(tmp: Path, seed: int = 0) -> Path:
+    from workbench.stages import reward
+
+    rows = [json.loads(line) for line in BUNDLED_PREFERENCES.read_text().splitlines()[:24]]
+    data = tmp / "prefs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp / "reward.yaml"
+    recipe.write_text(
+        f"model_name_or_path: tiny-llama\ndatasets: [{{path: {data}}}]\neval_split_size: 0.0\nmax_steps: 3\n"
+        f"per_device_train_batch_size: 4\nlearning_rate: 0.01\nmax_length: 256\ndtype: float32\nbf16: false\n"
+        f"gradient_checkpointing: false\nsave_steps: 1000\nwandb_mode: disabled\nseed: {seed}\n"
+        f"output_dir: {tmp / 'out'}\nlora_r: 4\nlora_alpha: 8\n"
+    )
+    assert reward.main(["--config", str(recipe)]) == 0
+    return tmp / "out" / "adapter"
+
+
+@pytest.fixture(scope="module")
+def reward_adapter(tmp_path_factory, tiny_model_path):
+    return train_reward_adapter(tmp_path_factory.mktemp("reward"))
+
+
+@pytest.fixture(scope="module")
+def other_adapter(tmp_path_factory, reward_adapter):
+    """A second reward adapter for the same base: the first with its LoRA B and head changed."""
+    from safetensors.torch import load_file, save_file
+
+    target = tmp_path_factory.mktemp("other") / "adapter"
+    shutil.copytree(reward_adapter, target)
+    weights = load_file(str(target / "adapter_model.safetensors"))
+    generator = torch.Generator().manual_seed(1)
+    for key, value in weights.items():
+        if "lora_B" in key or key == heads.HEAD_KEY:
+            weights[key] = value + 0.5 * torch.randn(value.shape, generator=generator).to(value.dtype)
+    save_file(weights, str(target / "adapter_model.safetensors"))
+    return target
+
+
+def batch(tokenizer):
+    sequences = [reward_score.encode(tokenizer, prompt, answer) for prompt, answer in TEXTS]
+    assert len({len(s) for s in sequences}) == len(sequences)
+    return sequences, *reward_score.pad_batch(sequences, tokenizer.pad_token_id)
+
+
+def stage_scores(adapter, quant, sequences, tokenizer) -> torch.Tensor:
+    """The reward stage's own model: AutoModelForSequenceClassification + the adapter."""
+    model = loading.load_model("tiny-llama", quant=quant, head="scalar", pad_token_id=tokenizer.pad_token_id)
+    model = adapters.attach(model, "reward", path=adapter, trainable=False).eval()
+    return torch.tensor(reward_score.score_sequences(model, sequences, tokenizer.pad_token_id, batch_size=8))
+
+
+@pytest.mark.parametrize("quant", [FP32, NF4], ids=["float32", "nf4"])
+def test_single_base_score_equals_reward_stage_model(reward_adapter, other_adapter, quant):
+    tokenizer = loading.load_tokenizer("tiny-llama")
+    sequences, input_ids, attention_mask = batch(tokenizer)
+    model = loading.load_model("tiny-llama", quant=quant, head="causal_lm").eval()
+    model = heads.attach_scalar_adapter(model, "reward", reward_adapter)
+    model = heads.attach_scalar_adapter(model, "value", other_adapter)
+    assert isinstance(model.workbench_heads, torch.nn.ModuleDict) and set(model.workbench_heads) == {"reward", "value"}
+    with torch.no_grad():
+        single = heads.scalar_scores(model, "reward", input_ids, attention_mask)
+        other = heads.scalar_scores(model, "value", input_ids, attention_mask)
+        values = heads.token_values(model, "reward", input_ids, attention_mask)
+    expected = stage_scores(reward_adapter, quant, sequences, tokenizer)
+    torch.testing.assert_close(single, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(other, stage_scores(other_adapter, quant, sequences, tokenizer), atol=1e-4, rtol=0)
+    assert (single - other).abs().min() > 1e-2  # two adapters on one base really are two reward models
+    assert values.shape == input_ids.shape and values.dtype == torch.float32
+    last = attention_mask.sum(-1) - 1
+    torch.testing.assert_close(values[torch.arange(len(TEXTS)), last], single)
+    # Left padding gives the same scores (positions follow the mask).
+    left_ids = torch.stack([torch.roll(row, int((m == 0).sum())) for row, m in zip(input_ids, attention_mask)])
+    left_mask = torch.stack([torch.roll(m, int((m == 0).sum())) for m in attention_mask])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            heads.scalar_scores(model, "reward", left_ids, left_mask), single, atol=1e-4, rtol=0
+        )
+
+
+def test_reward_score_command_agrees_with_single_base(reward_adapter):
+    scorer, tokenizer, _ = reward_score.load_scorer(reward_adapter)  # what `workbench reward score` loads (4-bit)
+    sequences, input_ids, attention_mask = batch(tokenizer)
+    from_command = torch.tensor(reward_score.score_sequences(scorer, sequences, tokenizer.pad_token_id, 2))
+    quant = loading.Quantization(**adapters.read_manifest(reward_adapter).base_model["quantization"])
+    model = heads.attach_scalar_adapter(loading.load_model("tiny-llama", quant=quant).eval(), "reward", reward_adapter)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            heads.scalar_scores(model, "reward", input_ids, attention_mask), from_command, atol=1e-4, rtol=0
+        )
+
+
+def test_trainable_value_head_gets_gradients_and_round_trips(reward_adapter, tmp_path):
+    tokenizer = loading.load_tokenizer("tiny-llama")
+    sequences, input_ids, attention_mask = batch(tokenizer)
+    model = loading.load_model("tiny-llama", quant=NF4)
+    model = heads.attach_scalar_adapter(model, "reward", reward_adapter, trainable=False)
+    model = heads.attach_scalar_adapter(model, "value", reward_adapter, trainable=True)
+    head = model.workbench_heads["value"]
+    assert head.weight.requires_grad and not model.workbench_heads["reward"].weight.requires_grad
+    assert head.weight in set(model.parameters())  # an optimizer over model.parameters() trains the head
+    values = heads.token_values(model, "value", input_ids, attention_mask)
+    (values * attention_mask).sum().backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    lora_grads = [p.grad for n, p in model.named_parameters() if ".value." in n and "lora_" in n]
+    assert lora_grads and all(g is not None for g in lora_grads)
+    assert all(p.grad is None for n, p in model.named_parameters() if ".reward." in n)
+
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        trained = heads.scalar_scores(model, "value", input_ids, attention_mask)
+        assert (trained - heads.scalar_scores(model, "reward", input_ids, attention_mask)).abs().max() > 1e-3
+    manifest = adapters.read_manifest(reward_adapter)
+    manifest.stage = "ppo-value"
+    saved = heads.save_scalar_adapter(model, "value", tmp_path / "value", manifest)
+    assert adapters.read_manifest(saved).task_type == "SEQ_CLS"
+    torch.testing.assert_close(stage_scores(saved, NF4, sequences, tokenizer), trained, atol=1e-4, rtol=0)
+
+
+def test_adapter_on_wrong_base_is_refused(reward_adapter):
+    other_base = loading.load_model("tiny-qwen2", quant=FP32)
+    with pytest.raises(UserError, match="was trained on base 'tiny-llama'"):
+        heads.attach_scalar_adapter(other_base, "reward", reward_adapter)
+
+
+def test_causal_adapter_is_not_a_reward_adapter(reward_adapter, tmp_path):
+    target = tmp_path / "causal"
+    shutil.copytree(reward_adapter, target)
+    config = json.loads((target / "adapter_config.json").read_text())
+    (target / "adapter_config.json").write_text(json.dumps({**config, "task_type": "CAUSAL_LM"}))
+    with pytest.raises(UserError, match="not a reward"):
+        heads.attach_scalar_adapter(loading.load_model("tiny-llama", quant=FP32), "reward", target)

@@ -1,0 +1,197 @@
+"""`workbench ppo` on a tiny 4-bit model: outputs, lineage, W&B offline, bad input, kill -9 and exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.errors import UserError
+from workbench.rl.rollout import logprobs_from_logits
+from workbench.rl.trainer import PPOConfig, PromptStream
+
+RECIPE = """\
+model_name_or_path: tiny-llama
+load_in_4bit: true
+dtype: float32
+sft_adapter: {sft}
+reward_adapter: {reward}
+prompts:
+  - path: bundled:prompts
+    where: {{split: train}}
+    max_samples: 40
+total_steps: {steps}
+batch_size: 4
+mini_batch_size: 2
+gradient_accumulation_steps: 2
+ppo_epochs: 2
+max_new_tokens: 6
+temperature: 1.0
+missing_eos_penalty: 1.0
+kl_estimator: k3
+adaptive_kl: true
+kl_target: 0.1
+kl_horizon: 100
+learning_rate: 1.0e-3
+save_steps: 2
+sample_rows: 2
+seed: 7
+output_dir: {output_dir}
+"""
+PERF = ("perf/",)
+
+
+@pytest.fixture(scope="module")
+def tiny_adapters(tiny_model_path, tmp_path_factory):
+    from test_single_base import make_adapters
+
+    return make_adapters(tiny_model_path, tmp_path_factory.mktemp("ppo-adapters"))
+
+
+def write_recipe(tmp_path: Path, name: str, adapters, steps: int = 4) -> tuple[Path, Path]:
+    output_dir = tmp_path / name
+    recipe = tmp_path / f"{name}.yaml"
+    sft, reward = adapters
+    recipe.write_text(RECIPE.format(sft=sft, reward=reward, steps=steps, output_dir=output_dir))
+    return recipe, output_dir
+
+
+def ppo_command(recipe: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "workbench.cli", "ppo", "--config", str(recipe), *extra]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run(command):
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
+
+
+# ── pure pieces ──────────────────────────────────────────────────────────────────────────────────────────────────────
+def test_logprobs_from_logits_is_log_softmax_at_the_tokens():
+    logits = torch.randn(2, 5, 11, generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(1))
+    expected = torch.log_softmax(logits / 0.7, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(logprobs_from_logits(logits, tokens, 0.7), expected, atol=1e-6)
+    assert not torch.allclose(logprobs_from_logits(logits, tokens, 1.0), expected, atol=1e-3)
+
+
+def test_prompt_stream_covers_each_prompt_once_per_epoch_and_resumes():
+    stream = PromptStream(10, seed=3)
+    first_epoch = stream.next_batch(4) + stream.next_batch(4) + stream.next_batch(2)
+    assert sorted(first_epoch) == list(range(10))
+    crossing = stream.next_batch(4)
+    state = stream.state_dict()
+    again = PromptStream(10, seed=3)
+    again.load_state_dict(state)
+    assert again.next_batch(6) == stream.next_batch(6)
+    assert crossing and PromptStream(10, seed=4).next_batch(10) != first_epoch
+    # Two processes take disjoint shares of each global batch.
+    shards = [PromptStream(10, seed=3, rank=r, world=2).next_batch(3) for r in (0, 1)]
+    assert not set(shards[0]) & set(shards[1]) and shards[0] + shards[1] == first_epoch[:6]
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(UserError, match="mini_batch_size \\(3\\) must divide batch_size \\(8\\)"):
+        PPOConfig(sft_adapter="a", reward_adapter="b", batch_size=8, mini_batch_size=3).check()
+    with pytest.raises(UserError, match="kl_estimator must be one of"):
+        PPOConfig(sft_adapter="a", reward_adapter="b", kl_estimator="k9").check()
+    with pytest.raises(UserError, match="sft_adapter is required"):
+        PPOConfig(reward_adapter="b").check()
+
+
+# ── the stage ────────────────────────────────────────────────────────────────────────────────────────────────────────
+def test_ppo_writes_adapter_with_lineage_metrics_and_offline_wandb(tmp_path, tiny_adapters):
+    recipe, output_dir = write_recipe(tmp_path, "run", tiny_adapters, steps=2)
+    result = run(ppo_command(recipe, "--optim", "paged_adamw_8bit"))  # bitsandbytes' paged 8-bit AdamW, on CPU too
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((output_dir / "adapter" / "workbench.json").read_text())
+    assert manifest["stage"] == "ppo"
+    assert [p["role"] for p in manifest["parents"]] == ["sft", "reward"]
+    assert [p["stage"] for p in manifest["parents"]] == ["sft", "reward"]
+    assert manifest["base_model"]["quantization"]["bits"] == 4
+    assert manifest["wandb_run"]["mode"] == "offline"
+    assert list((output_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert (output_dir / "value_adapter" / "adapter_model.safetensors").exists()
+    history = json.loads((output_dir / "metrics.json").read_text())["history"]
+    assert [row["step"] for row in history] == [1, 2]
+    for key in (
+        "reward/mean",
+        "reward/std",
+        "objective/kl",
+        "policy/entropy",
+        "policy/clip_fraction",
+        "policy/approx_kl",
+        "value/loss",
+        "value/explained_variance",
+        "response/length",
+        "perf/tokens_per_second",
+    ):
+        assert key in history[0], key
+    assert history[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # policy == ref before the first update
+    assert history[1]["objective/kl"] > 1e-6  # and apart after it
+    assert history[1]["objective/kl_coef"] != history[0]["objective/kl_coef"]  # the adaptive controller moved
+    assert (output_dir / "recipe.yaml").read_text().startswith("# Resolved recipe")
+    # The trained policy adapter loads with plain PEFT on the base, and it moved away from the SFT adapter.
+    from safetensors.torch import load_file
+
+    trained = load_file(output_dir / "adapter" / "adapter_model.safetensors")
+    start = load_file(Path(tiny_adapters[0]) / "adapter_model.safetensors")
+    assert trained.keys() == start.keys()
+    assert max((trained[k] - start[k]).abs().max().item() for k in trained) > 1e-4
+    again = run(ppo_command(recipe))
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+
+
+def test_bad_input_exits_2_naming_the_key(tmp_path, tiny_adapters):
+    recipe, output_dir = write_recipe(tmp_path, "bad", tiny_adapters)
+    result = run(ppo_command(recipe, "--mini_batch_size", "3"))
+    assert result.returncode == 2 and "mini_batch_size (3)" in result.stderr and "Traceback" not in result.stderr
+    result = run(ppo_command(recipe, "--reward_adapter", str(tiny_adapters[0])))  # an SFT adapter is no reward model
+    assert result.returncode == 2 and "not a reward (SEQ_CLS) adapter" in result.stderr
+    assert not (output_dir / "adapter").exists()
+
+
+def test_kill_9_then_resume_gives_the_same_metrics(tmp_path, tiny_adapters):
+    """4 steps straight vs a run killed after its step-2 checkpoint and resumed: steps 3 and 4 match exactly."""
+    straight_recipe, straight_dir = write_recipe(tmp_path, "straight", tiny_adapters, steps=4)
+    straight = run(ppo_command(straight_recipe))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    # The killed run is told to go on for long, so that it is surely still running when the kill comes.
+    recipe, output_dir = write_recipe(tmp_path, "killed", tiny_adapters, steps=4)
+    process = subprocess.Popen(
+        ppo_command(recipe, "--total_steps", "1000"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
+    )
+    deadline = time.time() + 300
+    while not (output_dir / "checkpoint-2" / "complete").exists():
+        assert process.poll() is None, "PPO ended before the checkpoint it was to be killed after"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output_dir / "adapter").exists() and not (output_dir / "checkpoint-4").exists()
+
+    resumed = run(ppo_command(recipe, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from checkpoint-2" in resumed.stdout
+    expected = json.loads((straight_dir / "metrics.json").read_text())["history"]
+    got = json.loads((output_dir / "metrics.json").read_text())["history"]
+    assert [row["step"] for row in got] == [1, 2, 3, 4]
+    for want, have in zip(expected[2:], got[2:]):
+        for key, value in want.items():
+            if key.startswith(PERF):
+                continue
+            assert math.isclose(have[key], value, rel_tol=1e-6, abs_tol=1e-7), (want["step"], key, have[key], value)
+    # The steps after the checkpoint really changed things (equal metrics are not trivially equal).
+    assert expected[3]["reward/mean"] != expected[1]["reward/mean"]
+    trained = (output_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert trained == (straight_dir / "adapter" / "adapter_model.safetensors").read_bytes()

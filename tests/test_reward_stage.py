@@ -1,0 +1,281 @@
+"""`workbench reward` end to end on a tiny 4-bit model, `reward score`, errors, metrics, and quality on the default."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from workbench.errors import UserError
+from workbench.stages.reward_score import pairwise_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_PREFERENCES = ROOT / "workbench" / "data" / "bundled" / "preferences.jsonl"
+
+RECIPE = """\
+model_name_or_path: tiny-llama
+dtype: float32
+bf16: false
+datasets:
+  - path: {data}
+    where: {{split: train}}
+eval_datasets:
+  - path: {data}
+    where: {{split: test}}
+max_steps: {max_steps}
+per_device_train_batch_size: 4
+per_device_eval_batch_size: 8
+learning_rate: 1.0e-3
+max_length: 256
+save_steps: {save_steps}
+logging_steps: 2
+gradient_checkpointing: false
+dataloader_num_workers: 0
+output_dir: {output_dir}
+"""
+
+
+def run(command, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+def reward_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "workbench.cli", "reward", *args]
+
+
+@pytest.fixture(scope="module")
+def labeled_data(tmp_path_factory) -> Path:
+    """Preference pairs as `label pull` leaves them: a JSONL file with a lineage manifest beside it."""
+    folder = tmp_path_factory.mktemp("pulled")
+    rows = [json.loads(line) for line in BUNDLED_PREFERENCES.read_text().splitlines()]
+    subset = [r for r in rows if r["split"] == "train"][:40] + [r for r in rows if r["split"] == "test"][:16]
+    (folder / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in subset))
+    lineage = {"labeling_round": 2, "argilla_dataset": "candidates-round-2", "api_key": "must-not-leak"}
+    (folder / "manifest.json").write_text(json.dumps(lineage))
+    return folder / "preferences.jsonl"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, labeled_data, tiny_model_path):
+    """One reward run (6 steps, checkpoints at 3 and 6) with an SFT parent on the same base."""
+    from workbench.modeling import adapters, loading
+
+    tmp = tmp_path_factory.mktemp("reward")
+    sft = tmp / "sft-adapter"
+    base = {"name_or_path": "tiny-llama", "content_hash": loading.weights_hash(str(tiny_model_path))}
+    adapters.AdapterManifest(stage="sft", base_model=base, peft_method="lora").write(sft)
+    output_dir = tmp / "run"
+    recipe = tmp / "run.yaml"
+    recipe.write_text(RECIPE.format(data=labeled_data, max_steps=6, save_steps=3, output_dir=output_dir))
+    result = run(reward_command("--config", str(recipe), "--sft_adapter", str(sft)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return recipe, output_dir, sft
+
+
+def test_reward_writes_adapter_manifest_metrics_and_offline_wandb(trained, labeled_data):
+    recipe, output_dir, sft = trained
+    adapter = output_dir / "adapter"
+    manifest = json.loads((adapter / "workbench.json").read_text())
+    assert manifest["stage"] == "reward" and manifest["task_type"] == "SEQ_CLS" and manifest["peft_method"] == "lora"
+    assert manifest["base_model"]["quantization"]["bits"] == 4
+    datasets = [p for p in manifest["parents"] if p["kind"] == "dataset"]
+    assert datasets[0]["path"] == str(labeled_data) and datasets[0]["where"] == {"split": "train"}
+    assert datasets[0]["labeling"]["content"] == {"labeling_round": 2, "argilla_dataset": "candidates-round-2"}
+    assert [p["path"] for p in manifest["parents"] if p["kind"] == "adapter"] == [str(sft.resolve())]
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
+    assert "base_model.model.score.weight" in load_file(adapter / "adapter_model.safetensors")
+
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics == manifest["metrics"] and metrics["global_step"] == 6
+    for key in ("base_eval_accuracy", "eval_accuracy", "eval_mean_margin", "eval_ece", "eval_pairs"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["eval_pairs"] == 16 and 0 <= metrics["eval_accuracy"] <= 1
+    assert sum(b["pairs"] for b in metrics["eval_calibration"]) == 16
+    assert manifest["wandb_run"]["mode"] == "offline"
+    assert list((output_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    rerun = (output_dir / "recipe.yaml").read_text()
+    assert rerun.startswith("# Resolved recipe") and "workbench reward --config" in rerun
+    again = run(reward_command("--config", str(recipe)))
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+
+
+def test_resume_from_checkpoint_reaches_the_same_adapter(trained, tmp_path):
+    """Drop the last checkpoint and the adapter, resume from checkpoint-3: the same weights come out."""
+    recipe, output_dir, sft = trained
+    straight = load_file(output_dir / "adapter" / "adapter_model.safetensors")
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(output_dir, resumed_dir, ignore=shutil.ignore_patterns("checkpoint-6", "adapter", "wandb"))
+    resumed_recipe = tmp_path / "resumed.yaml"
+    resumed_recipe.write_text(recipe.read_text().replace(str(output_dir), str(resumed_dir)))
+    result = run(reward_command("--config", str(resumed_recipe), "--sft_adapter", str(sft), "--resume"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((resumed_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [2, 4, 6]
+    resumed = load_file(resumed_dir / "adapter" / "adapter_model.safetensors")
+    at_three = load_file(resumed_dir / "checkpoint-3" / "adapter_model.safetensors")
+    assert {k: v.dtype for k, v in resumed.items()} == {k: v.dtype for k, v in straight.items()}
+
+    def distance(x, y):
+        return sum(((x[k].float() - y[k].float()) ** 2).sum().item() for k in x) ** 0.5
+
+    assert distance(at_three, straight) > 20 * distance(resumed, straight)
+
+
+def test_score_command_scores_and_ranks_candidates(trained, tmp_path):
+    _, output_dir, _ = trained
+    candidates = tmp_path / "candidates.jsonl"
+    rows = [
+        {
+            "prompt_id": "p1",
+            "prompt": [{"role": "user", "content": "How do I polish shoes?"}],
+            "completions": ["Clean them, then polish and buff them.", "No idea", "Figure it out yourself."],
+        },
+        {"prompt_id": "p2", "prompt": [{"role": "user", "content": "Plan a picnic."}], "completions": ["Sure.", "No"]},
+    ]
+    candidates.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scored_path = tmp_path / "out" / "scored.jsonl"
+    adapter = output_dir / "adapter"
+    result = run(
+        reward_command(
+            "score",
+            "--adapter",
+            str(adapter),
+            "--input",
+            str(candidates),
+            "--output",
+            str(scored_path),
+            "--batch_size",
+            "2",
+        )
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = [json.loads(line) for line in scored_path.read_text().splitlines()]
+    assert [r["prompt_id"] for r in scored] == ["p1", "p2"]
+    for row in scored:
+        assert len(row["scores"]) == len(row["completions"]) and all(math.isfinite(s) for s in row["scores"])
+        assert sorted(row["ranking"]) == list(range(len(row["completions"])))
+        assert [row["scores"][i] for i in row["ranking"]] == sorted(row["scores"], reverse=True)
+        assert row["reward_model"] == str(adapter.resolve())
+    assert not list(scored_path.parent.glob(".*tmp"))
+
+    # Single completions, scored one by one, give the same numbers as inside a batch of candidates.
+    singles = tmp_path / "singles.jsonl"
+    singles.write_text(
+        "".join(json.dumps({"prompt": rows[0]["prompt"], "completion": c}) + "\n" for c in rows[0]["completions"])
+    )
+    out = tmp_path / "singles-scored.jsonl"
+    result = run(
+        reward_command(
+            "score", "--adapter", str(adapter), "--input", str(singles), "--output", str(out), "--batch_size", "1"
+        )
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    single_scores = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    assert single_scores == pytest.approx(scored[0]["scores"], abs=1e-4)
+
+
+def test_missing_chosen_column_exits_2_naming_it(tmp_path, tiny_model_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"prompt": "Hi", "answer": "Hello.", "rejected": "Go away."}) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model_name_or_path: tiny-llama\noutput_dir: {tmp_path / 'o'}\ndatasets: [{{path: {data}}}]\n")
+    result = run(reward_command("--config", str(recipe)))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "missing column(s) ['chosen']" in result.stderr and str(data) in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o" / "adapter").exists()
+
+
+def test_sft_adapter_on_another_base_exits_2(tmp_path, labeled_data, tiny_model_path):
+    from workbench.modeling import adapters
+
+    sft = tmp_path / "sft"
+    adapters.AdapterManifest(
+        stage="sft", base_model={"name_or_path": "tiny-qwen2", "content_hash": "sha256:other"}, peft_method="lora"
+    ).write(sft)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(data=labeled_data, max_steps=1, save_steps=10, output_dir=tmp_path / "o"))
+    result = run(reward_command("--config", str(recipe), "--sft_adapter", str(sft)))
+    assert result.returncode == 2
+    assert "trained on base 'tiny-qwen2'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_score_rejects_unknown_columns_and_sft_adapters(trained, tmp_path):
+    _, output_dir, sft = trained
+    data = tmp_path / "x.jsonl"
+    data.write_text(json.dumps({"question": "Hi"}) + "\n")
+    args = ["--input", str(data), "--output", str(tmp_path / "o.jsonl")]
+    result = run(reward_command("score", "--adapter", str(output_dir / "adapter"), *args))
+    assert result.returncode == 2 and "prompt+completions" in result.stderr and "['question']" in result.stderr
+    result = run(reward_command("score", "--adapter", str(sft), *args))
+    assert result.returncode == 2 and "not a reward adapter" in result.stderr
+
+
+def test_pairwise_metrics_accuracy_margin_and_calibration():
+    margins = [3.0, 2.5, -2.5, 0.1, -0.1, 0.0]
+    metrics = pairwise_metrics(margins, bins=5)
+    assert metrics["pairs"] == 6 and metrics["accuracy"] == pytest.approx(3 / 6)
+    assert metrics["mean_margin"] == pytest.approx(sum(margins) / 6)
+    table = metrics["calibration"]
+    assert [b["pairs"] for b in table] == [3, 0, 0, 0, 3]  # |m| <= 0.1 -> 0.5-0.6; |m| >= 2.5 -> 0.9-1.0
+    top = table[-1]
+    assert top["accuracy"] == pytest.approx(2 / 3)
+    sigmoid = [1 / (1 + math.exp(-abs(m))) for m in margins]
+    expected_ece = 3 / 6 * abs(2 / 3 - sum(sigmoid[:3]) / 3) + 3 / 6 * abs(1 / 3 - sum(sigmoid[3:]) / 3)
+    assert metrics["ece"] == pytest.approx(expected_ece)
+    perfect = pairwise_metrics([50.0] * 4, bins=10)
+    assert perfect["accuracy"] == 1.0 and perfect["ece"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_preference_loader_checks_columns_kinds_and_margins(tmp_path):
+    from workbench.data.preferences import load_preferences
+
+    def write(name, rows):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    good = write("good.jsonl", [{"prompt": "Q", "chosen": "A.", "rejected": "b", "margin": 2}] * 3)
+    dataset, kind, sources = load_preferences([{"path": good}], "datasets", 0, margin_scale=0.5)
+    assert kind == "standard" and dataset["margin"] == [1.0] * 3 and sources[0]["rows"] == 3
+    dataset, _, _ = load_preferences([{"path": good}], "datasets", 0, use_margin=False)
+    assert "margin" not in dataset.column_names
+    no_margin = write("plain.jsonl", [{"prompt": "Q", "chosen": "A.", "rejected": "b"}] * 2)
+    mixed, _, _ = load_preferences([{"path": good}, {"path": no_margin}], "datasets", 0)
+    assert sorted(mixed["margin"]) == [0.0, 0.0, 2.0, 2.0]  # equal weights, no row repeated; no margin means 0
+    cases = {
+        "missing column(s) ['rejected']": [{"prompt": "Q", "chosen": "A."}],
+        "column 'chosen' is empty": [{"prompt": "Q", "chosen": "", "rejected": "b"}],
+        "mixes message lists and plain strings": [
+            {"prompt": "Q", "chosen": [{"role": "assistant", "content": "A."}], "rejected": "b"}
+        ],
+        "'margin' must hold numbers": [{"prompt": "Q", "chosen": "A.", "rejected": "b", "margin": "big"}],
+    }
+    for message, rows in cases.items():
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+            load_preferences([{"path": write("bad.jsonl", rows)}], "datasets", 0)
+    with pytest.raises(UserError, match="templates are for SFT"):
+        load_preferences([{"path": good, "template": "{prompt}"}], "datasets", 0)
+
+
+@pytest.mark.slow
+def test_default_model_learns_the_rubric(tmp_path, default_model_path):
+    """The real recipe on the embedded default: held-out pairwise accuracy clearly above chance."""
+    recipe = (ROOT / "recipes" / "smollm2-135m" / "reward.yaml").read_text()
+    recipe = recipe.replace("bundled:preferences", str(BUNDLED_PREFERENCES))
+    recipe = recipe.replace("output_dir: outputs/smollm2-135m/reward", f"output_dir: {tmp_path / 'out'}")
+    path = tmp_path / "reward.yaml"
+    path.write_text(recipe)
+    result = run(reward_command("--config", str(path)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["eval_pairs"] >= 100
+    assert metrics["eval_accuracy"] >= 0.75, metrics

@@ -1,0 +1,189 @@
+"""The single-base PPO is provably the same computation as separately loaded models.
+
+One 4-bit base carries `policy`, `ref`, `reward` and `value`. Its reference log-probs must equal those of the SFT model
+loaded on its own (base + SFT adapter), and its reward must equal the reward stage's own model (a sequence-
+classification base + the reward adapter), on real 4-bit bitsandbytes layers, to a tight tolerance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.modeling import adapters, loading
+from workbench.rl.rollout import (
+    POLICY,
+    REF,
+    REWARD,
+    VALUE,
+    load_single_base,
+    response_logprobs,
+    response_values,
+    reward_input_ids,
+    reward_scores,
+    right_pad,
+)
+
+QUANT = dict(load_in_4bit=True, double_quant=True, dtype="float32")
+PROMPTS = [
+    [{"role": "user", "content": "How do I boil an egg?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a prime number."}],
+    [{"role": "user", "content": "Write a haiku about rain, please, and keep it gentle."}],
+]
+RESPONSES = ["Put it in boiling water for nine minutes.", "Seven.", "Soft rain on the roof"]
+
+
+def randomise(model, name: str, seed: int, scale: float = 0.3) -> None:
+    """A fresh LoRA is the identity (B = 0): give adapter `name` random weights so that it changes outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if f".{name}." in parameter_name and parameter.is_floating_point():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+
+
+def make_adapters(base_path, out_dir: Path, seed: int = 0) -> tuple[Path, Path]:
+    """An SFT adapter (CAUSAL_LM LoRA) and a reward adapter (SEQ_CLS LoRA + `score` head) with random weights, saved
+    with manifests as the SFT and reward stages save them (PEFT saves the head through modules_to_save)."""
+    quant = loading.quantization_from_args(dtype="float32")
+    tokenizer = loading.load_tokenizer(str(base_path))
+    model = loading.load_model(str(base_path), quant=quant, device_map="cpu")
+    model = adapters.attach(model, "default", config=adapters.build_peft_config("lora", r=4, alpha=8, dropout=0.0))
+    randomise(model, "default", seed)
+    manifest = adapters.AdapterManifest(stage="sft", base_model=model.workbench_base.to_dict(), peft_method="lora")
+    sft_dir = adapters.save(model, "default", out_dir / "sft", manifest)
+
+    model = loading.load_model(
+        str(base_path), quant=quant, head="scalar", device_map="cpu", pad_token_id=tokenizer.pad_token_id
+    )
+    config = adapters.build_peft_config("lora", task_type="SEQ_CLS", r=4, alpha=8, dropout=0.0)
+    model = adapters.attach(model, "default", config=config)
+    randomise(model, "default", seed + 1)
+    manifest = adapters.AdapterManifest(
+        stage="reward", base_model=model.workbench_base.to_dict(), peft_method="lora", task_type="SEQ_CLS"
+    )
+    reward_dir = adapters.save(model, "default", out_dir / "reward", manifest)
+    return sft_dir, reward_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_adapters(tiny_model_path, tmp_path_factory):
+    return make_adapters(tiny_model_path, tmp_path_factory.mktemp("adapters"))
+
+
+@pytest.fixture(scope="module")
+def single_base(tiny_model_path, tiny_adapters):
+    sft_dir, reward_dir = tiny_adapters
+    quant = loading.quantization_from_args(**QUANT)
+    model = load_single_base(
+        str(tiny_model_path), quant=quant, sft_adapter=sft_dir, reward_adapter=reward_dir, device_map="cpu"
+    )
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_path):
+    return loading.load_tokenizer(str(tiny_model_path))
+
+
+def queries_and_responses(tokenizer):
+    """Left-padded chat prompts and right-padded responses of different lengths, as a rollout makes them."""
+    from workbench.rl.rollout import encode_prompts, left_pad
+
+    query_ids, query_mask = left_pad(encode_prompts(tokenizer, PROMPTS, 256), tokenizer.pad_token_id)
+    encoded = [tokenizer(text)["input_ids"] + [tokenizer.eos_token_id] for text in RESPONSES]
+    response_ids, response_mask = right_pad(encoded, tokenizer.pad_token_id)
+    return query_ids, query_mask, response_ids, response_mask
+
+
+def test_one_base_carries_four_adapters_without_copies(single_base, tiny_model_path):
+    assert set(single_base.peft_config) == {POLICY, REF, REWARD, VALUE}
+    alone = loading.load_model(str(tiny_model_path), quant=loading.quantization_from_args(**QUANT), device_map="cpu")
+    # The same number of real 4-bit layers as one plain base: the four roles share them.
+    assert loading.count_bnb_layers(single_base) == loading.count_bnb_layers(alone)
+    assert loading.count_bnb_layers(alone)["Linear4bit"] > 0
+    assert (
+        adapters.trainable_parameters(single_base, REF) == 0
+        and adapters.trainable_parameters(single_base, REWARD) == 0
+    )
+    assert single_base.workbench_heads[VALUE].weight.requires_grad
+    assert not single_base.workbench_heads[REWARD].weight.requires_grad
+
+
+def test_ref_logprobs_equal_the_separately_loaded_sft_model(single_base, tiny_adapters, tokenizer):
+    sft_dir, _ = tiny_adapters
+    inputs = queries_and_responses(tokenizer)
+    with torch.no_grad():
+        with adapters.use_adapter(single_base, REF):
+            ref, _ = response_logprobs(single_base, *inputs, temperature=0.7)
+        sft_model, _ = adapters.load_with_adapter(
+            sft_dir, quant=loading.quantization_from_args(**QUANT), device_map="cpu"
+        )
+        sft_model.eval()
+        sft, _ = response_logprobs(sft_model, *inputs, temperature=0.7)
+        with sft_model.disable_adapter():
+            base_only, _ = response_logprobs(sft_model, *inputs, temperature=0.7)
+    mask = inputs[3]
+    assert torch.allclose(ref[mask], sft[mask], atol=1e-5, rtol=0), (ref[mask] - sft[mask]).abs().max()
+    # The adapter matters (the comparison could fail): without it the log-probs are far off.
+    assert (base_only[mask] - sft[mask]).abs().max() > 1e-2
+
+    # Training the policy leaves the reference where it was.
+    saved = {n: p.detach().clone() for n, p in single_base.named_parameters() if f".{POLICY}." in n}
+    randomise(single_base, POLICY, seed=99)
+    try:
+        with torch.no_grad():
+            policy, _ = response_logprobs(single_base, *inputs, temperature=0.7)
+            with adapters.use_adapter(single_base, REF):
+                ref_after, _ = response_logprobs(single_base, *inputs, temperature=0.7)
+        assert (policy[mask] - sft[mask]).abs().max() > 1e-2
+        assert torch.equal(ref_after, ref)
+    finally:
+        with torch.no_grad():
+            for name, parameter in single_base.named_parameters():
+                if name in saved:
+                    parameter.copy_(saved[name])
+
+
+def test_reward_equals_the_reward_stage_model(single_base, tiny_adapters, tokenizer, tiny_model_path):
+    from workbench.stages.reward_score import encode
+
+    _, reward_dir = tiny_adapters
+    # The texts are tokenized as the reward stage tokenizes them (TRL's RewardTrainer: chat template of prompt+reply).
+    sequences = [reward_input_ids(tokenizer, p, r) for p, r in zip(PROMPTS, RESPONSES)]
+    assert sequences == [encode(tokenizer, p, r) for p, r in zip(PROMPTS, RESPONSES)]
+    with torch.no_grad():
+        single = reward_scores(single_base, tokenizer, PROMPTS, RESPONSES, "cpu")
+        stage_model = loading.load_model(
+            str(tiny_model_path),
+            quant=loading.quantization_from_args(**QUANT),
+            head="scalar",
+            device_map="cpu",
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        stage_model = adapters.attach(stage_model, "default", path=reward_dir, trainable=False)
+        stage_model.eval()
+        ids, mask = right_pad(sequences, tokenizer.pad_token_id)
+        expected = stage_model(input_ids=ids, attention_mask=mask.long()).logits.squeeze(-1).float()
+        with stage_model.disable_adapter():
+            without_lora = stage_model(input_ids=ids, attention_mask=mask.long()).logits.squeeze(-1).float()
+    assert torch.allclose(single, expected, atol=1e-5, rtol=0), (single, expected)
+    assert (without_lora - expected).abs().max() > 1e-3  # the LoRA weights matter, so the match means something
+    assert single.std() > 0  # and the scores are not all the same
+
+
+def test_value_starts_as_the_reward_model(single_base, tokenizer):
+    """The value adapter and head are initialised from the reward adapter: same numbers at every token."""
+    from workbench.modeling import heads
+
+    ids, mask = right_pad([reward_input_ids(tokenizer, p, r) for p, r in zip(PROMPTS, RESPONSES)], 0)
+    with torch.no_grad():
+        reward = heads.token_values(single_base, REWARD, ids, mask.long())
+        value = heads.token_values(single_base, VALUE, ids, mask.long())
+        inputs = queries_and_responses(tokenizer)
+        values = response_values(single_base, *inputs)
+    assert torch.equal(reward[mask], value[mask])
+    assert values.shape == inputs[2].shape and torch.isfinite(values).all()

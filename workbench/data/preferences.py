@@ -1,0 +1,141 @@
+"""Preference datasets for the reward stage: TRL's preference format, checked, with where each dataset came from.
+
+A row holds `chosen` and `rejected` (message lists or strings), usually a `prompt` (explicit prompt; without it the
+prompt is implicit in both conversations) and optionally a `margin` (how much better `chosen` is). This is what
+`workbench label pull` writes and what TRL's `RewardTrainer` reads as is. The dataset specs are the SFT mixture's
+(`path`, `split`, `where`, `weight`, `max_samples`, ...), minus the templates.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workbench.data import formats
+from workbench.data.mixture import DatasetSpec, _load_raw, _take, mixture_counts
+from workbench.errors import UserError
+
+REQUIRED = ("chosen", "rejected")
+SIDECARS = ("manifest.json", "workbench.json")  # lineage files `label pull` (or a person) leaves beside the data
+
+
+def _kind(value, where: str) -> str:
+    if isinstance(value, str):
+        return "standard"
+    if isinstance(value, list):
+        for turn in value:
+            if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
+                raise UserError(f"{where}: every message needs `role` and `content`; got {turn!r}")
+        return "conversational"
+    raise UserError(f"{where}: expected a string or a list of {{role, content}} messages; got {type(value).__name__}")
+
+
+def check_rows(dataset, where: str) -> str:
+    """Every row non-empty and of one kind (all conversational or all strings); returns that kind."""
+    columns = [c for c in ("prompt", "chosen", "rejected") if c in dataset.column_names]
+    kinds = set()
+    for index, row in enumerate(dataset.select_columns(columns)):
+        for column in columns:
+            if not row[column]:
+                raise UserError(f"{where}: column {column!r} is empty in row {index}")
+            kinds.add(_kind(row[column], f"{where} row {index} column {column!r}"))
+    if len(kinds) > 1:
+        raise UserError(f"{where}: mixes message lists and plain strings across prompt/chosen/rejected; use one")
+    return kinds.pop()
+
+
+def sidecar_manifest(path: str) -> dict | None:
+    """The lineage file beside a local dataset (labeling round, Argilla dataset, ...), if one is there."""
+    from workbench.tracking import without_secrets
+
+    local = Path(path).expanduser()
+    if not local.exists():
+        return None
+    folders = [local, local.parent] if local.is_dir() else [local.parent]
+    for folder in folders:
+        for name in SIDECARS:
+            candidate = folder / name
+            if candidate.is_file():
+                try:
+                    content = json.loads(candidate.read_text())
+                except json.JSONDecodeError as error:
+                    raise UserError(f"{candidate} is not valid JSON: {error}") from error
+                return {"file": str(candidate.resolve()), "content": without_secrets(content)}
+    return None
+
+
+def load_one(spec: DatasetSpec, where: str, use_margin: bool):
+    dataset = _load_raw(spec, where)
+    formats.check_columns(dataset.column_names, list(REQUIRED), where)
+    if spec.where:
+        formats.check_columns(dataset.column_names, list(spec.where), where)
+        wanted = dict(spec.where)
+        dataset = dataset.filter(lambda row: all(row[k] == v for k, v in wanted.items()))
+    if len(dataset) == 0:
+        raise UserError(f"{where}: dataset {spec.path!r} has no rows (after `where: {spec.where}`)")
+    if spec.max_samples is not None:
+        dataset = dataset.select(range(min(spec.max_samples, len(dataset))))
+    kind = check_rows(dataset, where)
+    keep = [c for c in ("prompt", "chosen", "rejected") if c in dataset.column_names]
+    has_margin = use_margin and "margin" in dataset.column_names
+    if has_margin:
+        bad = [i for i, m in enumerate(dataset["margin"]) if not isinstance(m, (int, float)) or isinstance(m, bool)]
+        if bad:
+            raise UserError(f"{where}: column 'margin' must hold numbers; row(s) {bad[:5]} do not")
+        keep.append("margin")
+    return dataset.select_columns(keep), kind, has_margin
+
+
+def load_preferences(
+    raw_specs: list,
+    key: str,
+    seed: int,
+    *,
+    use_margin: bool = True,
+    margin_scale: float = 1.0,
+    total: int | None = None,
+):
+    """The recipe's preference datasets as one shuffled `Dataset`, its kind, and a lineage record per dataset."""
+    import datasets
+
+    if not raw_specs:
+        raise UserError(f"recipe key `{key}` is empty: list at least one preference dataset (path: ...)")
+    specs = [DatasetSpec.from_recipe(raw, f"{key}[{i}]") for i, raw in enumerate(raw_specs)]
+    for i, spec in enumerate(specs):
+        if spec.template or spec.prompt_template:
+            raise UserError(f"{key}[{i}]: templates are for SFT data; preference data needs chosen/rejected columns")
+    loaded = [load_one(spec, f"{key}[{i}] ({spec.path})", use_margin) for i, spec in enumerate(specs)]
+    kinds = {kind for _, kind, _ in loaded}
+    if len(kinds) > 1:
+        raise UserError(f"{key}: mixes conversational and plain-string preference datasets; use one kind")
+    prompts = {"prompt" in ds.column_names for ds, _, _ in loaded}
+    if len(prompts) > 1:
+        raise UserError(f"{key}: some datasets have a `prompt` column and some do not; give every one a prompt")
+    with_margin = any(has for _, _, has in loaded)
+    parts = []
+    for ds, _, has in loaded:
+        if with_margin and not has:  # a mixture needs the column everywhere: no margin means margin 0
+            ds = ds.add_column("margin", [0.0] * len(ds))
+        if with_margin:
+            ds = ds.cast_column("margin", datasets.Value("float64"))
+            ds = ds.map(lambda row: {"margin": row["margin"] * margin_scale})
+        parts.append(ds)
+    if len(parts) == 1 and total is None:
+        dataset = parts[0].shuffle(seed=seed)
+    else:
+        counts = mixture_counts([len(ds) for ds in parts], [s.weight for s in specs], total)
+        taken = [_take(ds, count, seed + i) for i, (ds, count) in enumerate(zip(parts, counts))]
+        dataset = datasets.concatenate_datasets(taken).shuffle(seed=seed)
+    local = [Path(spec.path).expanduser() for spec in specs]
+    sources = [
+        {
+            "kind": "dataset",
+            "path": spec.path,
+            "resolved_path": str(path.resolve()) if path.exists() else None,
+            "where": spec.where,
+            "rows": len(ds),
+            "labeling": sidecar_manifest(spec.path),
+        }
+        for spec, path, (ds, _, _) in zip(specs, local, loaded)
+    ]
+    return dataset, kinds.pop(), sources

@@ -1,0 +1,264 @@
+"""`workbench reward --config recipes/<model>/reward.yaml`: a QLoRA reward model with TRL's RewardTrainer.
+
+The base in 4-bit with a scalar head (`score`), a LoRA sequence-classification adapter whose head is saved with it
+(PEFT `modules_to_save`), trained on preference pairs (prompt, chosen, rejected, optional margin). Output folder:
+`adapter/` (PEFT files + workbench.json: the preference datasets and their labeling round, the SFT parent if any),
+`recipe.yaml`, `metrics.json` (held-out pairwise accuracy, mean margin, calibration), `checkpoint-*/`, `wandb/`.
+`workbench reward score ...` scores completions with the adapter (see reward_score.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.errors import UserError
+
+STAGE = "reward"
+
+
+@dataclass
+class RewardDataConfig:
+    """Preference data and how to run the stage (TRL's RewardConfig holds the training hyper-parameters)."""
+
+    datasets: list[dict] = field(
+        default_factory=lambda: [{"path": "bundled:preferences", "where": {"split": "train"}}],
+        metadata={
+            "help": "Preference datasets (prompt, chosen, rejected, optional margin), a weighted mixture: a list of "
+            "{path, weight, split, where, max_samples}. path: a .jsonl/.json/.parquet/.csv file, a save_to_disk "
+            "folder (e.g. from `workbench label pull`), bundled:NAME, or a hub id."
+        },
+    )
+    eval_datasets: list[dict] | None = field(
+        default=None, metadata={"help": "Held-out preference datasets (same form); accuracy is reported on them."}
+    )
+    eval_split_size: float = field(
+        default=0.1, metadata={"help": "If no eval_datasets: hold out this fraction of the training pairs."}
+    )
+    mixture_size: int | None = field(default=None, metadata={"help": "Pairs in the training mixture (default: all)."})
+    use_margin: bool = field(
+        default=True, metadata={"help": "Use the `margin` column when present: loss -log sigmoid(r_c - r_r - m)."}
+    )
+    margin_scale: float = field(default=1.0, metadata={"help": "Multiply every margin by this (reward units)."})
+    sft_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "The SFT adapter this reward model belongs with: checked against the base and recorded as a "
+            "parent in the manifest. The reward LoRA itself starts from the base."
+        },
+    )
+    calibration_bins: int = field(default=10, metadata={"help": "Confidence bins for the calibration report."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    overwrite: bool = field(default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints."})
+
+
+def trainer_class():
+    from trl import RewardTrainer
+
+    from workbench.modeling.adapters import ResumeKeepsAdapterDtype
+
+    class WorkbenchRewardTrainer(ResumeKeepsAdapterDtype, RewardTrainer):
+        def __init__(self, *args, head_dtype=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            # TRL casts every trainable parameter of a quantized model to bf16, the scalar head too; the head must
+            # match the compute dtype of the hidden states it reads (and the reward stays precise).
+            for name, parameter in self.model.named_parameters():
+                if parameter.requires_grad and "modules_to_save" in name and head_dtype is not None:
+                    parameter.data = parameter.data.to(head_dtype)
+
+    return WorkbenchRewardTrainer
+
+
+def parse(argv: list[str]):
+    import torch
+    from trl import RewardConfig
+
+    from workbench.config import RecipeParser, TrackingConfig, WorkbenchModelConfig
+
+    cuda = torch.cuda.is_available()
+    defaults = dict(output_dir="outputs/reward", report_to=["wandb"], use_cpu=not cuda, bf16=cuda, logging_steps=5)
+    parser = RecipeParser(
+        [RewardDataConfig, WorkbenchModelConfig, TrackingConfig, RewardConfig], "workbench reward", defaults
+    )
+    return (*parser.parse(argv), parser.given)
+
+
+def evaluate_pairs(trainer, dataset, bins: int) -> dict:
+    """Pairwise accuracy, mean margin and calibration of the trainer's model on a tokenized preference dataset."""
+    from workbench.stages.reward_score import pairwise_metrics, score_sequences
+
+    pad = trainer.processing_class.pad_token_id
+    batch = trainer.args.per_device_eval_batch_size
+    chosen = score_sequences(trainer.model, dataset["chosen_ids"], pad, batch)
+    rejected = score_sequences(trainer.model, dataset["rejected_ids"], pad, batch)
+    return pairwise_metrics([c - r for c, r in zip(chosen, rejected)], bins)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["score"]:
+        from workbench.stages import reward_score
+
+        return reward_score.main(argv[1:])
+    data_cfg, model_cfg, tracking_cfg, reward_cfg, given = parse(argv)
+
+    import torch
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from workbench import tracking
+    from workbench.config import resolved_recipe, write_resolved_recipe
+    from workbench.data.mixture import fingerprint
+    from workbench.data.preferences import load_preferences
+    from workbench.modeling import adapters, loading
+
+    output_dir = Path(reward_cfg.output_dir)
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last_checkpoint and not (data_cfg.resume or data_cfg.overwrite):
+        raise UserError(f"{output_dir} holds {Path(last_checkpoint).name}: pass --resume to continue or --overwrite")
+    if data_cfg.resume and not last_checkpoint:
+        print(f"workbench reward: no checkpoint in {output_dir}; starting from the beginning")
+    set_seed(reward_cfg.seed)
+
+    # ── data ─────────────────────────────────────────────────────────────────────────────────────────────────────
+    margins = dict(use_margin=data_cfg.use_margin, margin_scale=data_cfg.margin_scale)
+    train_dataset, kind, sources = load_preferences(
+        data_cfg.datasets, "datasets", reward_cfg.seed, total=data_cfg.mixture_size, **margins
+    )
+    eval_dataset = None
+    if data_cfg.eval_datasets:
+        eval_dataset, _, eval_sources = load_preferences(
+            data_cfg.eval_datasets, "eval_datasets", reward_cfg.seed, **margins
+        )
+        sources += [dict(source, role="eval") for source in eval_sources]
+    elif data_cfg.eval_split_size > 0:
+        split = train_dataset.train_test_split(test_size=data_cfg.eval_split_size, seed=reward_cfg.seed)
+        train_dataset, eval_dataset = split["train"], split["test"]
+    if eval_dataset is not None and "margin" in eval_dataset.column_names:
+        eval_dataset = eval_dataset.remove_columns("margin")  # held-out accuracy is about the ranking alone
+    print(f"workbench reward: {len(train_dataset)} training pairs ({kind}), {len(eval_dataset or [])} eval pairs")
+
+    # ── tokenizer ────────────────────────────────────────────────────────────────────────────────────────────────
+    tokenizer = loading.load_tokenizer(model_cfg.model_name_or_path, model_cfg.model_revision)
+
+    # ── model ────────────────────────────────────────────────────────────────────────────────────────────────────
+    quant = loading.quantization_from_args(
+        load_in_4bit=model_cfg.load_in_4bit,
+        load_in_8bit=model_cfg.load_in_8bit,
+        quant_type=model_cfg.bnb_4bit_quant_type,
+        double_quant=model_cfg.use_bnb_nested_quant,
+        dtype=model_cfg.dtype,
+        compute_dtype=model_cfg.bnb_4bit_compute_dtype,
+        trainable_base=not model_cfg.use_peft,
+    )
+    model = loading.load_model(
+        model_cfg.model_name_or_path,
+        quant=quant,
+        head="scalar",
+        revision=model_cfg.model_revision,
+        device_map=model_cfg.device_map,
+        attn_implementation=model_cfg.attn_implementation,
+        for_training=True,
+        gradient_checkpointing=reward_cfg.gradient_checkpointing,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    base_info = model.workbench_base
+    parents = list(sources)
+    if data_cfg.sft_adapter:
+        sft_manifest = adapters.read_manifest(data_cfg.sft_adapter)
+        adapters.check_base(sft_manifest, base_info, data_cfg.sft_adapter)
+        path = str(Path(data_cfg.sft_adapter).resolve())
+        parents.append({"kind": "adapter", "stage": sft_manifest.stage, "path": path, "role": "policy"})
+
+    # ── adapters ─────────────────────────────────────────────────────────────────────────────────────────────────
+    if model_cfg.use_peft:
+        peft_config = adapters.build_peft_config(
+            model_cfg.peft_method,
+            task_type="SEQ_CLS",  # PEFT adds the `score` head to modules_to_save: trained and saved with the adapter
+            r=model_cfg.lora_r,
+            alpha=model_cfg.lora_alpha,
+            dropout=model_cfg.lora_dropout,
+            target_modules=model_cfg.lora_target_modules,
+            modules_to_save=model_cfg.lora_modules_to_save,
+            use_rslora=model_cfg.use_rslora,
+            use_dora=model_cfg.use_dora,
+            num_virtual_tokens=model_cfg.num_virtual_tokens,
+            prompt_tuning_init_text=model_cfg.prompt_tuning_init_text,
+            tokenizer_name_or_path=base_info.resolved_path,
+        )
+        model = adapters.attach(model, "default", config=peft_config)
+        model.print_trainable_parameters()
+
+    # ── trainer ──────────────────────────────────────────────────────────────────────────────────────────────────
+    config_for_tracking = resolved_recipe(given, data_cfg, model_cfg, tracking_cfg, reward_cfg)
+    run = tracking.start_run(STAGE, tracking_cfg, output_dir, reward_cfg.run_name, config_for_tracking)
+    if run is None:
+        reward_cfg.report_to = []
+    if eval_dataset is None:
+        reward_cfg.eval_strategy = "no"
+    trainer = trainer_class()(
+        model=model,
+        args=reward_cfg,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        head_dtype=getattr(torch, quant.compute_dtype),
+    )
+
+    # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
+    metrics: dict = {}
+    if eval_dataset is not None and not (data_cfg.resume and last_checkpoint):
+        base = evaluate_pairs(trainer, trainer.eval_dataset, data_cfg.calibration_bins)
+        metrics.update({"base_eval_accuracy": base["accuracy"], "base_eval_mean_margin": base["mean_margin"]})
+    result = trainer.train(resume_from_checkpoint=last_checkpoint if data_cfg.resume else None)
+    metrics.update({f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()})
+    if eval_dataset is not None:
+        held_out = evaluate_pairs(trainer, trainer.eval_dataset, data_cfg.calibration_bins)
+        metrics.update({f"eval_{k}": v for k, v in held_out.items()})
+        print(f"workbench reward: held-out pairwise accuracy {held_out['accuracy']:.3f} on {held_out['pairs']} pairs")
+    metrics["global_step"] = trainer.state.global_step
+    if run is not None:
+        run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        if "eval_calibration" in metrics:
+            import wandb
+
+            rows = [
+                [b["lower"], b["upper"], b["pairs"], b["confidence"], b["accuracy"]]
+                for b in metrics["eval_calibration"]
+            ]
+            table = wandb.Table(columns=["lower", "upper", "pairs", "confidence", "accuracy"], data=rows)
+            run.log({"eval/calibration": table})
+
+    # ── save ─────────────────────────────────────────────────────────────────────────────────────────────────────
+    if trainer.accelerator.is_main_process:
+        write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, data_cfg, model_cfg, tracking_cfg, reward_cfg)
+        hidden = model.config.get_text_config().hidden_size
+        manifest = adapters.AdapterManifest(
+            stage=STAGE,
+            base_model=base_info.to_dict(),
+            peft_method=model_cfg.peft_method if model_cfg.use_peft else "full",
+            task_type="SEQ_CLS",
+            parents=parents,
+            data_fingerprint=fingerprint(train_dataset, eval_dataset),
+            metrics=metrics,
+            wandb_run=tracking.run_reference(run),
+            extra={
+                "head": {"module": "score", "hidden_size": hidden, "pooling": "last non-pad token"},
+                "format": kind,
+                "use_margin": "margin" in train_dataset.column_names,
+                "margin_scale": data_cfg.margin_scale,
+            },
+        )
+        if model_cfg.use_peft:
+            adapter_dir = adapters.save(trainer.model, "default", output_dir / "adapter", manifest)
+            tokenizer.save_pretrained(adapter_dir)
+        else:
+            adapter_dir = output_dir / "model"
+            trainer.save_model(str(adapter_dir))
+            manifest.write(adapter_dir)
+        adapters.write_json_atomic(output_dir / "metrics.json", metrics)
+        tracking.log_artifact(run, adapter_dir, f"{STAGE}-adapter-{output_dir.name}", "adapter", manifest.extra)
+        print(f"workbench reward: adapter saved to {adapter_dir}")
+        print(json.dumps({k: v for k, v in metrics.items() if k != "eval_calibration"}, indent=2))
+    tracking.finish(run)
+    return 0
