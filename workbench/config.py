@@ -17,6 +17,7 @@ from trl import ModelConfig, TrlParser
 
 from workbench.errors import UserError
 from workbench.fileio import write_text_atomic
+from workbench.tracking import SECRET_KEY
 
 
 @dataclass
@@ -151,7 +152,7 @@ def resolved_recipe(given: set[str], *configs) -> dict:
     resolved: dict = {}
     for config in configs:
         for item in dataclasses.fields(config):
-            if item.name in given and item.name not in RUNTIME_FLAGS and "token" not in item.name:
+            if item.name in given and item.name not in RUNTIME_FLAGS and not SECRET_KEY.search(item.name):
                 resolved[item.name] = _plain(getattr(config, item.name))
     return resolved
 

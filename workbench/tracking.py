@@ -11,7 +11,10 @@ from pathlib import Path
 
 from workbench.errors import UserError
 
-SECRET_KEY = re.compile(r"(token|api_key|apikey|secret|password|passwd|credential)", re.IGNORECASE)
+# Names of secret-holding keys (hub_token, WANDB_API_KEY, passwords...), not of counts like max_new_tokens.
+SECRET_KEY = re.compile(
+    r"(hub_token|auth_token|access_token|api_token|^token$|api_?key|secret|password|passwd|credential)", re.IGNORECASE
+)
 MODES = ("auto", "online", "offline", "disabled")
 
 

@@ -49,6 +49,10 @@ class RewardDataConfig:
         },
     )
     calibration_bins: int = field(default=10, metadata={"help": "Confidence bins for the calibration report."})
+    eval_base: bool = field(
+        default=True,
+        metadata={"help": "Also score the held-out pairs before training (the untrained head's accuracy)."},
+    )
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     overwrite: bool = field(default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints."})
 
@@ -207,7 +211,7 @@ def main(argv: list[str]) -> int:
 
     # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
     metrics: dict = {}
-    if eval_dataset is not None and not (data_cfg.resume and last_checkpoint):
+    if eval_dataset is not None and data_cfg.eval_base and not (data_cfg.resume and last_checkpoint):
         base = evaluate_pairs(trainer, trainer.eval_dataset, data_cfg.calibration_bins)
         metrics.update({"base_eval_accuracy": base["accuracy"], "base_eval_mean_margin": base["mean_margin"]})
     result = trainer.train(resume_from_checkpoint=last_checkpoint if data_cfg.resume else None)
