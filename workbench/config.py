@@ -7,8 +7,8 @@ field names. `--help` lists every field of every dataclass with its help text.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import difflib
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
