@@ -102,7 +102,15 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
             with torch.no_grad():
                 forward()
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20) if cuda else peak_rss_mb() - baseline
-    return {"setup": setup, "loaded_mb": round(loaded_mb, 1), "peak_mb": round(peak_mb, 1)}
+    result = {"setup": setup, "loaded_mb": round(loaded_mb, 1), "peak_mb": round(peak_mb, 1)}
+    if not cuda:  # the whole process's peak too (imports included, the same in both setups)
+        result["process_peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def ratio(results: dict, key: str) -> float | None:
+    single, four = results["single_base"].get(key), results["four_models"].get(key)
+    return round(four / single, 2) if single and four is not None else None
 
 
 def machine() -> str:
@@ -161,10 +169,9 @@ def main() -> int:
         "machine": machine(),
         "torch": torch.__version__,
         **results,
-        "peak_ratio_four_over_single": round(results["four_models"]["peak_mb"] / results["single_base"]["peak_mb"], 2),
-        "loaded_ratio_four_over_single": round(
-            results["four_models"]["loaded_mb"] / results["single_base"]["loaded_mb"], 2
-        ),
+        "peak_ratio_four_over_single": ratio(results, "peak_mb"),
+        "loaded_ratio_four_over_single": ratio(results, "loaded_mb"),
+        "process_peak_ratio_four_over_single": ratio(results, "process_peak_rss_mb"),
     }
     text = json.dumps(report, indent=2)
     print(text)

