@@ -5,17 +5,19 @@
 
 Each setup runs in its own fresh process: load, then what one PPO step asks of each role on a [batch, seq] batch
 (policy forward+backward, ref forward, value forward+backward, reward forward). Peak memory is
-`torch.cuda.max_memory_allocated` on a GPU, the process's peak RSS above its after-import baseline on CPU. Without
-adapter folders, random LoRA adapters (r=16, all-linear) are made for the model first. Prints one JSON object.
+`torch.cuda.max_memory_allocated` on a GPU; on CPU it is the process's peak resident set (VmHWM in
+/proc/self/status) above its resident set after the imports, with the kernel's peak counter reset there (writing 5 to
+/proc/self/clear_refs), so the import-time peak does not hide what the models add. Without adapter folders, random
+LoRA adapters (r=16, all-linear) are made for the model first. Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,8 +26,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS: resident now, VmHWM: peak resident) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return _status_mb("VmHWM")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current resident set (Linux >= 4.0); False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def warm_imports(model: str) -> None:
+    """Import what loading imports lazily (bitsandbytes, peft, the architecture's modeling module) before the
+    baseline is taken, so that the measured memory is the models' and not the libraries' code."""
+    import importlib
+
+    import bitsandbytes  # noqa: F401
+    import peft  # noqa: F401
+    from transformers import AutoConfig
+
+    from workbench.modeling import loading
+
+    path, _ = loading.resolve_model_path(model)
+    kind = AutoConfig.from_pretrained(path).model_type
+    importlib.import_module(f"transformers.models.{kind}.modeling_{kind}")
+    importlib.import_module("transformers.integrations.bitsandbytes")
 
 
 def make_adapters(model: str, out: Path) -> tuple[Path, Path]:
@@ -58,7 +98,10 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    baseline = peak_rss_mb()
+    warm_imports(model)
+    gc.collect()
+    peak_reset = reset_peak_rss()
+    baseline = rss_mb()
     quant = loading.quantization_from_args(load_in_4bit=True, double_quant=True, dtype=dtype)
     ids = torch.randint(10, 1000, (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.ones_like(ids)
@@ -94,7 +137,8 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
             "value": lambda: value(input_ids=ids, attention_mask=mask).logits,
             "reward": lambda: reward_model(input_ids=ids, attention_mask=mask).logits,
         }
-    loaded_mb = (torch.cuda.memory_allocated() / 2**20) if cuda else peak_rss_mb() - baseline
+    gc.collect()
+    loaded_mb = (torch.cuda.memory_allocated() / 2**20) if cuda else rss_mb() - baseline
     for role, forward in roles.items():
         if role in ("policy", "value"):
             forward().float().mean().backward()
@@ -103,8 +147,12 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
                 forward()
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20) if cuda else peak_rss_mb() - baseline
     result = {"setup": setup, "loaded_mb": round(loaded_mb, 1), "peak_mb": round(peak_mb, 1)}
-    if not cuda:  # the whole process's peak too (imports included, the same in both setups)
-        result["process_peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if not cuda:  # the whole process too (imports included, the same in both setups)
+        result.update(
+            baseline_rss_mb=round(baseline, 1),
+            peak_counter_reset=peak_reset,
+            process_peak_rss_mb=round(peak_rss_mb(), 1),
+        )
     return result
 
 
@@ -165,7 +213,9 @@ def main() -> int:
         "compute_dtype": dtype,
         "batch": args.batch,
         "seq": args.seq,
-        "measure": "torch.cuda.max_memory_allocated" if torch.cuda.is_available() else "peak RSS above after-import",
+        "measure": "torch.cuda.max_memory_allocated"
+        if torch.cuda.is_available()
+        else "VmHWM (reset after imports) minus VmRSS after imports; loaded_mb: VmRSS after loading minus the same",
         "machine": machine(),
         "torch": torch.__version__,
         **results,

@@ -133,3 +133,21 @@ def test_alias_resolution_and_config_only(default_model_path):
     config = loading.load_config("smollm2-135m-instruct")
     assert config.model_type == "llama" and config.hidden_size == 576 and config.num_hidden_layers == 30
     assert not hasattr(config, "quantization_config")  # the GGUF quantizer's marker is gone
+
+
+def test_quant_storage_for_fsdp_reaches_the_4bit_layers(tiny_model_path):
+    quant = q(load_in_4bit=True, quant_storage="bfloat16")
+    assert loading.bnb_config(quant).bnb_4bit_quant_storage == torch.bfloat16
+    model = loading.load_model(str(tiny_model_path), quant=quant, device_map="cpu")
+    assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16  # packed 4-bit data held as bf16
+    with pytest.raises(UserError, match="bnb_4bit_quant_storage"):
+        q(load_in_4bit=True, quant_storage="int3")
+
+
+def test_sharded_launch_leaves_placement_to_fsdp_or_zero3(monkeypatch):
+    quant = q(load_in_4bit=True)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    assert loading.resolve_device_map("auto", quant) is None
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    assert loading.resolve_device_map("cpu", quant) == {"": "cpu"}

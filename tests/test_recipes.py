@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,9 @@ from workbench.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
+ACCELERATE_CONFIGS = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
+# Recipes for real models: recipes/<model>/ with the model's published config.json under recipes/configs/<model>/.
+REAL_MODEL_RECIPES = [p for p in STAGE_RECIPES if (ROOT / "recipes" / "configs" / p.parent.name).is_dir()]
 
 
 def stage_of(recipe: Path) -> str:
@@ -24,9 +29,11 @@ def stage_of(recipe: Path) -> str:
 
 
 def parser_for(stage: str):
-    from workbench.stages import generate, ppo, reward, sft
+    from workbench.stages import evaluate, generate, pipeline, ppo, reward, sft
 
     parsers = {"sft": sft.parse, "generate": generate.parse, "ppo": ppo.parse, "reward": reward.parse}
+    parsers["eval"] = evaluate.parse
+    parsers["pipeline"] = pipeline.parse
     return parsers[stage]
 
 
@@ -117,3 +124,143 @@ def test_resolved_recipe_round_trips_through_the_parser(tmp_path):
         for name in given - {"overwrite"}:
             if hasattr(first, name):
                 assert getattr(first, name) == getattr(second, name), name
+
+
+# ── accelerate configs ───────────────────────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("config", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_accelerate_config_loads_and_validates(config):
+    """What `accelerate launch --config_file` does with it: load, check every key, merge into the launch arguments."""
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    loaded = load_config_from_file(str(config))  # raises on unknown top-level keys
+    assert isinstance(loaded, ClusterConfig)
+    parser = launch_command_parser()
+    launch_options = {action.dest for action in parser._actions}
+    for section in ("fsdp_config", "deepspeed_config"):  # nested keys become launch options; typos would be ignored
+        unknown = set(getattr(loaded, section) or {}) - launch_options
+        assert not unknown, f"{config.name}: {section} keys accelerate does not know: {sorted(unknown)}"
+    command = ["--config_file", str(config), "-m", "workbench.cli", "sft", "--config", "r.yaml"]
+    args, _, _ = _validate_launch_command(parser.parse_args(command))
+    expected = {"single_gpu": "NO", "multi_gpu": "MULTI_GPU", "fsdp": "FSDP", "deepspeed_zero3": "DEEPSPEED"}
+    assert loaded.distributed_type.value == expected[config.stem]
+    assert (args.multi_gpu, args.use_fsdp, args.use_deepspeed) == (
+        config.stem == "multi_gpu",
+        config.stem == "fsdp",
+        config.stem == "deepspeed_zero3",
+    )
+    assert args.mixed_precision == "bf16" and args.module and args.training_script == "workbench.cli"
+    if config.stem == "deepspeed_zero3":
+        assert loaded.deepspeed_config["zero_stage"] == 3
+    if config.stem == "fsdp":
+        assert loaded.fsdp_config["fsdp_use_orig_params"] is False  # QLoRA + FSDP
+
+
+def test_accelerate_configs_exist():
+    assert {p.stem for p in ACCELERATE_CONFIGS} >= {"single_gpu", "multi_gpu", "fsdp", "deepspeed_zero3"}
+
+
+# ── real-model recipes: multi-GPU command and estimate-memory figures in the header ─────────────────────────────────
+
+FIGURE = re.compile(
+    r"^(training, gradient checkpointing|training, no gradient checkpointing|inference|LM-head logits): "
+    r"([0-9.]+) GiB$",
+    re.MULTILINE,
+)
+
+
+def header(recipe: Path) -> str:
+    """The opening comment block, '#' stripped, backslash-continued lines joined."""
+    lines = []
+    for line in recipe.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return "\n".join(lines).replace("\\\n", " ")
+
+
+def memory_blocks(text: str) -> list[tuple[str, dict[str, float]]]:
+    """Each `workbench estimate-memory ARGS` in the header with the figures (GiB) stated after it."""
+    commands = list(re.finditer(r"`workbench estimate-memory ([^`]+)`", text))
+    blocks = []
+    for index, match in enumerate(commands):
+        end = commands[index + 1].start() if index + 1 < len(commands) else len(text)
+        blocks.append((match.group(1), {k: float(v) for k, v in FIGURE.findall(text[match.end() : end])}))
+    return blocks
+
+
+def test_real_model_recipes_exist():
+    models = {p.parent.name for p in REAL_MODEL_RECIPES}
+    assert {"llama-3.1-8b-instruct", "qwen2.5-7b-instruct"} <= models
+    for model in models:
+        assert {p.stem for p in REAL_MODEL_RECIPES if p.parent.name == model} >= {"sft", "reward", "ppo"}
+
+
+@pytest.mark.parametrize("recipe", REAL_MODEL_RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_real_model_recipe_header(recipe):
+    """Line 2 is the multi-GPU command; the estimate-memory figures match what the estimator computes now for the
+    recipe's own batch, sequence length, LoRA rank, dropout and optimizer."""
+    from workbench.modeling.memory import MemorySettings, estimate_memory
+    from workbench.stages.estimate_memory import parse_arguments, resolve_config
+
+    stage, relative = stage_of(recipe), str(recipe.relative_to(ROOT))
+    second = recipe.read_text().splitlines()[1]
+    launch = re.fullmatch(r"# accelerate launch --config_file (\S+) -m workbench\.cli (\S+) --config (\S+)", second)
+    assert launch, f"{relative}: line 2 must be the `accelerate launch ... -m workbench.cli` command"
+    assert (ROOT / launch.group(1)).is_file() and launch.group(2, 3) == (stage, relative)
+
+    values = yaml.safe_load(recipe.read_text())
+    sft_recipe = yaml.safe_load((recipe.parent / "sft.yaml").read_text())  # PPO's adapters come from the SFT run
+    if stage == "ppo":
+        seq = values["max_prompt_length"] + values["max_new_tokens"]
+        train_batch = values["mini_batch_size"] // values["gradient_accumulation_steps"]
+        expected = {"training": (train_batch, seq), "inference": (values["forward_batch_size"], seq)}
+        lora_r, lora_dropout = sft_recipe["lora_r"], 0.0  # the PPO loop turns dropout off
+    else:  # RewardTrainer runs chosen and rejected in one batch
+        batch = values["per_device_train_batch_size"] * (2 if stage == "reward" else 1)
+        expected = {"training": (batch, values["max_length"]), "inference": (batch, values["max_length"])}
+        lora_r, lora_dropout = values["lora_r"], values["lora_dropout"]
+
+    blocks = memory_blocks(header(recipe))
+    assert blocks, f"{relative}: no `workbench estimate-memory ...` figures in the header"
+    stated = set()
+    for arguments, figures in blocks:
+        parsed = parse_arguments(shlex.split(arguments))
+        assert parsed.model == f"recipes/configs/{recipe.parent.name}"
+        assert (parsed.method, parsed.lora_r, parsed.lora_dropout, parsed.optim) == (
+            "qlora",
+            lora_r,
+            lora_dropout,
+            values["optim"],
+        ), arguments
+        settings = MemorySettings(**{name: getattr(parsed, name) for name in MemorySettings.__dataclass_fields__})
+        config = resolve_config(str(ROOT / parsed.model))
+        estimate = estimate_memory(config, settings)
+        training, inference = estimate.training["int4/nf4"], estimate.inference["int4/nf4"]
+        computed = {
+            "training, gradient checkpointing": training["total_checkpointed"],
+            "training, no gradient checkpointing": training["total"],
+            "inference": inference["total"],
+            "LM-head logits": settings.batch * settings.seq * config.vocab_size * (4 + 2),
+        }
+        for label, gib in figures.items():
+            assert gib == round(computed[label] / 2**30, 2), f"{relative}: {label} is {computed[label] / 2**30:.2f}"
+            kind = label.split(",")[0] if label != "LM-head logits" else "training"
+            assert (parsed.batch, parsed.seq) == expected[kind], f"{relative}: {label} is not for this recipe's sizes"
+        stated |= set(figures)
+    assert stated >= {"training, gradient checkpointing", "training, no gradient checkpointing", "inference"}
+    assert values["gradient_checkpointing"] is True and values["optim"] == "paged_adamw_8bit"
+    hub_id = values.get("model_name_or_path", sft_recipe["model_name_or_path"])
+    assert hub_id == sft_recipe["model_name_or_path"] and hub_id.split("/")[-1].lower() == recipe.parent.name
+
+
+def test_real_model_configs_are_the_published_shapes():
+    """Parameter counts of the published checkpoints (safetensors totals on the hub)."""
+    from workbench.modeling.memory import model_shape, parameter_count
+    from workbench.stages.estimate_memory import resolve_config
+
+    published = {"llama-3.1-8b-instruct": 8_030_261_248, "qwen2.5-7b-instruct": 7_615_616_512}
+    for model, count in published.items():
+        assert parameter_count(model_shape(resolve_config(str(ROOT / "recipes" / "configs" / model)))) == count

@@ -217,6 +217,7 @@ def test_score_rejects_unknown_columns_and_sft_adapters(trained, tmp_path):
     args = ["--input", str(data), "--output", str(tmp_path / "o.jsonl")]
     result = run(reward_command("score", "--adapter", str(output_dir / "adapter"), *args))
     assert result.returncode == 2 and "prompt+completions" in result.stderr and "['question']" in result.stderr
+    data.write_text(json.dumps({"prompt": "Hi", "completion": "Hello."}) + "\n")
     result = run(reward_command("score", "--adapter", str(sft), *args))
     assert result.returncode == 2 and "not a reward adapter" in result.stderr
 

@@ -65,6 +65,7 @@ def test_sft_writes_adapter_manifest_recipe_and_offline_wandb(tmp_path, tiny_mod
         "quant_type": "nf4",
         "double_quant": True,
         "compute_dtype": "bfloat16",
+        "quant_storage": "uint8",
     }
     assert manifest["data_fingerprint"].startswith("sha256:")
     assert manifest["metrics"]["global_step"] == 8 and "base_eval_loss" in manifest["metrics"]

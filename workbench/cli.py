@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("workbench.stages.generate", "Sample K candidate completions per prompt for ranking."),
     "ppo": ("workbench.stages.ppo", "PPO with policy, reference, value and reward adapters on one 4-bit base."),
     "reward": ("workbench.stages.reward", "Reward model (QLoRA, scalar head); `reward score` scores completions."),
+    "eval": ("workbench.stages.evaluate", "Compare policies on held-out prompts: reward, KL, win rates, report."),
+    "pipeline": ("workbench.stages.pipeline", "The whole loop: SFT, generate, label, reward, PPO, eval, report."),
     "merge": ("workbench.stages.merge", "Merge an adapter into its base: a standalone checkpoint."),
     "chat": ("workbench.stages.chat", "Chat with a model, with or without an adapter."),
     "estimate-memory": ("workbench.stages.estimate_memory", "Memory for inference and training, from the config."),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,8 @@ class Quantization:
     quant_type: str | None = None
     double_quant: bool = False
     compute_dtype: str = "bfloat16"
+    # dtype the packed 4-bit weights are stored in; FSDP and ZeRO-3 shard them only when it equals the compute dtype
+    quant_storage: str = "uint8"
 
     def describe(self) -> str:
         if self.bits == 4:
@@ -117,6 +120,7 @@ def quantization_from_args(
     dtype: str | None = "bfloat16",
     compute_dtype: str | None = None,
     trainable_base: bool = False,
+    quant_storage: str | None = None,
 ) -> Quantization:
     """Validate a quantization request and say what to change when it cannot work."""
     dtype = DTYPES.get(dtype or "float32")
@@ -134,11 +138,28 @@ def quantization_from_args(
             "quantized weights cannot be trained directly: set use_peft: true (QLoRA) "
             "or drop load_in_4bit/load_in_8bit"
         )
+    storage = DTYPES.get(quant_storage, quant_storage) if quant_storage else "uint8"
+    if storage not in ("uint8", "float32", "bfloat16", "float16"):
+        raise UserError(f"bnb_4bit_quant_storage must be uint8, bfloat16, float16 or float32; got {quant_storage!r}")
     if load_in_4bit:
-        return Quantization(4, quant_type, double_quant, compute)
+        return Quantization(4, quant_type, double_quant, compute, storage)
     if load_in_8bit:
         return Quantization(8, None, False, compute)
     return Quantization(16 if dtype != "float32" else 32, None, False, dtype)
+
+
+def quantization_for(model_config, trainable_base: bool | None = None) -> Quantization:
+    """The quantization a stage's model config (`WorkbenchModelConfig`: TRL's ModelConfig fields) asks for."""
+    return quantization_from_args(
+        load_in_4bit=model_config.load_in_4bit,
+        load_in_8bit=model_config.load_in_8bit,
+        quant_type=model_config.bnb_4bit_quant_type,
+        double_quant=model_config.use_bnb_nested_quant,
+        dtype=model_config.dtype,
+        compute_dtype=model_config.bnb_4bit_compute_dtype,
+        trainable_base=not model_config.use_peft if trainable_base is None else trainable_base,
+        quant_storage=model_config.bnb_4bit_quant_storage,
+    )
 
 
 def bnb_config(quant: Quantization):
@@ -151,6 +172,7 @@ def bnb_config(quant: Quantization):
             bnb_4bit_quant_type=quant.quant_type,
             bnb_4bit_use_double_quant=quant.double_quant,
             bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
+            bnb_4bit_quant_storage=getattr(torch, quant.quant_storage),
             # Keep the scalar head and lm_head out of 4-bit: they are small and the reward must stay precise.
             llm_int8_skip_modules=["score", "lm_head", "v_head"],
         )
@@ -159,10 +181,23 @@ def bnb_config(quant: Quantization):
     return None
 
 
+def _sharded_launch() -> bool:
+    """Whether `accelerate launch` started this process under FSDP or DeepSpeed ZeRO-3."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return True
+    return (
+        os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    )
+
+
 def resolve_device_map(device_map: str | None, quant: Quantization):
     """`auto`, `cpu`, `cuda`, `cuda:N` or None; quantized training on several GPUs pins each process to its own GPU."""
     import torch
 
+    if _sharded_launch():
+        # FSDP and ZeRO-3 place (and shard) the weights themselves; transformers refuses a device_map with ZeRO-3.
+        return None
     if device_map in (None, "", "none"):
         device_map = "auto"
     if device_map.startswith("cuda") and not torch.cuda.is_available():

@@ -103,14 +103,7 @@ def main(argv: list[str]) -> int:
     print(f"workbench ppo: {len(prompts)} prompts, {ppo_cfg.total_steps} steps of {ppo_cfg.batch_size} per process")
 
     # ── one quantized base, four adapters ────────────────────────────────────────────────────────────────────────
-    quant = loading.quantization_from_args(
-        load_in_4bit=model_cfg.load_in_4bit,
-        load_in_8bit=model_cfg.load_in_8bit,
-        quant_type=model_cfg.bnb_4bit_quant_type,
-        double_quant=model_cfg.use_bnb_nested_quant,
-        dtype=model_cfg.dtype,
-        compute_dtype=model_cfg.bnb_4bit_compute_dtype,
-    )
+    quant = loading.quantization_for(model_cfg)
     model = load_single_base(
         base,
         quant=quant,

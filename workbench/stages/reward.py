@@ -88,17 +88,6 @@ def parse(argv: list[str]):
     return (*parser.parse(argv), parser.given)
 
 
-def evaluate_pairs(trainer, dataset, bins: int) -> dict:
-    """Pairwise accuracy, mean margin and calibration of the trainer's model on a tokenized preference dataset."""
-    from workbench.stages.reward_score import pairwise_metrics, score_sequences
-
-    pad = trainer.processing_class.pad_token_id
-    batch = trainer.args.per_device_eval_batch_size
-    chosen = score_sequences(trainer.model, dataset["chosen_ids"], pad, batch)
-    rejected = score_sequences(trainer.model, dataset["rejected_ids"], pad, batch)
-    return pairwise_metrics([c - r for c, r in zip(chosen, rejected)], bins)
-
-
 def main(argv: list[str]) -> int:
     if argv[:1] == ["score"]:
         from workbench.stages import reward_score
@@ -115,6 +104,7 @@ def main(argv: list[str]) -> int:
     from workbench.data.mixture import fingerprint
     from workbench.data.preferences import load_preferences
     from workbench.modeling import adapters, loading
+    from workbench.stages.reward_score import evaluate_pairs, log_metrics
 
     output_dir = Path(reward_cfg.output_dir)
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
@@ -221,17 +211,7 @@ def main(argv: list[str]) -> int:
         metrics.update({f"eval_{k}": v for k, v in held_out.items()})
         print(f"workbench reward: held-out pairwise accuracy {held_out['accuracy']:.3f} on {held_out['pairs']} pairs")
     metrics["global_step"] = trainer.state.global_step
-    if run is not None:
-        run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        if "eval_calibration" in metrics:
-            import wandb
-
-            rows = [
-                [b["lower"], b["upper"], b["pairs"], b["confidence"], b["accuracy"]]
-                for b in metrics["eval_calibration"]
-            ]
-            table = wandb.Table(columns=["lower", "upper", "pairs", "confidence", "accuracy"], data=rows)
-            run.log({"eval/calibration": table})
+    log_metrics(run, metrics)
 
     # ── save ─────────────────────────────────────────────────────────────────────────────────────────────────────
     if trainer.accelerator.is_main_process:

@@ -9,7 +9,7 @@ Input rows (JSONL/JSON/Parquet/CSV, a `save_to_disk` folder or a hub id), by col
 Every row also gets `reward_model` (the adapter folder). The output is written atomically. Texts are tokenized as
 TRL's RewardTrainer tokenizes them for training (the chat template over prompt + completion).
 
-Also home of the pairwise metrics the reward stage reports (`pairwise_metrics`).
+Also home of the held-out metrics the reward stage reports (`evaluate_pairs`, `pairwise_metrics`).
 """
 
 from __future__ import annotations
@@ -103,6 +103,27 @@ def pairwise_metrics(margins: list[float], bins: int = 10) -> dict:
         "ece": ece,
         "calibration": table,
     }
+
+
+def evaluate_pairs(trainer, dataset, bins: int) -> dict:
+    """Pairwise accuracy, mean margin and calibration of the trainer's model on a tokenized preference dataset."""
+    pad = trainer.processing_class.pad_token_id
+    batch = trainer.args.per_device_eval_batch_size
+    chosen = score_sequences(trainer.model, dataset["chosen_ids"], pad, batch)
+    rejected = score_sequences(trainer.model, dataset["rejected_ids"], pad, batch)
+    return pairwise_metrics([c - r for c, r in zip(chosen, rejected)], bins)
+
+
+def log_metrics(run, metrics: dict) -> None:
+    """Final metrics into the W&B run's summary, the calibration bins as a table."""
+    if run is None:
+        return
+    import wandb
+
+    run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    columns = ["lower", "upper", "pairs", "confidence", "accuracy"]
+    rows = [[b[c] for c in columns] for b in metrics.get("eval_calibration", [])]
+    run.log({"eval/calibration": wandb.Table(columns=columns, data=rows)})
 
 
 def load_scorer(adapter_dir, base_model: str | None = None, device_map: str | None = "auto"):

@@ -111,15 +111,7 @@ def main(argv: list[str]) -> int:
     print(f"workbench sft: {len(train_dataset)} training rows ({kind}), {len(eval_dataset or [])} eval rows")
 
     # ── model ────────────────────────────────────────────────────────────────────────────────────────────────────
-    quant = loading.quantization_from_args(
-        load_in_4bit=model_cfg.load_in_4bit,
-        load_in_8bit=model_cfg.load_in_8bit,
-        quant_type=model_cfg.bnb_4bit_quant_type,
-        double_quant=model_cfg.use_bnb_nested_quant,
-        dtype=model_cfg.dtype,
-        compute_dtype=model_cfg.bnb_4bit_compute_dtype,
-        trainable_base=not model_cfg.use_peft,
-    )
+    quant = loading.quantization_for(model_cfg)
     model = loading.load_model(
         model_cfg.model_name_or_path,
         quant=quant,

@@ -1,0 +1,211 @@
+"""`workbench eval` on tiny-llama: every number re-derived from separately loaded models, the report, bad input.
+
+Three policies share one base as named adapters (the bare base, an SFT adapter and a second adapter standing in for
+PPO); the reward adapter judges them. The tests recompute what the stage reports from independent parts: the reward
+stage's own scorer (`reward score`'s model), plain PEFT models for the log-probs and greedy answers, the gold rubric.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.errors import UserError
+from workbench.evaluation.metrics import compare, win_rate
+
+RECIPE = """\
+policies:
+  - {{name: base, adapter: null}}
+  - {{name: sft, adapter: {sft}}}
+  - {{name: ppo, adapter: {ppo}}}
+reward_adapter: {reward}
+max_prompts: 5
+max_new_tokens: 8
+batch_size: 3
+output_dir: {output_dir}
+"""
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def eval_command(recipe: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "workbench.cli", "eval", "--config", str(recipe), *extra]
+
+
+@pytest.fixture(scope="module")
+def three_adapters(tiny_model_path, tmp_path_factory):
+    """(sft, ppo, reward): the SFT and reward adapters of test_single_base, plus another random LoRA as `ppo`."""
+    from test_single_base import make_adapters, randomise
+
+    from workbench.modeling import adapters, loading
+
+    out = tmp_path_factory.mktemp("eval-adapters")
+    sft, reward = make_adapters(tiny_model_path, out)
+    model = loading.load_model(str(tiny_model_path), quant=loading.quantization_from_args(dtype="float32"))
+    model = adapters.attach(model, "default", config=adapters.build_peft_config("lora", r=4, alpha=8, dropout=0.0))
+    randomise(model, "default", seed=11)
+    manifest = adapters.AdapterManifest(stage="ppo", base_model=model.workbench_base.to_dict(), peft_method="lora")
+    ppo = adapters.save(model, "default", out / "ppo", manifest)
+    return sft, ppo, reward
+
+
+@pytest.fixture(scope="module")
+def evaluated(three_adapters, tmp_path_factory):
+    sft, ppo, reward = three_adapters
+    tmp = tmp_path_factory.mktemp("eval-run")
+    output_dir = tmp / "eval"
+    recipe = tmp / "eval.yaml"
+    recipe.write_text(RECIPE.format(sft=sft, ppo=ppo, reward=reward, output_dir=output_dir))
+    result = subprocess.run(eval_command(recipe), capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = [json.loads(line) for line in (output_dir / "samples.jsonl").read_text().splitlines()]
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    return recipe, output_dir, samples, metrics
+
+
+# ── pure pieces ──────────────────────────────────────────────────────────────────────────────────────────────────────
+def test_win_rate_counts_ties_half():
+    result = win_rate([3.0, 1.0, 2.0, 5.0], [1.0, 2.0, 2.0, 4.0])
+    assert (result["wins"], result["ties"], result["losses"]) == (2, 1, 1)
+    assert result["rate"] == pytest.approx((2 + 0.5) / 4)
+    assert win_rate([1.0, 2.0], [1.05, 2.0], tolerance=0.1)["rate"] == 0.5
+    with pytest.raises(ValueError, match="paired"):
+        win_rate([1.0], [1.0, 2.0])
+
+
+def test_compare_needs_the_same_prompts_in_the_same_order():
+    rows = [
+        {"policy": "a", "prompt_id": "p1", "reward": 1.0, "gold": 2.0},
+        {"policy": "a", "prompt_id": "p2", "reward": 0.0, "gold": 2.0},
+        {"policy": "b", "prompt_id": "p1", "reward": 2.0, "gold": 1.0},
+        {"policy": "b", "prompt_id": "p2", "reward": 0.0, "gold": 3.0},
+    ]
+    per_policy, rates = compare(rows, ["a", "b"], "a", ["reward_model", "gold_rubric"])
+    assert per_policy["b"]["reward_mean"] == 1.0 and list(rates) == ["b"]
+    assert rates["b"]["reward_model"]["rate"] == 0.75 and rates["b"]["gold_rubric"]["rate"] == 0.5
+    with pytest.raises(ValueError, match="other prompts"):
+        compare(rows[:3], ["a", "b"], "a", ["reward_model"])
+
+
+# ── the stage ────────────────────────────────────────────────────────────────────────────────────────────────────────
+def test_eval_writes_report_plots_samples_and_offline_wandb(evaluated):
+    _, output_dir, samples, metrics = evaluated
+    assert len(samples) == 15 and {s["policy"] for s in samples} == {"base", "sft", "ppo"}
+    assert metrics["settings"]["reference"] == metrics["settings"]["baseline"] == "sft"  # the policy of stage sft
+    assert set(metrics["win_rates"]) == {"base", "ppo"}
+    for name in ("reward_distribution.png", "gold_distribution.png", "win_rates.png"):
+        assert (output_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (output_dir / "report.md").read_text()
+    assert "| ppo |" in report and "![win_rates](win_rates.png)" in report
+    assert metrics["wandb_run"]["mode"] == "offline"
+    assert list((output_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert (output_dir / "recipe.yaml").read_text().startswith("# Resolved recipe")
+
+
+def test_rewards_are_the_reward_stage_scores(evaluated, three_adapters):
+    """The shared base's `reward` adapter gives what `workbench reward score`'s own model gives, same tokenisation."""
+    from workbench.stages.reward_score import encode, load_scorer, score_sequences
+
+    _, _, samples, metrics = evaluated
+    model, tokenizer, _ = load_scorer(three_adapters[2], device_map="cpu")
+    sequences = [encode(tokenizer, s["prompt"], s["response"]) for s in samples]
+    expected = score_sequences(model, sequences, tokenizer.pad_token_id)
+    assert [s["reward"] for s in samples] == pytest.approx(expected, abs=1e-4)
+    assert len(set(expected)) > 3  # the scores differ between answers: the comparison means something
+    ppo = [s["reward"] for s in samples if s["policy"] == "ppo"]
+    assert metrics["policies"]["ppo"]["reward_mean"] == pytest.approx(sum(ppo) / len(ppo))
+
+
+def test_answers_and_log_ratios_match_separately_loaded_models(evaluated, three_adapters, tiny_model_path):
+    """Greedy answers and summed log-probs equal those of base + one adapter loaded on its own with plain PEFT."""
+    from workbench.evaluation.policies import response_tokens
+    from workbench.modeling import adapters, loading
+    from workbench.modeling.generation import generate_completions, stop_token_ids
+
+    _, _, samples, metrics = evaluated
+    sft, ppo, _ = three_adapters
+    quant = loading.quantization_from_args(dtype="float32")
+    tokenizer = loading.load_tokenizer(str(tiny_model_path), padding_side="left")
+    stops = stop_token_ids(tokenizer)
+
+    def logprob_sums(model, rows):
+        sums = []
+        for row in rows:
+            query, response = response_tokens(tokenizer, row["prompt"], row["response"], stops)
+            ids = torch.tensor([query + response])
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, len(query) - 1 : -1].float()
+            sums.append(torch.log_softmax(logits, -1).gather(-1, torch.tensor(response)[:, None]).sum().item())
+        return sums
+
+    by_policy = {name: [s for s in samples if s["policy"] == name] for name in ("base", "sft", "ppo")}
+    plain = loading.load_model(str(tiny_model_path), quant=quant, device_map="cpu")
+    assert [s["logprob"] for s in by_policy["base"]] == pytest.approx(logprob_sums(plain, by_policy["base"]), abs=1e-3)
+    sft_model, _ = adapters.load_with_adapter(sft, quant=quant, device_map="cpu")
+    answers = generate_completions(sft_model, tokenizer, [s["prompt"] for s in by_policy["sft"]], 1, 8, 0.0)
+    assert [a[0] for a in answers] == [s["response"] for s in by_policy["sft"]]
+    for name in ("base", "ppo"):  # the reference (sft) log-probs of the other policies' answers
+        assert [s["ref_logprob"] for s in by_policy[name]] == pytest.approx(
+            logprob_sums(sft_model, by_policy[name]), abs=1e-3
+        )
+    ppo_model, _ = adapters.load_with_adapter(ppo, quant=quant, device_map="cpu")
+    assert [s["logprob"] for s in by_policy["ppo"]] == pytest.approx(
+        logprob_sums(ppo_model, by_policy["ppo"]), abs=1e-3
+    )
+
+    assert all(s["kl"] == 0.0 for s in by_policy["sft"])  # the reference against itself
+    kls = [s["logprob"] - s["ref_logprob"] for s in by_policy["ppo"]]
+    assert metrics["policies"]["ppo"]["kl_mean"] == pytest.approx(sum(kls) / len(kls)) and abs(sum(kls)) > 0.1
+
+
+def test_win_rates_and_gold_scores_follow_the_samples(evaluated):
+    from labeling import rubric
+
+    _, _, samples, metrics = evaluated
+    for sample in samples:
+        assert sample["gold"] == rubric.score(sample["prompt"], sample["response"])
+    sft = [s for s in samples if s["policy"] == "sft"]
+    for name in ("base", "ppo"):
+        mine = [s for s in samples if s["policy"] == name]
+        assert [s["prompt_id"] for s in mine] == [s["prompt_id"] for s in sft]
+        for judge, key in (("reward_model", "reward"), ("gold_rubric", "gold")):
+            outcomes = [1.0 if a[key] > b[key] else 0.5 if a[key] == b[key] else 0.0 for a, b in zip(mine, sft)]
+            assert metrics["win_rates"][name][judge]["rate"] == pytest.approx(sum(outcomes) / len(outcomes))
+
+
+def test_existing_report_needs_overwrite(evaluated):
+    recipe, *_ = evaluated
+    result = subprocess.run(eval_command(recipe), capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 2 and "--overwrite" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_input_names_the_key(three_adapters, tmp_path):
+    from workbench.stages import evaluate
+
+    sft, ppo, reward = three_adapters
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(RECIPE.format(sft=sft, ppo=ppo, reward=reward, output_dir=tmp_path / "out"))
+    result = subprocess.run(eval_command(recipe, "--baseline", "dpo"), capture_output=True, text=True, env=ENV)
+    assert result.returncode == 2 and "baseline 'dpo' is not one of the policies" in result.stderr
+    bad = {
+        "reward_adapter is required": ["--reward_adapter", ""],
+        "not an adapter written by the workbench": ["--reward_adapter", str(tmp_path)],
+        "is a CAUSAL_LM adapter, not a reward (SEQ_CLS) one": ["--reward_adapter", str(sft)],
+        "temperature must be >= 0": ["--temperature", "-1"],
+    }
+    for message, extra in bad.items():
+        with pytest.raises(UserError, match=message.replace("(", "\\(").replace(")", "\\)")):
+            evaluate.main(["--config", str(recipe), *extra])
+    taken = tmp_path / "taken.yaml"
+    taken.write_text(f"policies: [{{name: reward, adapter: {sft}}}]\nreward_adapter: {reward}\n")
+    with pytest.raises(UserError, match="name 'reward' is taken"):
+        evaluate.main(["--config", str(taken)])
+    taken.write_text(f"policies: [{{name: rm, adapter: {reward}}}]\nreward_adapter: {reward}\n")
+    with pytest.raises(UserError, match="SEQ_CLS adapter, not a policy"):
+        evaluate.main(["--config", str(taken)])
+    assert not (tmp_path / "out").exists()

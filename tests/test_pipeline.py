@@ -1,0 +1,273 @@
+"""`workbench pipeline` end to end on tiny-llama against a real embedded Argilla: a failing stage stops the run and a
+re-run resumes there, complete stages are skipped, an interrupted stage resumes, human labelers get logins and the
+pipeline waits for their rankings, and every number in report.md is the one in the stage outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workbench.errors import UserError
+from workbench.pipeline.config import STAGES
+from workbench.pipeline.report import fmt, lookup
+
+OVERRIDES = {
+    "sft": {
+        "per_device_train_batch_size": 2,
+        "max_length": 64,
+        "logging_steps": 1,
+        "dtype": "float32",
+        "eval_datasets": [{"path": "bundled:instructions", "where": {"split": "test"}, "max_samples": 4}],
+    },
+    "generate": {"max_new_tokens": 8, "min_new_tokens": 4, "batch_size": 8},
+    "reward": {"per_device_train_batch_size": 4, "max_length": 96, "logging_steps": 1, "dtype": "float32"},
+    "ppo": {"batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "ppo_epochs": 1, "dtype": "float32"},
+    "eval": {"max_new_tokens": 8, "batch_size": 4},
+}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+
+
+def tiny_recipe(path: Path, run_dir: Path, argilla_home: Path, port: int, **changes) -> Path:
+    recipe = {
+        "run_dir": str(run_dir),
+        "model_name_or_path": "tiny-llama",
+        "sft_max_steps": 4,
+        "num_prompts": 6,
+        "num_candidates": 3,
+        "annotators": 2,
+        "annotator_noise": 0.3,
+        "reward_max_steps": 4,
+        "ppo_steps": 2,
+        "eval_prompts": 4,
+        "argilla_home": str(argilla_home),
+        "argilla_port": port,
+        "wandb_mode": "offline",
+        "overrides": json.loads(json.dumps(OVERRIDES)),
+    }
+    for key, value in changes.items():
+        if key.startswith("overrides."):
+            recipe["overrides"][key.split(".")[1]].update(value)
+        else:
+            recipe[key] = value
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def pipeline(recipe: Path, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "workbench.cli", "pipeline", "--config", str(recipe), *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def state_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "pipeline.json").read_text())
+
+
+# ── fast checks: no model, no server ────────────────────────────────────────────────────────────────────────────────
+def test_force_means_that_stage_and_every_later_one():
+    from workbench.stages.pipeline import _force_all, forced_stages
+
+    assert _force_all(["--force"]) == ["--force", "all"]
+    assert _force_all(["--force", "--config", "r.yaml"]) == ["--force", "all", "--config", "r.yaml"]
+    assert _force_all(["--force", "ppo"]) == ["--force", "ppo"]
+    assert forced_stages(["ppo"]) == {"ppo", "eval", "report"}
+    assert forced_stages(["all"]) == set(STAGES)
+    assert forced_stages([]) == set()
+    with pytest.raises(UserError, match="--force rewrad: no such stage"):
+        forced_stages(["rewrad"])
+
+
+def test_bad_override_key_fails_before_any_stage_runs(tmp_path):
+    from workbench.stages import pipeline as stage
+
+    recipe = tiny_recipe(
+        tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **{"overrides.reward": {"learning_rat": 1}}
+    )
+    with pytest.raises(UserError) as error:
+        stage.main(["--config", str(recipe)])
+    message = str(error.value)
+    assert "stage reward" in message and "'learning_rat'" in message and "learning_rate" in message
+    assert "recipes/reward.yaml:" in message and f"overrides.reward in {recipe}" in message
+    assert not (tmp_path / "run" / "sft").exists()
+
+
+def test_wired_keys_and_unknown_stages_are_refused(tmp_path):
+    from workbench.stages import pipeline as stage
+
+    for overrides, expected in (
+        ({"ppo": {"sft_adapter": "elsewhere"}}, "overrides.ppo.sft_adapter: the pipeline sets this"),
+        ({"rl": {"x": 1}}, "overrides.rl: no such stage"),
+    ):
+        recipe = tmp_path / "p.yaml"
+        recipe.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "overrides": overrides}))
+        with pytest.raises(UserError, match=re.escape(expected)):
+            stage.main(["--config", str(recipe)])
+
+
+# ── end to end against the embedded Argilla ──────────────────────────────────────────────────────────────────────────
+@pytest.fixture(scope="module")
+def argilla_home(tmp_path_factory, tiny_model_path):
+    from labeling.server.home import ArgillaHome
+    from labeling.server.launcher import free_local_port, stop
+
+    home = tmp_path_factory.mktemp("pipeline-argilla")
+    yield home, free_local_port()
+    stop(ArgillaHome.at(home), log=lambda message: None)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, argilla_home):
+    """A run whose PPO stage fails (bad batch sizes), then is fixed and resumed."""
+    home, port = argilla_home
+    folder = tmp_path_factory.mktemp("pipeline")
+    run_dir = folder / "run"
+    broken = tiny_recipe(folder / "broken.yaml", run_dir, home, port, **{"overrides.ppo": {"mini_batch_size": 3}})
+    failed = pipeline(broken)
+    recipe = tiny_recipe(folder / "fixed.yaml", run_dir, home, port)
+    resumed = pipeline(recipe)
+    return run_dir, recipe, failed, resumed
+
+
+@pytest.mark.argilla
+def test_failing_stage_stops_with_its_log_and_keeps_earlier_outputs(finished_run):
+    run_dir, _, failed, _ = finished_run
+    output = failed.stdout + failed.stderr
+    assert failed.returncode == 1, output
+    assert "stage 'ppo' failed" in output and str(run_dir / "logs" / "ppo.log") in output
+    assert "mini_batch_size (3) must divide batch_size (4)" in output  # the log's last lines say why
+    assert "Traceback" not in failed.stdout
+    assert state_of(run_dir)["stages"]["ppo"]["attempts"] == 2  # the failed attempt and the resumed one
+
+
+@pytest.mark.argilla
+def test_rerun_resumes_at_the_failed_stage(finished_run):
+    run_dir, _, failed, resumed = finished_run
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for name in ("sft", "generate", "push", "label", "pull", "reward"):
+        assert f"{name}: complete, skipped" in resumed.stdout
+    assert "ppo: running" in resumed.stdout and "eval: running" in resumed.stdout
+    state = state_of(run_dir)
+    assert all(state["stages"][name]["status"] == "done" for name in STAGES)
+    # one W&B group for every stage, recorded in each stage recipe and in the pull command
+    group = state["wandb_group"]
+    for name in ("sft", "generate", "reward", "ppo", "eval"):
+        assert yaml.safe_load((run_dir / "recipes" / f"{name}.yaml").read_text())["wandb_group"] == group
+    assert list((run_dir / "ppo" / "wandb").glob("offline-run-*")) and list((run_dir / "wandb").glob("offline-run-*"))
+    # simulated annotators ranked every record; the preference pairs came back and trained the reward model
+    labels = json.loads((run_dir / "labels" / "labels.json").read_text())
+    assert labels["progress"]["completed"] == labels["progress"]["total"] == 6
+    assert sorted(labels["progress"]["annotators"]) == ["sim-run-1", "sim-run-2"]
+    reward_manifest = json.loads((run_dir / "reward" / "adapter" / "workbench.json").read_text())
+    assert any("preferences" in str(parent.get("path", "")) for parent in reward_manifest["parents"])
+
+
+@pytest.mark.argilla
+def test_report_numbers_are_the_stage_outputs(finished_run):
+    run_dir = finished_run[0]
+    report = (run_dir / "report.md").read_text()
+    rows = re.findall(r"^\| (.+?) \| (.+?) \| `(.+?)` → `(.+?)` \|$", report, flags=re.MULTILINE)
+    labels = {label for label, *_ in rows}
+    for needed in (
+        "SFT held-out loss, after SFT",
+        "Preference pairs",
+        "Reward model held-out accuracy",
+        "Reward model expected calibration error",
+        "PPO mean reward, last steps",
+        "PPO KL to SFT, last steps",
+        "Eval ppo win rate vs sft, by reward_model",
+        "Eval ppo win rate vs sft, by gold_rubric",
+    ):
+        assert needed in labels, f"{needed!r} missing from the key figures"
+    for label, value, source, key in rows:
+        assert value == fmt(lookup(json.loads((run_dir / source).read_text()), key)), label
+    ppo = json.loads((run_dir / "ppo" / "metrics.json").read_text())
+    assert f"| PPO steps | {len(ppo['history'])} |" in report
+    for plot in ("sft_loss", "reward_model", "ppo_reward_kl", "win_rates"):
+        assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
+        assert f"(plots/{plot}.png)" in report
+
+
+@pytest.mark.argilla
+def test_complete_stages_are_skipped_and_an_interrupted_stage_resumes(finished_run):
+    run_dir, recipe, _, _ = finished_run
+    adapter = run_dir / "ppo" / "adapter" / "workbench.json"
+    before = adapter.stat().st_mtime_ns
+    again = pipeline(recipe, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert all(f"{name}: complete, skipped" in again.stdout for name in STAGES[:-1])
+    assert adapter.stat().st_mtime_ns == before
+
+    command = [sys.executable, "-m", "workbench.cli", "pipeline", "--config", str(recipe), "--force", "eval"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    deadline = time.monotonic() + 300
+    while state_of(run_dir)["stages"]["eval"]["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert "interrupted during stage eval" in output
+    assert state_of(run_dir)["stages"]["eval"]["status"] == "interrupted"
+    assert not (run_dir / "eval" / "metrics.json").exists()
+
+    resumed = pipeline(recipe, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (
+        "eval: running (resuming after interrupted)" in resumed.stdout and "ppo: complete, skipped" in resumed.stdout
+    )
+    assert (run_dir / "eval" / "metrics.json").exists()
+
+
+@pytest.mark.argilla
+def test_human_labelers_get_logins_and_the_pipeline_waits_for_their_rankings(finished_run, argilla_home, tmp_path):
+    from labeling import api
+    from labeling.connection import connect
+    from labeling.push import push
+    from labeling.simulate import simulate
+    from workbench.pipeline import labels
+    from workbench.pipeline.plan import Planner
+    from workbench.pipeline.runner import load_state
+    from workbench.stages.pipeline import TRACKING_KEYS, parse
+
+    run_dir, _, _, _ = finished_run
+    home, port = argilla_home
+    recipe = tiny_recipe(tmp_path / "human.yaml", tmp_path / "human-run", home, port, labelers="human")
+    cfg, tracking_cfg, given = parse(["--config", str(recipe)])
+    planner = Planner(cfg, tracking_cfg, given & TRACKING_KEYS, load_state(Path(cfg.run_dir), None), recipe)
+    stage = planner.stage("label")
+    client = connect(home=str(home))
+    rows = [json.loads(line) for line in (run_dir / "generate" / "candidates.jsonl").read_text().splitlines()]
+    push(client, rows, stage.config["dataset"], cfg.argilla_workspace, min_submitted=planner.rankings_per_record())
+
+    printed: list[str] = []
+    waiting = threading.Thread(target=labels.human_labels, args=(planner, stage, printed.append))
+    waiting.start()
+    time.sleep(3)
+    assert waiting.is_alive(), "the pipeline must wait for the rankings"
+    logins = json.loads((tmp_path / "human-run" / "labels" / "annotators.json").read_text())
+    assert stat.S_IMODE((tmp_path / "human-run" / "labels" / "annotators.json").stat().st_mode) == 0o600
+    names = [row["username"] for row in logins["annotators"]]
+    assert names == ["human-run-annotator-1", "human-run-annotator-2"]
+    text = "\n".join(printed)
+    assert client.api_url in text and all(name in text for name in names) and "annotators.json" in text
+    assert not any(row["password"] in text for row in logins["annotators"])
+
+    # a labeler signs in (the UI's login call) with a printed username and the password from the file
+    import httpx
+
+    login = {"username": names[0], "password": logins["annotators"][0]["password"]}
+    assert httpx.post(f"{client.api_url}/api/v1/token", data=login, timeout=30).status_code == 201
+
+    dataset = api.find_dataset(client, stage.config["dataset"], cfg.argilla_workspace)
+    simulate(client, dataset, "sim-human-stand-in", noise=0.0)
+    waiting.join(timeout=60)
+    assert not waiting.is_alive()

@@ -1,0 +1,92 @@
+"""Pure functions behind `workbench eval`'s numbers: summaries and pairwise win rates (ties count half).
+
+No torch here: the inputs are per-prompt lists of floats, in the same prompt order for every policy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def summary(values: Sequence[float]) -> dict:
+    """Mean, sample standard deviation, standard error of the mean, min, median and max."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0}
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    ordered = sorted(values)
+    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "sem": std / math.sqrt(n),
+        "min": ordered[0],
+        "median": median,
+        "max": ordered[-1],
+    }
+
+
+def win_rate(candidate: Sequence[float], baseline: Sequence[float], tolerance: float = 0.0) -> dict:
+    """How often `candidate` beats `baseline` on the same prompts: (wins + ties / 2) / n.
+
+    A pair within `tolerance` of each other is a tie. `stderr` is the standard error of the per-prompt outcomes
+    (1, 0.5 or 0), so `rate ± 2 stderr` is a rough 95% interval.
+    """
+    if len(candidate) != len(baseline):
+        raise ValueError(f"win_rate needs paired scores; got {len(candidate)} and {len(baseline)}")
+    outcomes = []
+    for mine, theirs in zip(candidate, baseline):
+        if abs(mine - theirs) <= tolerance:
+            outcomes.append(0.5)
+        else:
+            outcomes.append(1.0 if mine > theirs else 0.0)
+    n = len(outcomes)
+    if n == 0:
+        return {"n": 0, "rate": None, "wins": 0, "ties": 0, "losses": 0, "stderr": None}
+    rate = sum(outcomes) / n
+    spread = math.sqrt(sum((o - rate) ** 2 for o in outcomes) / (n - 1)) if n > 1 else 0.0
+    return {
+        "n": n,
+        "rate": rate,
+        "wins": outcomes.count(1.0),
+        "ties": outcomes.count(0.5),
+        "losses": outcomes.count(0.0),
+        "stderr": spread / math.sqrt(n),
+    }
+
+
+def policy_metrics(rows: Sequence[dict]) -> dict:
+    """One policy's headline numbers from its per-prompt rows (reward, gold, kl, kl_per_token, tokens, words)."""
+    out = {"prompts": len(rows)}
+    for key in ("reward", "gold", "kl", "kl_per_token", "tokens", "words"):
+        values = [row[key] for row in rows if row.get(key) is not None]
+        if values:
+            stats = summary(values)
+            out[f"{key}_mean"] = stats["mean"]
+            out[f"{key}_std"] = stats["std"]
+    return out
+
+
+JUDGES = {"reward_model": "reward", "gold_rubric": "gold"}
+
+
+def compare(samples: Sequence[dict], names: Sequence[str], baseline: str, judges: Sequence[str]) -> tuple[dict, dict]:
+    """Per-policy metrics and each other policy's win rate against `baseline`, per judge, from the sample rows."""
+    by_policy = {name: [s for s in samples if s["policy"] == name] for name in names}
+    order = [s["prompt_id"] for s in by_policy[baseline]]
+    for name, rows in by_policy.items():
+        if [s["prompt_id"] for s in rows] != order:
+            raise ValueError(f"policy {name!r} answered other prompts than the baseline {baseline!r}")
+    per_policy = {name: policy_metrics(rows) for name, rows in by_policy.items()}
+    win_rates = {
+        name: {
+            judge: win_rate([s[JUDGES[judge]] for s in rows], [s[JUDGES[judge]] for s in by_policy[baseline]])
+            for judge in judges
+        }
+        for name, rows in by_policy.items()
+        if name != baseline
+    }
+    return per_policy, win_rates

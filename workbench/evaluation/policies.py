@@ -1,0 +1,162 @@
+"""One base, every policy as a named adapter: answers, log-ratios to a reference, and reward-model scores.
+
+The base is loaded once, quantized as the reward adapter's manifest says (the reward stage's own precision, so its
+scores are the reward stage's). Each policy adapter is attached frozen under its own name; the policy named `base`
+with no adapter is the bare base (PEFT's `disable_adapter`). The reward adapter and its head join as `reward`
+(workbench/modeling/heads.py), exactly as in PPO, whose tests prove it scores as the reward stage's model does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from workbench.errors import UserError
+from workbench.modeling import adapters
+
+REWARD = "reward"  # the name rollout.reward_scores reads
+
+
+def active(model, name: str, adapter_dir):
+    """A context with policy `name` answering: its adapter, or no adapter at all for the bare base."""
+    if adapter_dir is None:
+        return model.disable_adapter()
+    return adapters.use_adapter(model, name)
+
+
+def load(reward_adapter, policies: Sequence[dict], device_map: str | None = "auto"):
+    """The base named in the reward adapter's manifest, in its quantization, carrying every policy and `reward`.
+
+    Returns (model, tokenizer). Every adapter's manifest must name the same base weights (checked on attach).
+    """
+    from workbench.modeling import heads, loading
+
+    manifest = adapters.read_manifest(reward_adapter)
+    base = manifest.base_model["name_or_path"]
+    quant = loading.Quantization(**manifest.base_model["quantization"])
+    tokenizer = loading.load_tokenizer(base, manifest.base_model.get("revision"), padding_side="left")
+    model = loading.load_model(base, quant=quant, revision=manifest.base_model.get("revision"), device_map=device_map)
+    for policy in policies:
+        if policy["adapter"] is not None:
+            model = adapters.attach(model, policy["name"], path=policy["adapter"], trainable=False)
+    model = heads.attach_scalar_adapter(model, REWARD, reward_adapter, trainable=False)
+    model.eval()
+    return model, tokenizer
+
+
+def response_tokens(tokenizer, prompt: list[dict], response: str, stop_ids: Sequence[int]) -> tuple[list, list]:
+    """(query ids, response ids) of an answer as the reward model reads it: the chat template over prompt + answer.
+
+    The query is the prompt with the generation prompt; the response is what the template adds after it, up to and
+    including the first stop token (the end of turn), so the answer is scored as a finished chat turn.
+    """
+    from workbench.rl.rollout import encode_prompts, reward_input_ids
+
+    query = encode_prompts(tokenizer, [prompt], max_prompt_length=10**9)[0]
+    full = reward_input_ids(tokenizer, prompt, response)
+    if full[: len(query)] != query:
+        raise UserError("the chat template renders a prompt differently with and without its answer; cannot score")
+    tail = full[len(query) :]
+    for index, token in enumerate(tail):
+        if token in stop_ids:
+            return query, tail[: index + 1]
+    return query, tail
+
+
+@contextlib.contextmanager
+def _no_grad():
+    import torch
+
+    with torch.inference_mode():
+        yield
+
+
+def summed_logprobs(model, policy: dict, queries, responses, pad_id: int, batch_size: int, temperature: float):
+    """Per answer: the sum of its response tokens' log-probs under `policy`, and the per-token values, batched."""
+    import torch
+
+    from workbench.rl.rollout import left_pad, response_logprobs, right_pad
+
+    device = next(model.parameters()).device
+    sums, per_token = [], []
+    with _no_grad(), active(model, policy["name"], policy["adapter"]):
+        for start in range(0, len(queries), batch_size):
+            query_ids, query_mask = left_pad(queries[start : start + batch_size], pad_id)
+            response_ids, response_mask = right_pad(responses[start : start + batch_size], pad_id)
+            logprobs, _ = response_logprobs(
+                model,
+                query_ids.to(device),
+                query_mask.to(device),
+                response_ids.to(device),
+                response_mask.to(device),
+                temperature,
+            )
+            logprobs = torch.where(response_mask.to(device), logprobs, 0.0).float().cpu()
+            for row, mask in zip(logprobs, response_mask):
+                per_token.append(row[mask].tolist())
+                sums.append(row[mask].sum().item())
+    return sums, per_token
+
+
+def reward_scores(model, tokenizer, prompts, answers, batch_size: int) -> list[float]:
+    """The reward adapter + head's score of each (prompt, answer), tokenised as the reward stage trained it."""
+    from workbench.rl.rollout import reward_scores as score_batch
+
+    device = next(model.parameters()).device
+    scores: list[float] = []
+    with _no_grad():
+        for start in range(0, len(prompts), batch_size):
+            chunk = slice(start, start + batch_size)
+            scores += score_batch(model, tokenizer, prompts[chunk], answers[chunk], device).tolist()
+    return scores
+
+
+def judge(
+    model,
+    tokenizer,
+    rows: list[dict],
+    answers: dict,
+    policies: list[dict],
+    reference: str,
+    *,
+    gold: bool,
+    batch_size: int,
+    temperature: float,
+) -> list[dict]:
+    """One sample row per prompt and policy: the answer, its reward, gold-rubric score, log-ratio to `reference`."""
+    from tqdm.auto import tqdm
+
+    from labeling import rubric
+    from workbench.modeling.generation import stop_token_ids
+
+    stops = stop_token_ids(tokenizer)
+    prompts = [row["prompt"] for row in rows]
+    ref = next(p for p in policies if p["name"] == reference)
+    samples = []
+    for policy in tqdm(policies, desc="scoring", unit="policy"):
+        texts = answers[policy["name"]]
+        tokens = [response_tokens(tokenizer, p, t, stops) for p, t in zip(prompts, texts)]
+        queries, responses = [q for q, _ in tokens], [r for _, r in tokens]
+        args = (queries, responses, tokenizer.pad_token_id, batch_size, temperature)
+        own, _ = summed_logprobs(model, policy, *args)
+        ref_sums = own if policy is ref else summed_logprobs(model, ref, *args)[0]
+        rewards = reward_scores(model, tokenizer, prompts, texts, batch_size)
+        for i, row in enumerate(rows):
+            kl = own[i] - ref_sums[i]
+            samples.append(
+                {
+                    "prompt_id": row["prompt_id"],
+                    "prompt": row["prompt"],
+                    "policy": policy["name"],
+                    "response": texts[i],
+                    "reward": rewards[i],
+                    "gold": rubric.score(row["prompt"], texts[i]) if gold else None,
+                    "logprob": own[i],
+                    "ref_logprob": ref_sums[i],
+                    "kl": kl,
+                    "kl_per_token": kl / len(responses[i]),
+                    "tokens": len(responses[i]),
+                    "words": len(texts[i].split()),
+                }
+            )
+    return samples

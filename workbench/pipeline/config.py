@@ -1,0 +1,79 @@
+"""The pipeline recipe: a few keys per stage, optional per-stage recipes, and overrides merged into them.
+
+Each stage's recipe is built as: the stage recipe named by `<stage>_recipe` (or the stage's defaults), then the keys
+the pipeline owns (paths inside the run folder, the base model, the W&B group, the size keys below), then
+`overrides.<stage>`. It is written to `<run_dir>/recipes/<stage>.yaml` and run as `workbench <stage> --config` it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Every stage in order. push/label/pull talk to Argilla; report is built in-process from the others' outputs.
+STAGES = ("sft", "generate", "push", "label", "pull", "reward", "ppo", "eval", "report")
+RECIPE_STAGES = ("sft", "generate", "reward", "ppo", "eval")
+LABELERS = ("simulated", "human")
+
+
+@dataclass
+class PipelineConfig:
+    """The whole loop in one recipe: SFT, generate, label in Argilla, reward, PPO, eval, report."""
+
+    run_dir: str = field(
+        default="outputs/quickstart", metadata={"help": "Run folder: one sub-folder per stage, logs/, report.md."}
+    )
+    model_name_or_path: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "Base model for every stage: a local checkpoint, a hub id or an alias (tiny-llama)."},
+    )
+    sft_recipe: str | None = field(default=None, metadata={"help": "Base recipe for the sft stage (optional)."})
+    generate_recipe: str | None = field(default=None, metadata={"help": "Base recipe for generate (optional)."})
+    reward_recipe: str | None = field(default=None, metadata={"help": "Base recipe for reward (optional)."})
+    ppo_recipe: str | None = field(default=None, metadata={"help": "Base recipe for ppo (optional)."})
+    eval_recipe: str | None = field(default=None, metadata={"help": "Base recipe for eval (optional)."})
+    overrides: dict | None = field(
+        default=None,
+        metadata={"help": "Per-stage recipe keys that win over everything: {sft: {learning_rate: 1e-4}, ppo: {...}}."},
+    )
+    sft_max_steps: int | None = field(default=None, metadata={"help": "SFT optimizer steps (sft max_steps)."})
+    num_prompts: int | None = field(default=None, metadata={"help": "Prompts to generate candidates for."})
+    num_candidates: int | None = field(default=None, metadata={"help": "K: candidates per prompt to rank."})
+    labelers: str = field(
+        default="simulated",
+        metadata={
+            "help": "simulated: `label simulate` annotators rank by the gold rubric with noise; human: create "
+            "annotator logins, print the UI address and wait until enough records are ranked."
+        },
+    )
+    annotators: int = field(default=3, metadata={"help": "Number of annotators (simulated or human logins)."})
+    annotator_noise: float = field(
+        default=0.5, metadata={"help": "Simulated annotators: std-dev of the noise on rubric scores."}
+    )
+    rankings_per_record: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rankings each record needs (Argilla min_submitted); default all annotators if simulated, 1"
+        },
+    )
+    labels_needed: int | None = field(
+        default=None, metadata={"help": "Human labelers: completed records to wait for; default every record."}
+    )
+    argilla_home: str | None = field(
+        default=None,
+        metadata={
+            "help": "Embedded Argilla home (default ~/.cache/workbench/argilla); ignored when "
+            "ARGILLA_API_URL and ARGILLA_API_KEY point at another Argilla."
+        },
+    )
+    argilla_port: int = field(default=6900, metadata={"help": "Port of the embedded Argilla, when it must start."})
+    argilla_workspace: str = field(default="workbench", metadata={"help": "Argilla workspace of the dataset."})
+    argilla_dataset: str | None = field(
+        default=None, metadata={"help": "Argilla dataset name; default <run folder name>-<hash of the candidates>."}
+    )
+    reward_max_steps: int | None = field(default=None, metadata={"help": "Reward model steps (reward max_steps)."})
+    ppo_steps: int | None = field(default=None, metadata={"help": "PPO steps (ppo total_steps)."})
+    eval_prompts: int | None = field(default=None, metadata={"help": "Held-out prompts the eval stage answers."})
+    force: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Re-run these stages (and every later one) even if complete; `--force` alone: all."},
+    )

@@ -1,0 +1,243 @@
+"""What each pipeline stage runs, on what, and which files say it is complete.
+
+A stage is complete when every file in `outputs` exists (each stage writes its manifest or metrics last, atomically)
+and the configuration it last completed with is the one it would run with now. Paths are relative to the current
+directory, like every recipe's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from workbench.errors import UserError
+from workbench.pipeline.config import RECIPE_STAGES, STAGES
+
+# Keys the pipeline wires between stages; an override of one would cut a stage off from its inputs or outputs.
+WIRED = {
+    "sft": {"output_dir"},
+    "generate": {"output_dir", "adapter"},
+    "reward": {"output_dir"},
+    "ppo": {"output_dir", "sft_adapter", "reward_adapter"},
+    "eval": {"output_dir", "reward_adapter"},
+}
+STAGE_FOLDERS = {"push": "labels", "label": "labels", "pull": "preferences"}
+
+
+@dataclass
+class Stage:
+    name: str
+    folder: Path  # where its outputs go (removed when the stage is forced)
+    outputs: list[Path]
+    config: dict  # what it runs with; a change since it completed makes it run again
+    recipe: dict | None = None  # subprocess stages with a recipe: written to <run_dir>/recipes/<name>.yaml
+    commands: list[list[str]] = field(default_factory=list)  # `workbench ...` argv lists, run in order
+    resume_args: list[str] = field(default_factory=list)  # added when the stage runs again after a failure
+
+    def complete(self, recorded_sha: str | None) -> bool:
+        return all(path.exists() for path in self.outputs) and recorded_sha in (None, self.sha())
+
+    def sha(self) -> str:
+        text = json.dumps(self.config, sort_keys=True, default=str)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def user_name(text: str) -> str:
+    """An Argilla-safe name (lowercase letters, digits, - and _) from a folder name."""
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_") or "run"
+
+
+class Planner:
+    """Builds each stage from the pipeline recipe, the run folder and what earlier stages wrote."""
+
+    def __init__(self, cfg, tracking_cfg, tracking_given: set[str], state: dict, recipe_path: Path | None):
+        self.cfg, self.tracking, self.state = cfg, tracking_cfg, state
+        self.tracking_given, self.recipe_path = tracking_given, recipe_path
+        self.run = Path(cfg.run_dir)
+        overrides = cfg.overrides or {}
+        if not isinstance(overrides, dict):
+            raise UserError(f"{self.where}: overrides must be a mapping of stage: {{key: value}}")
+        for stage, keys in overrides.items():
+            if stage not in RECIPE_STAGES:
+                raise UserError(
+                    f"{self.where}: overrides.{stage}: no such stage; stages with recipes: {RECIPE_STAGES}"
+                )
+            if not isinstance(keys, dict):
+                raise UserError(f"{self.where}: overrides.{stage} must be a mapping of recipe keys; got {keys!r}")
+            wired = sorted(WIRED[stage] & set(keys))
+            if wired:
+                raise UserError(
+                    f"{self.where}: overrides.{stage}.{wired[0]}: the pipeline sets this to connect the stages "
+                    f"(everything lives under run_dir: {self.run})"
+                )
+        if cfg.labelers not in ("simulated", "human"):
+            raise UserError(f"{self.where}: labelers must be simulated or human; got {cfg.labelers!r}")
+        if cfg.annotators < 1:
+            raise UserError(f"{self.where}: annotators must be at least 1; got {cfg.annotators}")
+
+    @property
+    def where(self) -> str:
+        return str(self.recipe_path) if self.recipe_path else "the pipeline recipe"
+
+    def path(self, *parts: str) -> Path:
+        return self.run.joinpath(*parts)
+
+    # ── recipes ──────────────────────────────────────────────────────────────────────────────────────────────────
+    def recipe(self, name: str, owned: dict) -> dict:
+        """Base recipe (`<name>_recipe`), then the pipeline's keys, then `overrides.<name>`."""
+        from workbench.config import load_recipe
+
+        base_path = getattr(self.cfg, f"{name}_recipe")
+        recipe = {}
+        if base_path:
+            if not Path(base_path).is_file():
+                raise UserError(f"{self.where}: {name}_recipe {base_path} does not exist")
+            recipe = load_recipe(Path(base_path))
+        tracking = {key: getattr(self.tracking, key) for key in self.tracking_given if key != "wandb_job_type"}
+        recipe.update({**tracking, "wandb_group": self.state["wandb_group"], "wandb_job_type": name})
+        recipe.update({key: value for key, value in owned.items() if value is not None})
+        recipe.update((self.cfg.overrides or {}).get(name) or {})
+        return recipe
+
+    def header(self, name: str) -> str:
+        base = getattr(self.cfg, f"{name}_recipe", None)
+        sources = [f"{base} (base recipe)"] if base else [f"workbench {name} defaults"]
+        sources.append(f"the pipeline keys and overrides.{name} of {self.where}")
+        return (
+            f"# workbench {'eval' if name == 'eval' else name} --config {self.path('recipes', f'{name}.yaml')}\n"
+            f"# Written by `workbench pipeline` from {' + '.join(sources)}; edit those, not this file.\n"
+        )
+
+    def _argilla_args(self) -> list[str]:
+        return ["--home", self.cfg.argilla_home] if self.cfg.argilla_home else []
+
+    def _dataset(self) -> tuple[str, str]:
+        if self.cfg.argilla_dataset:
+            return self.cfg.argilla_dataset, self.cfg.argilla_workspace
+        candidates = self.path("generate", "candidates.jsonl")
+        digest = hashlib.sha256(candidates.read_bytes()).hexdigest()[:8] if candidates.exists() else "pending"
+        return f"{user_name(self.run.name)}-{digest}", self.cfg.argilla_workspace
+
+    def rankings_per_record(self) -> int:
+        if self.cfg.rankings_per_record is not None:
+            return self.cfg.rankings_per_record
+        return self.cfg.annotators if self.cfg.labelers == "simulated" else 1
+
+    # ── stages ───────────────────────────────────────────────────────────────────────────────────────────────────
+    def stage(self, name: str) -> Stage:
+        if name not in STAGES:
+            raise UserError(f"no pipeline stage {name!r}; stages: {', '.join(STAGES)}")
+        return getattr(self, f"_{name}")()
+
+    def _with_recipe(self, name: str, owned: dict, outputs: list[str], resume: list[str]) -> Stage:
+        folder = self.path(name)
+        recipe = self.recipe(name, {**owned, "output_dir": str(folder)})
+        command = {"eval": "eval"}.get(name, name)
+        return Stage(
+            name,
+            folder,
+            [folder / item for item in outputs],
+            config=recipe,
+            recipe=recipe,
+            commands=[[command, "--config", str(self.path("recipes", f"{name}.yaml"))]],
+            resume_args=resume,
+        )
+
+    def _sft(self) -> Stage:
+        owned = {"model_name_or_path": self.cfg.model_name_or_path, "max_steps": self.cfg.sft_max_steps}
+        return self._with_recipe("sft", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
+
+    def _generate(self) -> Stage:
+        owned = {
+            "adapter": str(self.path("sft", "adapter")),
+            "max_prompts": self.cfg.num_prompts,
+            "num_completions": self.cfg.num_candidates,
+        }
+        return self._with_recipe("generate", owned, ["candidates.jsonl", "manifest.json"], ["--overwrite"])
+
+    def _push(self) -> Stage:
+        dataset, workspace = self._dataset()
+        need = self.rankings_per_record()
+        command = ["label", "push", "--candidates", str(self.path("generate", "candidates.jsonl"))]
+        command += ["--dataset", dataset, "--workspace", workspace, "--min-submitted", str(need)]
+        config = {"dataset": dataset, "workspace": workspace, "min_submitted": need}
+        return Stage(
+            "push",
+            self.path("labels"),
+            [self.path("labels", "push.json")],
+            config,
+            None,
+            [command + self._argilla_args()],
+        )
+
+    def _label(self) -> Stage:
+        dataset, workspace = self._dataset()
+        cfg = self.cfg
+        config = {"dataset": dataset, "labelers": cfg.labelers, "annotators": cfg.annotators}
+        commands = []
+        if cfg.labelers == "simulated":
+            config["noise"] = cfg.annotator_noise
+            for index in range(1, cfg.annotators + 1):
+                commands.append(
+                    ["label", "simulate", "--dataset", dataset, "--workspace", workspace]
+                    + ["--annotator", f"{user_name(self.run.name)}-{index}", "--noise", str(cfg.annotator_noise)]
+                    + ["--seed", str(index), *self._argilla_args()]
+                )
+        else:
+            config["labels_needed"] = cfg.labels_needed
+        return Stage("label", self.path("labels"), [self.path("labels", "labels.json")], config, None, commands)
+
+    def _pull(self) -> Stage:
+        dataset, workspace = self._dataset()
+        folder = self.path("preferences")
+        command = ["label", "pull", "--dataset", dataset, "--workspace", workspace, "--output", str(folder)]
+        command += ["--overwrite", "--wandb_group", self.state["wandb_group"], *self._argilla_args()]
+        for key in ("wandb_project", "wandb_mode"):
+            if key in self.tracking_given:
+                command += [f"--{key}", str(getattr(self.tracking, key))]
+        outputs = [folder / "manifest.json", folder / "preferences.jsonl"]
+        return Stage("pull", folder, outputs, {"dataset": dataset, "workspace": workspace}, None, [command])
+
+    def _reward(self) -> Stage:
+        owned = {
+            "model_name_or_path": self.cfg.model_name_or_path,
+            "datasets": [{"path": str(self.path("preferences", "preferences.jsonl"))}],
+            "sft_adapter": str(self.path("sft", "adapter")),
+            "max_steps": self.cfg.reward_max_steps,
+        }
+        return self._with_recipe("reward", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
+
+    def _ppo(self) -> Stage:
+        owned = {
+            "sft_adapter": str(self.path("sft", "adapter")),
+            "reward_adapter": str(self.path("reward", "adapter")),
+            "total_steps": self.cfg.ppo_steps,
+        }
+        return self._with_recipe("ppo", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
+
+    def _eval(self) -> Stage:
+        owned = {
+            "policies": [
+                {"name": "base", "adapter": None},
+                {"name": "sft", "adapter": str(self.path("sft", "adapter"))},
+                {"name": "ppo", "adapter": str(self.path("ppo", "adapter"))},
+            ],
+            "reward_adapter": str(self.path("reward", "adapter")),
+            "max_prompts": self.cfg.eval_prompts,
+        }
+        return self._with_recipe("eval", owned, ["metrics.json", "report.md"], ["--overwrite"])
+
+    def _report(self) -> Stage:
+        return Stage("report", self.path("plots"), [self.path("report.md")], {"always": True})
+
+    def write_recipe(self, stage: Stage) -> Path:
+        from workbench.fileio import write_text_atomic
+
+        path = self.path("recipes", f"{stage.name}.yaml")
+        write_text_atomic(path, self.header(stage.name) + yaml.safe_dump(stage.recipe, sort_keys=False))
+        return path

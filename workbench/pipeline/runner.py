@@ -1,0 +1,220 @@
+"""Runs the pipeline's stages in order: skips complete ones, resumes an unfinished one, stops at a failing one.
+
+Recipe stages and `label` commands run as subprocesses (`python -m workbench.cli ...`): each stage gets a fresh
+process (its memory is returned when it ends) and its whole output in `<run_dir>/logs/<stage>.log`, while the
+terminal shows one live line per stage. `<run_dir>/pipeline.json` records every stage's status, time, log and the
+configuration it completed with.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from workbench.errors import UserError
+from workbench.fileio import write_json_atomic
+from workbench.pipeline.config import STAGES
+from workbench.pipeline.plan import Planner, Stage
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+STATE_NAME = "pipeline.json"
+
+
+class StageFailed(Exception):
+    """A stage exited with an error; the message names the stage, its exit status and its log."""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def load_state(run_dir: Path, wandb_group: str | None) -> dict:
+    path = run_dir / STATE_NAME
+    state = {}
+    if path.exists():
+        try:
+            state = json.loads(path.read_text())
+        except ValueError as error:
+            raise UserError(
+                f"{path} is not valid JSON ({error}); delete it to start the bookkeeping afresh"
+            ) from error
+    state.setdefault("created_at", now())
+    state.setdefault("stages", {})
+    stamp = state["created_at"][:19].replace(":", "").replace("-", "")
+    state["wandb_group"] = wandb_group or state.get("wandb_group") or f"pipeline-{run_dir.name}-{stamp}"
+    return state
+
+
+class LogTail:
+    """The last line a subprocess wrote to its log (progress bars rewrite theirs with carriage returns)."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.line = path, path.stat().st_size if path.exists() else 0, ""
+
+    def update(self) -> str:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+        self.offset += len(chunk)
+        pieces = [ANSI.sub("", p).strip() for p in re.split(r"[\r\n]", chunk.decode(errors="replace"))]
+        pieces = [p for p in pieces if p]
+        if pieces:
+            self.line = pieces[-1][:100]
+        return self.line
+
+
+class Runner:
+    def __init__(self, planner: Planner, state: dict, force: set[str], console, hooks: dict):
+        self.planner, self.state, self.force, self.console = planner, state, force, console
+        # stage name -> {"before": f, "after": f}: f(stage, log) runs in this process around the stage's commands
+        self.hooks = hooks
+        self.run_dir = planner.run
+        self.logs = self.run_dir / "logs"
+
+    def save(self) -> None:
+        write_json_atomic(self.run_dir / STATE_NAME, self.state)
+
+    def log_path(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    # ── the loop ─────────────────────────────────────────────────────────────────────────────────────────────────
+    def run(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        upstream_ran = False
+        for index, name in enumerate(STAGES, start=1):
+            stage = self.planner.stage(name)
+            record = self.state["stages"].get(name, {})
+            done_sha = record.get("config_sha") if record.get("status") == "done" else None
+            complete = stage.complete(done_sha)
+            outputs_there = all(path.exists() for path in stage.outputs)
+            if name == "report":
+                fresh, why = True, "built from the stage outputs"
+            elif name in self.force:
+                fresh, why = True, "forced"
+            elif complete and not upstream_ran:
+                self.console.print(f"[{index}/{len(STAGES)}] {name}: complete, skipped ({stage.folder})")
+                continue
+            elif upstream_ran:
+                fresh, why = True, "an earlier stage ran again" if record else "not run yet"
+            elif outputs_there:
+                fresh, why = True, "its configuration changed since it ran"
+            elif record.get("attempt_sha") not in (None, stage.sha()):
+                fresh, why = True, "its configuration changed since the last attempt"
+            else:
+                last = {"running": "an unfinished run"}.get(record.get("status"), record.get("status"))
+                fresh, why = False, f"resuming after {last}" if record else "not run yet"
+            self.console.print(f"[{index}/{len(STAGES)}] {name}: running ({why}); log: {self.log_path(name)}")
+            self.run_stage(stage, fresh)
+            upstream_ran = True
+
+    def run_stage(self, stage: Stage, fresh: bool) -> None:
+        if fresh:
+            for output in stage.outputs:
+                output.unlink(missing_ok=True)
+            if stage.recipe is not None and stage.folder.exists():
+                shutil.rmtree(stage.folder)
+        resume = not fresh and stage.folder.exists()
+        record = self.state["stages"].setdefault(stage.name, {})
+        record.update(
+            status="running",
+            started_at=now(),
+            attempt_sha=stage.sha(),
+            log=str(self.log_path(stage.name)),
+            attempts=record.get("attempts", 0) + 1,
+        )
+        self.save()
+        started = time.monotonic()
+        try:
+            if stage.recipe is not None:
+                self.planner.write_recipe(stage)
+            with open(self.log_path(stage.name), "a") as log:
+                log.write(
+                    f"\n=== workbench pipeline: stage {stage.name} at {now()} ({'fresh' if fresh else 'resume'})\n"
+                )
+            hooks = self.hooks.get(stage.name, {})
+            if "before" in hooks:
+                hooks["before"](stage, self.stage_logger(stage.name))
+            for command in stage.commands:
+                self.run_command(stage.name, command + (stage.resume_args if resume else []))
+            if "after" in hooks:
+                hooks["after"](stage, self.stage_logger(stage.name))
+        except KeyboardInterrupt:
+            record.update(status="interrupted", seconds=record.get("seconds", 0) + time.monotonic() - started)
+            self.save()
+            raise
+        except (StageFailed, UserError) as error:
+            record.update(status="failed", error=str(error).splitlines()[0][:500])
+            record["seconds"] = time.monotonic() - started
+            self.save()
+            if isinstance(error, StageFailed):
+                raise
+            raise StageFailed(self.failure(stage.name, str(error))) from error
+        record.update(status="done", finished_at=now(), config_sha=stage.sha(), seconds=time.monotonic() - started)
+        record.pop("error", None)
+        self.save()
+        self.console.print(f"    {stage.name}: done in {record['seconds']:.0f} s")
+
+    def stage_logger(self, name: str):
+        """print() for in-process stages: to the terminal and to the stage's log."""
+
+        def log(message: str) -> None:
+            self.console.print(message, highlight=False, markup=False)
+            with open(self.log_path(name), "a") as handle:
+                handle.write(message + "\n")
+
+        return log
+
+    def failure(self, name: str, detail: str) -> str:
+        log = self.log_path(name)
+        return (
+            f"stage {name!r} failed: {detail}\n"
+            f"  its log: {log}\n"
+            f"  earlier stages' outputs are kept; fix the cause and run the same command again to resume at {name}"
+        )
+
+    # ── one subprocess ───────────────────────────────────────────────────────────────────────────────────────────
+    def run_command(self, name: str, command: list[str]) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        log_path = self.log_path(name)
+        argv = [sys.executable, "-m", "workbench.cli", *command]
+        with open(log_path, "a") as log:
+            log.write(f"$ workbench {' '.join(command)}\n")
+        tail = LogTail(log_path)
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        columns = (SpinnerColumn(), TextColumn(f"[bold]{name}"), TimeElapsedColumn(), TextColumn("{task.description}"))
+        try:
+            with Progress(*columns, console=self.console, transient=True) as progress:
+                task = progress.add_task("starting", total=None)
+                while process.poll() is None:
+                    progress.update(task, description=tail.update())
+                    time.sleep(0.5)
+        except BaseException:
+            stop_child(process)
+            raise
+        if process.returncode != 0:
+            last = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-12:]
+            detail = f"`workbench {' '.join(command[:2])} ...` exited with status {process.returncode}"
+            raise StageFailed(self.failure(name, detail) + "\n  last lines of the log:\n    " + "\n    ".join(last))
+
+
+def stop_child(process: subprocess.Popen) -> None:
+    """Interrupt a stage's process like Ctrl-C would (it saves nothing half-written), then insist."""
+    for sig, patience in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=patience)
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,215 @@
+"""`workbench eval --config recipes/<model>/eval.yaml`: compare policies (e.g. base, SFT, PPO) on held-out prompts.
+
+All policies sit on ONE base as named adapters (the bare base is a policy too), with the reward adapter and its head
+beside them (workbench/evaluation/policies.py). Each answers every prompt once (greedy, or seeded sampling) through
+workbench/modeling/generation.py. Per policy: mean reward by the reward model, mean gold-rubric score
+(labeling/rubric.py, which the reward model never saw directly), KL to the reference policy (summed per-token
+log-ratio over each answer's tokens), answer length; and each policy's win rate against a baseline policy, by the
+reward model and by the rubric (ties count half).
+
+Output folder: `metrics.json`, `samples.jsonl` (one row per prompt and policy), `report.md`, PNG plots
+(`reward_distribution.png`, `gold_distribution.png`, `win_rates.png`), `recipe.yaml`, `wandb/` (offline runs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.errors import UserError
+
+STAGE = "eval"
+
+
+@dataclass
+class EvalConfig:
+    """Which policies to compare, on which prompts, judged by what."""
+
+    policies: list[dict] = field(
+        default_factory=list,
+        metadata={"help": "Policies: a list of {name, adapter}; adapter null (or omitted) is the bare base model."},
+    )
+    reward_adapter: str | None = field(
+        default=None, metadata={"help": "Reward adapter (`workbench reward` output_dir/adapter); names the base."}
+    )
+    reference: str | None = field(
+        default=None, metadata={"help": "Policy the KL is measured against; default the first whose stage is sft."}
+    )
+    baseline: str | None = field(default=None, metadata={"help": "Policy win rates are against; default reference."})
+    gold_rubric: bool = field(default=True, metadata={"help": "Also judge by the gold rubric (labeling/rubric.py)."})
+    prompts: str = field(
+        default="bundled:prompts", metadata={"help": "Prompts: bundled:prompts, a file or a save_to_disk folder."}
+    )
+    prompts_where: dict | None = field(
+        default_factory=lambda: {"split": "test"}, metadata={"help": "Keep prompt rows whose columns equal these."}
+    )
+    max_prompts: int | None = field(default=None, metadata={"help": "Use at most this many prompts (the first)."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest answer, in tokens."})
+    temperature: float = field(default=0.0, metadata={"help": "0: greedy; above 0: seeded sampling."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (when sampling)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: no limit)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed: every policy samples under the same seeds."})
+    batch_size: int = field(default=8, metadata={"help": "Sequences per generate/forward call."})
+    device_map: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where the report and metrics are written."})
+    run_name: str | None = field(default=None, metadata={"help": "W&B run name; default eval-<output_dir name>."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace a report already in output_dir."})
+
+    def check(self) -> list[dict]:
+        """The policies as {name, adapter, stage}, checked; fills in reference and baseline."""
+        from workbench.evaluation.policies import REWARD
+        from workbench.modeling import adapters
+
+        if not self.reward_adapter:
+            raise UserError("reward_adapter is required: the reward model judges the answers")
+        reward = adapters.read_manifest(self.reward_adapter)
+        if reward.task_type != "SEQ_CLS":
+            raise UserError(
+                f"reward_adapter {self.reward_adapter} is a {reward.task_type} adapter, not a reward (SEQ_CLS) one"
+            )
+        if not isinstance(self.policies, list) or not self.policies:
+            raise UserError("policies must be a non-empty list of {name, adapter}")
+        policies, names = [], set()
+        for index, item in enumerate(self.policies):
+            if not isinstance(item, dict) or not item.get("name") or set(item) - {"name", "adapter"}:
+                raise UserError(f"policies[{index}] must be {{name, adapter}}; got {item!r}")
+            name, adapter = str(item["name"]), item.get("adapter")
+            if name in names or name == REWARD:
+                raise UserError(f"policies[{index}]: name {name!r} is taken (names are unique; `reward` is reserved)")
+            names.add(name)
+            manifest = None if adapter is None else adapters.read_manifest(adapter)
+            if manifest is not None and manifest.task_type != "CAUSAL_LM":
+                raise UserError(
+                    f"policies[{index}] ({name}): {adapter} is a {manifest.task_type} adapter, not a policy"
+                )
+            stage = "base" if manifest is None else manifest.stage
+            policies.append({"name": name, "adapter": None if adapter is None else str(adapter), "stage": stage})
+        if self.reference is None:
+            self.reference = next((p["name"] for p in policies if p["stage"] == "sft"), policies[0]["name"])
+        self.baseline = self.baseline or self.reference
+        for key in ("reference", "baseline"):
+            if getattr(self, key) not in names:
+                raise UserError(f"{key} {getattr(self, key)!r} is not one of the policies {sorted(names)}")
+        for key in ("max_new_tokens", "batch_size"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be a positive integer; got {getattr(self, key)}")
+        if self.temperature < 0:
+            raise UserError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
+        return policies
+
+
+def parse(argv: list[str]):
+    from workbench.config import RecipeParser, TrackingConfig
+
+    parser = RecipeParser([EvalConfig, TrackingConfig], "workbench eval")
+    return (*parser.parse(argv), parser.given)
+
+
+def main(argv: list[str]) -> int:
+    cfg, tracking_cfg, given = parse(argv)
+    policies = cfg.check()
+    output_dir = Path(cfg.output_dir)
+    if (output_dir / "metrics.json").exists() and not cfg.overwrite:
+        raise UserError(f"{output_dir / 'metrics.json'} exists: pass --overwrite to replace it")
+
+    from labeling import rubric
+    from workbench import tracking
+    from workbench.config import resolved_recipe, write_resolved_recipe
+    from workbench.evaluation import metrics as measures
+    from workbench.evaluation import policies as scoring
+    from workbench.evaluation import report
+    from workbench.fileio import write_json_atomic
+    from workbench.modeling.generation import generate_completions
+    from workbench.modeling.loading import Quantization
+    from workbench.stages.generate import load_prompts, write_jsonl_atomic
+
+    # ── prompts and the one base carrying every policy ─────────────────────────────────────────────────────────
+    rows = load_prompts(cfg)
+    prompts = [row["prompt"] for row in rows]
+    model, tokenizer = scoring.load(cfg.reward_adapter, policies, cfg.device_map)
+    base = model.workbench_base
+    names = [p["name"] for p in policies]
+    print(f"workbench eval: {len(rows)} prompts; policies {names} on one base ({base.name_or_path})")
+    run = tracking.start_run(STAGE, tracking_cfg, output_dir, cfg.run_name, resolved_recipe(given, cfg, tracking_cfg))
+
+    # ── answers: every policy under the same seeds ───────────────────────────────────────────────────────────────
+    answers = {}
+    for policy in policies:
+        with scoring.active(model, policy["name"], policy["adapter"]):
+            texts = generate_completions(
+                model,
+                tokenizer,
+                prompts,
+                1,
+                cfg.max_new_tokens,
+                cfg.temperature,
+                cfg.top_p,
+                cfg.top_k,
+                cfg.batch_size,
+                cfg.seed,
+                progress=False,
+            )
+        answers[policy["name"]] = [t[0] for t in texts]
+        print(f"workbench eval: {policy['name']} answered")
+
+    # ── judge: reward model, gold rubric, log-ratio to the reference ─────────────────────────────────────────────
+    temperature = cfg.temperature if cfg.temperature > 0 else 1.0  # greedy answers: the policy's own distribution
+    samples = scoring.judge(
+        model,
+        tokenizer,
+        rows,
+        answers,
+        policies,
+        cfg.reference,
+        gold=cfg.gold_rubric,
+        batch_size=cfg.batch_size,
+        temperature=temperature,
+    )
+
+    # ── metrics ──────────────────────────────────────────────────────────────────────────────────────────────────
+    judges = ["reward_model", "gold_rubric"] if cfg.gold_rubric else ["reward_model"]
+    per_policy, win_rates = measures.compare(samples, names, cfg.baseline, judges)
+    settings = {
+        "prompts": len(rows),
+        "prompt_source": f"{cfg.prompts} where {cfg.prompts_where}",
+        "reference": cfg.reference,
+        "baseline": cfg.baseline,
+        "reward_adapter": str(Path(cfg.reward_adapter).resolve()),
+        "base_model": base.name_or_path,
+        "base_content_hash": base.content_hash,
+        "quantization": Quantization(**base.quantization).describe(),
+        "max_new_tokens": cfg.max_new_tokens,
+        "decoding": "greedy" if cfg.temperature == 0 else f"sampled at T={cfg.temperature}, seed {cfg.seed}",
+        "logprob_temperature": temperature,
+        "gold": rubric.RUBRIC_VERSION if cfg.gold_rubric else None,
+    }
+    metrics = {
+        "settings": settings,
+        "policies": {p["name"]: {**p, **per_policy[p["name"]]} for p in policies},
+        "win_rates": win_rates,
+    }
+
+    # ── outputs: samples, metrics, plots, report, W&B ────────────────────────────────────────────────────────────
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(output_dir / "samples.jsonl", samples)
+    plots = report.write_plots(output_dir, samples, names, win_rates, cfg.baseline)
+    report.write_report(output_dir / "report.md", metrics, samples, {k: p.name for k, p in plots.items()})
+    write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, cfg, tracking_cfg)
+    metrics["wandb_run"] = tracking.run_reference(run)
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    if run is not None:
+        import wandb
+
+        columns = ["prompt_id", "prompt", "policy", "response", "reward", "gold", "kl", "tokens"]
+        table = wandb.Table(columns=columns)
+        for s in samples:
+            table.add_data(*[s["prompt"][-1]["content"] if c == "prompt" else s[c] for c in columns])
+        flat = {f"eval/{n}/{k}": v for n, row in metrics["policies"].items() for k, v in row.items() if "_" in k}
+        flat |= {f"eval/win_rate/{n}/{j}": r["rate"] for n, rates in win_rates.items() for j, r in rates.items()}
+        run.log({**flat, "samples": table, **{f"plots/{k}": wandb.Image(str(p)) for k, p in plots.items()}})
+        run.summary.update(flat)
+    tracking.finish(run)
+    print(f"workbench eval: report in {output_dir / 'report.md'}")
+    print(json.dumps({"policies": metrics["policies"], "win_rates": win_rates}, indent=2))
+    return 0

@@ -1,0 +1,146 @@
+"""`workbench pipeline --config recipes/quickstart.yaml`: the whole loop, SFT to report, in one run folder.
+
+SFT → generate K candidates → push them to Argilla (the embedded server is started when needed) → labels (simulated
+annotators, or people in the Argilla UI while the pipeline waits) → pull preference pairs → reward model → PPO →
+eval → report. Each stage writes `<run_dir>/<stage>/` and its log `<run_dir>/logs/<stage>.log`; `report.md` and
+`plots/` sum it up. A complete stage is skipped when the pipeline runs again (`--force STAGE` re-runs it and every
+later one; `--force` alone re-runs everything); a failed or interrupted one resumes where it stopped. All stages
+share one W&B group, recorded in `<run_dir>/pipeline.json` with each stage's status and time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import signal
+import warnings
+from pathlib import Path
+
+from workbench.errors import UserError
+from workbench.pipeline.config import RECIPE_STAGES, STAGES, PipelineConfig
+
+TRACKING_KEYS = {"wandb_project", "wandb_group", "wandb_mode", "wandb_tags"}
+PARSERS = {
+    "sft": "workbench.stages.sft",
+    "generate": "workbench.stages.generate",
+    "reward": "workbench.stages.reward",
+    "ppo": "workbench.stages.ppo",
+    "eval": "workbench.stages.evaluate",
+}
+
+
+def _force_all(argv: list[str]) -> list[str]:
+    """`--force` with no stage after it means every stage."""
+    out = []
+    for index, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--force" and (index + 1 == len(argv) or argv[index + 1].startswith("--")):
+            out.append("all")
+    return out
+
+
+def parse(argv: list[str]):
+    from workbench.config import RecipeParser, TrackingConfig
+
+    parser = RecipeParser([PipelineConfig, TrackingConfig], "workbench pipeline")
+    return (*parser.parse(_force_all(argv)), parser.given)
+
+
+def forced_stages(force: list[str]) -> set[str]:
+    unknown = [name for name in force if name not in (*STAGES, "all")]
+    if unknown:
+        raise UserError(f"--force {unknown[0]}: no such stage; stages: {', '.join(STAGES)} (or --force alone: all)")
+    if "all" in force:
+        return set(STAGES)
+    first = min(STAGES.index(name) for name in force) if force else len(STAGES)
+    return set(STAGES[first:])  # a stage's outputs feed every later stage
+
+
+def validate(planner) -> None:
+    """Parse every stage recipe now, so a bad key fails in seconds rather than after an hour of earlier stages."""
+    import importlib
+
+    for name in RECIPE_STAGES:
+        stage = planner.stage(name)
+        path = planner.write_recipe(stage)
+        try:  # quietly: importing the stages' libraries prints warnings that are not the user's business here
+            with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("ignore")
+                importlib.import_module(PARSERS[name]).parse(["--config", str(path)])
+        except UserError as error:
+            base = getattr(planner.cfg, f"{name}_recipe")
+            raise UserError(
+                f"stage {name}: {error}\n  (its recipe is built from {base or 'the stage defaults'}, the pipeline's "
+                f"keys and overrides.{name} in {planner.where})"
+            ) from error
+
+
+def hooks_for(planner, runner_console) -> dict:
+    from workbench.pipeline import labels
+
+    def serve(stage, log):
+        labels.ensure_server(planner, log)
+
+    def serve_quietly(stage, log):  # the login banner once (push) is enough; later stages log it only
+        with open(planner.path("logs", f"{stage.name}.log"), "a") as handle:
+            labels.ensure_server(planner, lambda message: handle.write(message + "\n"))
+
+    def label_after(stage, log):
+        if planner.cfg.labelers == "human":
+            labels.human_labels(planner, stage, log, console=runner_console)
+        labels.record_labels(planner, stage, log)
+
+    return {
+        "push": {"before": serve, "after": lambda stage, log: labels.record_push(planner, stage, log)},
+        "label": {"before": serve_quietly, "after": label_after},
+        "pull": {"before": serve_quietly},
+        "report": {"after": lambda stage, log: write_report(planner, log)},
+    }
+
+
+def write_report(planner, log) -> None:
+    from workbench.pipeline import report
+    from workbench.pipeline.tracking import log_pipeline_run
+
+    plots = report.write(planner.run, planner.state, planner.cfg.model_name_or_path)
+    log(f"report: {planner.path('report.md')} ({len(plots)} plots in {planner.path('plots')})")
+    log_pipeline_run(planner, plots)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str]) -> int:
+    cfg, tracking_cfg, given = parse(argv)
+    from rich.console import Console
+
+    from workbench.config import _recipe_path, write_resolved_recipe
+    from workbench.pipeline.plan import Planner
+    from workbench.pipeline.runner import Runner, StageFailed, load_state
+
+    force = forced_stages(cfg.force)
+    run_dir = Path(cfg.run_dir)
+    state = load_state(run_dir, tracking_cfg.wandb_group if "wandb_group" in given else None)
+    planner = Planner(cfg, tracking_cfg, given & TRACKING_KEYS, state, _recipe_path(argv))
+    validate(planner)
+    write_resolved_recipe(run_dir / "recipe.yaml", "pipeline", given, cfg, tracking_cfg)
+    console = Console(highlight=False, soft_wrap=True)
+    runner = Runner(planner, state, force, console, hooks_for(planner, console))
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped pipeline stops its stage too
+    try:
+        runner.run()
+    except StageFailed as error:
+        console.print(f"workbench pipeline: {error}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        running = [name for name, record in state["stages"].items() if record.get("status") == "interrupted"]
+        where = f" during stage {running[-1]}" if running else ""
+        console.print(f"workbench pipeline: interrupted{where}; run the same command again to resume", markup=False)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    records = [(name, state["stages"].get(name, {})) for name in STAGES]
+    times = ", ".join(f"{name} {record['seconds']:.0f}s" for name, record in records if "seconds" in record)
+    console.print(f"workbench pipeline: done; report {planner.path('report.md')}\n  stage times: {times}")
+    return 0
