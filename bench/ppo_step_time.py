@@ -168,6 +168,7 @@ def main() -> int:
     prompt_ids = encode_prompts(tokenizer, prompts, max_prompt_length=256)
 
     python, venv_error = ensure_venv(Path(args.venv))
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         prompts_file = scratch / "prompts.jsonl"
@@ -196,6 +197,10 @@ def main() -> int:
         "steps": args.steps,
         "step_time": "median seconds per PPO step (rollout + scoring + updates) over the steps after the first",
         "machine": machine(),
+        "load_average_1_5_15min": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in os.getloadavg()],
+        },
         **results,
         "ratio_trl_over_workbench_fp32": ratio("trl_1_12_0", "workbench_fp32"),
         "ratio_trl_over_workbench_4bit": ratio("trl_1_12_0", "workbench_4bit"),

@@ -1315,10 +1315,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 def build(out: Path) -> dict[str, int]:
     """Write every bundled file into ``out``; returns the row count of each file."""
     out.mkdir(parents=True, exist_ok=True)
+    from workbench.data.build_preferences import build_preferences
+
+    prompts = build_prompts()
     files = {
         "instructions.jsonl": build_instructions(),
         "quotes.jsonl": build_quotes(),
-        "prompts.jsonl": build_prompts(),
+        "prompts.jsonl": prompts,
+        "preferences.jsonl": build_preferences(prompts),
     }
     for name, rows in files.items():
         write_jsonl(out / name, rows)

@@ -1,17 +1,15 @@
 """Build ``workbench/data/bundled/preferences.jsonl``: preference pairs over the bundled prompts (deterministic).
 
-Run ``python -m workbench.data.build_preferences`` to rewrite the committed file byte for byte (``--out FILE`` to
-write elsewhere). For each prompt of ``bundled:prompts`` the `chosen` answer follows one rubric — polite, concise
-(two or three sentences), complete sentences ending in a full stop, on the prompt's topic — and each `rejected`
-answer breaks exactly one rule of it: rude, rambling, cut off mid-sentence, or about another topic. Two pairs per
-prompt, with different broken rules; the prompt's train/test split carries over, so held-out pairs have unseen
-prompts. `margin` grows with how clearly the rule is broken. Written by the project; nothing is downloaded.
+``python -m workbench.data.build_bundled`` rewrites it byte for byte with the other bundled files. For each prompt of
+``bundled:prompts`` the `chosen` answer follows one rubric — polite, concise (two or three sentences), complete
+sentences ending in a full stop, on the prompt's topic — and each `rejected` answer breaks exactly one rule of it:
+rude, rambling, cut off mid-sentence, or about another topic. Two pairs per prompt, with different broken rules; the
+prompt's train/test split carries over, so held-out pairs have unseen prompts. `margin` grows with how clearly the
+rule is broken. Written by the project; nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import re
 from pathlib import Path
@@ -138,28 +136,3 @@ def build_preferences(prompts: list[dict]) -> list[dict]:
                 }
             )
     return rows
-
-
-def read_prompts() -> list[dict]:
-    path = Path(__file__).resolve().parent / "bundled" / "prompts.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def write(out: Path) -> int:
-    rows = build_preferences(read_prompts())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
-    temporary.replace(out)
-    return len(rows)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output file (default: {DEFAULT_OUT})")
-    args = parser.parse_args(argv)
-    print(f"{args.out}: {write(args.out)} rows")
-
-
-if __name__ == "__main__":
-    main()

@@ -15,6 +15,8 @@ BUNDLED_FILES: dict[str, str] = {
     "'Quote: {quote}\\nAuthor: {author}'.",
     "prompts.jsonl": "300 open-ended user prompts (`prompt_id`, `prompt` as chat messages, `category`, `split`) for "
     "candidate generation and PPO; 60 held out as split=test.",
+    "preferences.jsonl": "600 preference pairs over the bundled prompts (`prompt_id`, `prompt`, `chosen`, `rejected`, "
+    "`margin`, `rule`, `split`): chosen follows the rubric, rejected breaks one rule; 120 held out as split=test.",
 }
 
 

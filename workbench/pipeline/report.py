@@ -169,15 +169,16 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
         "",
         "## Stages",
         "",
-        "| stage | status | time (min) | attempts |",
-        "|---|---|---:|---:|",
+        "| stage | status | time (min) | CPU time of its processes (min) | attempts |",
+        "|---|---|---:|---:|---:|",
     ]
     from workbench.pipeline.config import STAGES
 
     for name in STAGES[:-1]:
         record = state["stages"].get(name, {})
         minutes = f"{record['seconds'] / 60:.1f}" if "seconds" in record else "-"
-        lines.append(f"| {name} | {record.get('status', '-')} | {minutes} | {record.get('attempts', 0)} |")
+        cpu = f"{record['cpu_seconds'] / 60:.1f}" if "cpu_seconds" in record else "-"
+        lines.append(f"| {name} | {record.get('status', '-')} | {minutes} | {cpu} | {record.get('attempts', 0)} |")
     total = sum(r.get("seconds", 0) for n, r in state["stages"].items() if n != "report")
     lines += ["", f"Total stage time: {total / 60:.1f} min.", ""]
 

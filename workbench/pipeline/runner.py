@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -131,7 +132,7 @@ class Runner:
             attempts=record.get("attempts", 0) + 1,
         )
         self.save()
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), child_cpu_seconds()
         try:
             if stage.recipe is not None:
                 self.planner.write_recipe(stage)
@@ -158,6 +159,10 @@ class Runner:
                 raise
             raise StageFailed(self.failure(stage.name, str(error))) from error
         record.update(status="done", finished_at=now(), config_sha=stage.sha(), seconds=time.monotonic() - started)
+        # CPU time of the stage's processes: with other work on the machine, the wall time alone overstates it
+        record.update(
+            cpu_seconds=child_cpu_seconds() - cpu_started, load_average=[round(x, 1) for x in os.getloadavg()]
+        )
         record.pop("error", None)
         self.save()
         self.console.print(f"    {stage.name}: done in {record['seconds']:.0f} s")
@@ -206,6 +211,11 @@ class Runner:
             last = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-12:]
             detail = f"`workbench {' '.join(command[:2])} ...` exited with status {process.returncode}"
             raise StageFailed(self.failure(name, detail) + "\n  last lines of the log:\n    " + "\n    ".join(last))
+
+
+def child_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stop_child(process: subprocess.Popen) -> None:
