@@ -60,10 +60,16 @@ def find_dataset(client, name: str, workspace: str | None = None, required: bool
     """The SDK dataset named `name` (in `workspace` when given); a UserError listing what exists when absent."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        if workspace and client.workspaces(workspace) is None:
-            dataset = None
+        if workspace:
+            found = client.datasets(name=name, workspace=workspace) if client.workspaces(workspace) else None
         else:
-            dataset = client.datasets(name=name, workspace=workspace) if workspace else client.datasets(name=name)
+            # The SDK looks in the first workspace only when none is named; look in every workspace the user sees.
+            matches = [d for d in client.datasets if d.name == name]
+            if len(matches) > 1:
+                spaces = sorted(d.workspace.name for d in matches)
+                raise UserError(f"Argilla dataset {name!r} exists in workspaces {spaces}; name one with --workspace")
+            found = matches[0] if matches else None
+        dataset = found
     if dataset is None and required:
         names = sorted(f"{d.workspace.name}/{d.name}" for d in client.datasets)
         where = f" in workspace {workspace!r}" if workspace else ""
