@@ -16,7 +16,7 @@ install: system-deps
 	$(PIP) install -q -e ".[dev]"
 
 quickstart: install
-	workbench sft --config recipes/smollm2-135m/sft.yaml --overwrite
+	workbench pipeline --config recipes/quickstart.yaml
 
 test:
 	$(PYTHON) -m pytest -q

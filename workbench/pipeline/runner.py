@@ -199,7 +199,9 @@ class Runner:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environment)
         columns = (SpinnerColumn(), TextColumn(f"[bold]{name}"), TimeElapsedColumn(), TextColumn("{task.description}"))
         try:
-            with Progress(*columns, console=self.console, transient=True) as progress:
+            with Progress(
+                *columns, console=self.console, transient=True, disable=not self.console.is_terminal
+            ) as progress:
                 task = progress.add_task("starting", total=None)
                 while process.poll() is None:
                     progress.update(task, description=tail.update())
