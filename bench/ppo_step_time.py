@@ -157,13 +157,13 @@ def main() -> int:
 
     from ppo_memory import machine, make_adapters
 
-    from workbench.data.mixture import DatasetSpec, _load_raw
+    from workbench.data.mixture import DatasetSpec, load_raw
     from workbench.modeling import loading
     from workbench.rl.rollout import encode_prompts
 
     model_path = str(loading.resolve_model_path(args.model)[0])
     tokenizer = loading.load_tokenizer(model_path)
-    rows = _load_raw(DatasetSpec(path="bundled:prompts"), "bundled:prompts").filter(lambda r: r["split"] == "train")
+    rows = load_raw(DatasetSpec(path="bundled:prompts"), "bundled:prompts").filter(lambda r: r["split"] == "train")
     prompts = [row["prompt"] for row in rows][: args.batch * args.steps]
     prompt_ids = encode_prompts(tokenizer, prompts, max_prompt_length=256)
 

@@ -28,6 +28,8 @@ def bundled_path(name: str) -> Path:
         raise UserError(f"unknown bundled dataset {name!r}; available: {available}")
     path = BUNDLED_DIR / file_name
     if not path.is_file():
-        raise UserError(f"bundled dataset {file_name} is missing from {BUNDLED_DIR}; rebuild it with "
-                        "`python -m workbench.data.build_bundled`")
+        raise UserError(
+            f"bundled dataset {file_name} is missing from {BUNDLED_DIR}; rebuild it with "
+            "`python -m workbench.data.build_bundled`"
+        )
     return path

@@ -53,7 +53,7 @@ class DatasetSpec:
         return spec
 
 
-def _load_raw(spec: DatasetSpec, where: str):
+def load_raw(spec: DatasetSpec, where: str):
     import datasets
 
     if spec.path.startswith("bundled:"):
@@ -81,7 +81,7 @@ def _load_raw(spec: DatasetSpec, where: str):
 
 def load_one(spec: DatasetSpec, where: str):
     """One dataset in TRL format (messages, prompt/completion or text), checked, with its kind."""
-    dataset = _load_raw(spec, where)
+    dataset = load_raw(spec, where)
     if spec.where:
         formats.check_columns(dataset.column_names, list(spec.where), where)
         wanted = dict(spec.where)
@@ -121,7 +121,7 @@ def mixture_counts(sizes: list[int], weights: list[float], total: int | None) ->
     return [max(1, round(share * total)) for share in shares]
 
 
-def _take(dataset, count: int, seed: int):
+def take_rows(dataset, count: int, seed: int):
     shuffled = dataset.shuffle(seed=seed)
     repeats, remainder = divmod(count, len(shuffled))
     indices = list(range(len(shuffled))) * repeats + list(range(remainder))
@@ -152,7 +152,7 @@ def build_mixture(raw_specs: list, tokenizer, seed: int, key: str, total: int | 
     if len(loaded) == 1 and total is None:
         return loaded[0][0].shuffle(seed=seed), loaded[0][1]
     counts = mixture_counts([len(ds) for ds, _ in loaded], [s.weight for s in specs], total)
-    parts = [_take(ds, count, seed + i) for i, ((ds, _), count) in enumerate(zip(loaded, counts))]
+    parts = [take_rows(ds, count, seed + i) for i, ((ds, _), count) in enumerate(zip(loaded, counts))]
     return datasets.concatenate_datasets(parts).shuffle(seed=seed), loaded[0][1]
 
 

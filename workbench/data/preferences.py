@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from workbench.data import formats
-from workbench.data.mixture import DatasetSpec, _load_raw, _take, mixture_counts
+from workbench.data.mixture import DatasetSpec, load_raw, mixture_counts, take_rows
 from workbench.errors import UserError
 
 REQUIRED = ("chosen", "rejected")
@@ -65,7 +65,7 @@ def sidecar_manifest(path: str) -> dict | None:
 
 
 def load_one(spec: DatasetSpec, where: str, use_margin: bool):
-    dataset = _load_raw(spec, where)
+    dataset = load_raw(spec, where)
     formats.check_columns(dataset.column_names, list(REQUIRED), where)
     if spec.where:
         formats.check_columns(dataset.column_names, list(spec.where), where)
@@ -124,7 +124,7 @@ def load_preferences(
         dataset = parts[0].shuffle(seed=seed)
     else:
         counts = mixture_counts([len(ds) for ds in parts], [s.weight for s in specs], total)
-        taken = [_take(ds, count, seed + i) for i, (ds, count) in enumerate(zip(parts, counts))]
+        taken = [take_rows(ds, count, seed + i) for i, (ds, count) in enumerate(zip(parts, counts))]
         dataset = datasets.concatenate_datasets(taken).shuffle(seed=seed)
     local = [Path(spec.path).expanduser() for spec in specs]
     sources = [

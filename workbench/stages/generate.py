@@ -67,10 +67,10 @@ def parse(argv: list[str]):
 def load_prompts(cfg: GenerateConfig) -> list[dict]:
     """Prompt rows {prompt_id, prompt}, checked: the columns, unique ids, well-formed messages."""
     from labeling.candidates import check_prompt
-    from workbench.data.mixture import DatasetSpec, _load_raw
+    from workbench.data.mixture import DatasetSpec, load_raw
 
     where = f"prompts ({cfg.prompts})"
-    dataset = _load_raw(DatasetSpec(path=cfg.prompts), where)
+    dataset = load_raw(DatasetSpec(path=cfg.prompts), where)
     missing = [c for c in ("prompt_id", "prompt", *(cfg.prompts_where or {})) if c not in dataset.column_names]
     if missing:
         raise UserError(f"{where}: missing column(s) {missing}; found {dataset.column_names}")

@@ -32,7 +32,7 @@ def parse(argv: list[str]):
 def load_prompts(specs: list, column: str, tokenizer) -> list[list[dict]]:
     """Prompts as chat messages from the recipe's `prompts:` datasets (bundled:NAME, a file, a folder, a hub id)."""
     from workbench.data import formats
-    from workbench.data.mixture import DatasetSpec, _load_raw
+    from workbench.data.mixture import DatasetSpec, load_raw
     from workbench.rl.rollout import as_messages
 
     if not specs:
@@ -41,7 +41,7 @@ def load_prompts(specs: list, column: str, tokenizer) -> list[list[dict]]:
     for index, raw in enumerate(specs):
         where = f"prompts[{index}]"
         spec = DatasetSpec.from_recipe(raw, where)
-        dataset = _load_raw(spec, f"{where} ({spec.path})")
+        dataset = load_raw(spec, f"{where} ({spec.path})")
         formats.check_columns(dataset.column_names, [column, *(spec.where or {})], where)
         rows = [row for row in dataset if all(row[k] == v for k, v in (spec.where or {}).items())]
         prompts += [as_messages(row[column], f"{where} row {i}") for i, row in enumerate(rows[: spec.max_samples])]

@@ -197,10 +197,10 @@ def main(argv: list[str]) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1; got {args.batch_size}")
 
-    from workbench.data.mixture import DatasetSpec, _load_raw
+    from workbench.data.mixture import DatasetSpec, load_raw
 
     where = f"--input {args.input}"
-    dataset = _load_raw(DatasetSpec(path=args.input, split=args.split), where)
+    dataset = load_raw(DatasetSpec(path=args.input, split=args.split), where)
     rows = dataset.to_list()
     kind, jobs = _jobs(rows, dataset.column_names, where)
     model, tokenizer, _ = load_scorer(args.adapter, args.base_model, args.device_map)
