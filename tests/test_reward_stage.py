@@ -280,5 +280,5 @@ def test_default_model_learns_the_rubric(tmp_path, default_model_path):
     result = run(reward_command("--config", str(path)))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["eval_pairs"] >= 100
+    assert metrics["eval_pairs"] >= 50  # the recipe holds out 60 pairs
     assert metrics["eval_accuracy"] >= 0.75, metrics
