@@ -36,3 +36,18 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, payload) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def checkpoint_to_resume(output_dir: str | Path, resume: bool, overwrite: bool, stage: str) -> str | None:
+    """The checkpoint a stage continues from; refuses to clobber checkpoints unless told --resume or --overwrite."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from workbench.errors import UserError
+
+    output_dir = Path(output_dir)
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last and not (resume or overwrite):
+        raise UserError(f"{output_dir} holds {Path(last).name}: pass --resume to continue or --overwrite")
+    if resume and not last:
+        print(f"workbench {stage}: no checkpoint in {output_dir}; starting from the beginning")
+    return last if resume else None

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.errors import UserError
+from workbench.fileio import checkpoint_to_resume
 
 STAGE = "reward"
 
@@ -97,7 +97,6 @@ def main(argv: list[str]) -> int:
 
     import torch
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from workbench import tracking
     from workbench.config import resolved_recipe, write_resolved_recipe
@@ -107,11 +106,7 @@ def main(argv: list[str]) -> int:
     from workbench.stages.reward_score import evaluate_pairs, log_metrics
 
     output_dir = Path(reward_cfg.output_dir)
-    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if last_checkpoint and not (data_cfg.resume or data_cfg.overwrite):
-        raise UserError(f"{output_dir} holds {Path(last_checkpoint).name}: pass --resume to continue or --overwrite")
-    if data_cfg.resume and not last_checkpoint:
-        print(f"workbench reward: no checkpoint in {output_dir}; starting from the beginning")
+    resume_from = checkpoint_to_resume(output_dir, data_cfg.resume, data_cfg.overwrite, STAGE)
     set_seed(reward_cfg.seed)
 
     # ── data ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -201,10 +196,10 @@ def main(argv: list[str]) -> int:
 
     # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
     metrics: dict = {}
-    if eval_dataset is not None and data_cfg.eval_base and not (data_cfg.resume and last_checkpoint):
+    if eval_dataset is not None and data_cfg.eval_base and resume_from is None:
         base = evaluate_pairs(trainer, trainer.eval_dataset, data_cfg.calibration_bins)
         metrics.update({"base_eval_accuracy": base["accuracy"], "base_eval_mean_margin": base["mean_margin"]})
-    result = trainer.train(resume_from_checkpoint=last_checkpoint if data_cfg.resume else None)
+    result = trainer.train(resume_from_checkpoint=resume_from)
     metrics.update({f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()})
     if eval_dataset is not None:
         held_out = evaluate_pairs(trainer, trainer.eval_dataset, data_cfg.calibration_bins)

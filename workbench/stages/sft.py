@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import UserError
-from workbench.fileio import write_json_atomic
+from workbench.fileio import checkpoint_to_resume, write_json_atomic
 
 STAGE = "sft"
 
@@ -70,7 +70,6 @@ def main(argv: list[str]) -> int:
     data_cfg, model_cfg, tracking_cfg, sft_cfg, given = parse(argv)
 
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from workbench import tracking
     from workbench.config import resolved_recipe, write_resolved_recipe
@@ -78,11 +77,7 @@ def main(argv: list[str]) -> int:
     from workbench.modeling import adapters, loading
 
     output_dir = Path(sft_cfg.output_dir)
-    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if last_checkpoint and not (data_cfg.resume or data_cfg.overwrite):
-        raise UserError(f"{output_dir} holds {Path(last_checkpoint).name}: pass --resume to continue or --overwrite")
-    if data_cfg.resume and not last_checkpoint:
-        print(f"workbench sft: no checkpoint in {output_dir}; starting from the beginning")
+    resume_from = checkpoint_to_resume(output_dir, data_cfg.resume, data_cfg.overwrite, STAGE)
     set_seed(sft_cfg.seed)
     # Written first: a resumed or failed run still says how it was started.
     write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, data_cfg, model_cfg, tracking_cfg, sft_cfg)
@@ -153,10 +148,10 @@ def main(argv: list[str]) -> int:
 
     # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
     metrics: dict = {}
-    if eval_dataset is not None and not (data_cfg.resume and last_checkpoint):
+    if eval_dataset is not None and resume_from is None:
         # The adapter starts as the identity (LoRA B = 0), so this is the base model's held-out loss.
         metrics["base_eval_loss"] = trainer.evaluate(metric_key_prefix="base_eval")["base_eval_loss"]
-    result = trainer.train(resume_from_checkpoint=last_checkpoint if data_cfg.resume else None)
+    result = trainer.train(resume_from_checkpoint=resume_from)
     metrics.update({f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()})
     if eval_dataset is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
