@@ -8,6 +8,8 @@ It runs in a temporary home on a free port and is stopped at the end. The argill
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,3 +61,37 @@ def argilla_server(tmp_path_factory):
 def start_argilla():
     """`start_argilla(home, log=print) -> EmbeddedArgilla`, for tests that need a server of their own to stop."""
     return start_embedded
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@contextlib.contextmanager
+def signed_in_page(api_url: str, tmp_path: Path, username: str, password: str):
+    """Debian's Chromium (never a downloaded browser) on the real Argilla UI, signed in as `username`."""
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{api_url}/sign-in")
+            page.get_by_label("Username").fill(username)
+            page.get_by_label("Password").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            yield page
+        finally:
+            browser.close()

@@ -6,7 +6,6 @@ A screenshot of the annotation page is left in the system temp dir for a person 
 
 from __future__ import annotations
 
-import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -14,19 +13,10 @@ from pathlib import Path
 import argilla as rg
 import pytest
 
+from tests.labeling.conftest import signed_in_page
+
 pytestmark = [pytest.mark.argilla, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SCREENSHOT = Path(tempfile.gettempdir()) / "workbench-argilla-annotation.png"
 
 
@@ -45,9 +35,6 @@ def _dataset(client, workspace: str, name: str, prompt: str) -> rg.Dataset:
 
 
 def test_annotator_logs_in_and_sees_pending_record(argilla_server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
     suffix = uuid.uuid4().hex[:6]
     client = argilla_server.client()
     ours = _dataset(client, f"ui-team-{suffix}", f"ui-queue-{suffix}", f"What is the capital of France? ({suffix})")
@@ -55,25 +42,13 @@ def test_annotator_logs_in_and_sees_pending_record(argilla_server, tmp_path):
     username, password = f"ui-ann-{suffix}", "ui-annotator-pass"
     argilla_server.create_user(username, password, workspace=f"ui-team-{suffix}")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page()
-            page.goto(f"{argilla_server.api_url}/sign-in")
-            page.get_by_label("Username").fill(username)
-            page.get_by_label("Password").fill(password)
-            page.get_by_role("button", name="Sign in").click()
+    with signed_in_page(argilla_server.api_url, tmp_path, username, password) as page:
+        page.get_by_text(ours.name).first.wait_for(timeout=60_000)
+        assert page.get_by_text(f"ui-hidden-{suffix}").count() == 0
 
-            page.get_by_text(ours.name).first.wait_for(timeout=60_000)
-            assert page.get_by_text(f"ui-hidden-{suffix}").count() == 0
-
-            page.get_by_text(ours.name).first.click()
-            page.get_by_text(f"What is the capital of France? ({suffix})").wait_for(timeout=60_000)
-            page.wait_for_url("**/annotation-mode**status=pending**")
-            assert page.get_by_text("1 of 1").count() == 1
-            assert page.get_by_text("Pending").count() >= 1
-            page.screenshot(path=str(SCREENSHOT))
-        finally:
-            browser.close()
+        page.get_by_text(ours.name).first.click()
+        page.get_by_text(f"What is the capital of France? ({suffix})").wait_for(timeout=60_000)
+        page.wait_for_url("**/annotation-mode**status=pending**")
+        assert page.get_by_text("1 of 1").count() == 1
+        assert page.get_by_text("Pending").count() >= 1
+        page.screenshot(path=str(SCREENSHOT))

@@ -7,12 +7,11 @@ UI's keyboard ranking (focus a card, press its rank). Needs `pip install playwri
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import pytest
 
-from tests.labeling.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.labeling.conftest import signed_in_page
 
 pytestmark = [pytest.mark.argilla, pytest.mark.browser]
 
@@ -26,11 +25,8 @@ QUESTIONS = {
 
 
 def test_ui_rankings_become_exactly_these_pairs(argilla_server, tmp_path, monkeypatch):
-    from playwright.sync_api import sync_playwright
-
     from workbench.cli import main
 
-    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
     monkeypatch.setenv("ARGILLA_API_URL", argilla_server.api_url)
     monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
     suffix = uuid.uuid4().hex[:6]
@@ -45,47 +41,36 @@ def test_ui_rankings_become_exactly_these_pairs(argilla_server, tmp_path, monkey
     assert main(["label", "push", "--candidates", str(candidates), "--dataset", name, "--workspace", workspace]) == 0
     argilla_server.create_user(username, password, workspace=workspace)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page()
-            page.goto(f"{argilla_server.api_url}/sign-in")
-            page.get_by_label("Username").fill(username)
-            page.get_by_label("Password").fill(password)
-            page.get_by_role("button", name="Sign in").click()
-            page.get_by_text(name).first.wait_for(timeout=60_000)
-            page.get_by_text(name).first.click()
-            done = set()
-            for _ in QUESTIONS:
-                page.locator("#response_1").first.wait_for(timeout=60_000)
-                shown = None
-                for _attempt in range(100):
-                    shown = next((q for q in QUESTIONS if q not in done and page.get_by_text(q).count()), None)
-                    if shown:
+    with signed_in_page(argilla_server.api_url, tmp_path, username, password) as page:
+        page.get_by_text(name).first.wait_for(timeout=60_000)
+        page.get_by_text(name).first.click()
+        done = set()
+        for _ in QUESTIONS:
+            page.locator("#response_1").first.wait_for(timeout=60_000)
+            shown = None
+            for _attempt in range(100):
+                shown = next((q for q in QUESTIONS if q not in done and page.get_by_text(q).count()), None)
+                if shown:
+                    break
+                page.wait_for_timeout(200)
+            assert shown, "the next pending record did not show up"
+            submit = page.locator("button.button--submit")
+            page.wait_for_timeout(1000)  # the form settles after the record shows
+            for option, rank in QUESTIONS[shown][1].items():
+                placed = page.locator(f".draggable__slot:nth-child({rank}) #response_{option}")
+                for _attempt in range(3):
+                    page.locator(f"#response_{option}").first.focus()
+                    page.keyboard.press(str(rank))
+                    try:
+                        placed.wait_for(timeout=3_000)
                         break
-                    page.wait_for_timeout(200)
-                assert shown, "the next pending record did not show up"
-                submit = page.locator("button.button--submit")
-                page.wait_for_timeout(1000)  # the form settles after the record shows
-                for option, rank in QUESTIONS[shown][1].items():
-                    placed = page.locator(f".draggable__slot:nth-child({rank}) #response_{option}")
-                    for _attempt in range(3):
-                        page.locator(f"#response_{option}").first.focus()
-                        page.keyboard.press(str(rank))
-                        try:
-                            placed.wait_for(timeout=3_000)
-                            break
-                        except Exception:  # a key pressed during an animation is lost: press it again
-                            continue
-                    page.wait_for_timeout(300)
-                page.screenshot(path=str(tmp_path / f"ranked-{len(done)}.png"))
-                submit.click()
-                page.get_by_text(shown).first.wait_for(state="detached", timeout=60_000)
-                done.add(shown)
-        finally:
-            browser.close()
+                    except Exception:  # a key pressed during an animation is lost: press it again
+                        continue
+                page.wait_for_timeout(300)
+            page.screenshot(path=str(tmp_path / f"ranked-{len(done)}.png"))
+            submit.click()
+            page.get_by_text(shown).first.wait_for(state="detached", timeout=60_000)
+            done.add(shown)
 
     out = tmp_path / "prefs"
     assert main(["label", "pull", "--dataset", name, "--workspace", workspace, "--output", str(out)]) == 0
