@@ -3,6 +3,10 @@
 Only submitted responses count: drafts and discarded ones are counted and ignored. Rows follow TRL's conversational
 preference format, which `RewardTrainer` reads as is: `prompt` (chat messages), `chosen` and `rejected` (one
 assistant message each), plus `margin`, `prompt_id`, `annotators` and `agreement` (see labeling/aggregate.py).
+
+With `min_agreement`, a pair that fewer than that fraction of its record's annotators ranked the same way is left out
+(and counted): keeping only confident pairs is the usual filter for noisy labels. Agreement numbers still use every
+ranking.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Preferences:
     records: int = 0
     rounds: set = field(default_factory=set)
     alpha: float | None = None
+    pairs_below_agreement: int = 0
 
     @property
     def records_ranked(self) -> int:
@@ -47,8 +52,12 @@ def _message(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def build_preferences(records, usernames: dict[str, str], method: str = "majority") -> Preferences:
+def build_preferences(
+    records, usernames: dict[str, str], method: str = "majority", min_agreement: float = 0.0
+) -> Preferences:
     """Aggregate every record's submitted rankings into pairs; agreement per prompt and overall."""
+    if not 0.0 <= min_agreement <= 1.0:
+        raise ValueError(f"min_agreement must be in [0, 1]; got {min_agreement}")
     result = Preferences()
     by_record: list[dict[str, Ranking]] = []
     for record in records:
@@ -70,8 +79,10 @@ def build_preferences(records, usernames: dict[str, str], method: str = "majorit
         prompt_id = str(metadata.get("prompt_id") or record.get("external_id") or record["id"])
         annotators = sorted(rankings)
         pairs = pairs_for_record([rankings[name] for name in annotators], method)
+        kept = [pair for pair in pairs if pair.agreement >= min_agreement - 1e-9]
+        result.pairs_below_agreement += len(pairs) - len(kept)
         fields = record["fields"]
-        for pair in pairs:
+        for pair in kept:
             result.rows.append(
                 {
                     "prompt": [{"role": m["role"], "content": m["content"]} for m in fields[settings.PROMPT]],
@@ -88,7 +99,7 @@ def build_preferences(records, usernames: dict[str, str], method: str = "majorit
                 "prompt_id": prompt_id,
                 "annotators": annotators,
                 "kendalls_w": kendalls_w([rankings[name] for name in annotators]),
-                "pairs": len(pairs),
+                "pairs": len(kept),
                 "rankings": {name: rankings[name] for name in annotators},
             }
         )

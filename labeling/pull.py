@@ -2,7 +2,8 @@
 
 Ranks are read from the REST API (the SDK drops them: argilla-io/argilla#5712), page by page; drafts and discarded
 responses are ignored; several annotators are aggregated per pair (`--aggregation majority`, the default, or `borda`;
-see labeling/aggregate.py); ties give no pair. The output folder, written whole or not at all, holds:
+see labeling/aggregate.py); ties give no pair; `--min_agreement 1` keeps only the pairs every annotator of the record
+ranked the same way. The output folder, written whole or not at all, holds:
 
 - `preferences.jsonl`: prompt, chosen, rejected (TRL conversational format), margin, prompt_id, annotators, agreement;
   `trl.RewardTrainer` reads it as is (`datasets.load_dataset("json", data_files=...)`);
@@ -40,7 +41,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def manifest_for(prefs: Preferences, client, dataset, method: str) -> dict:
+def manifest_for(prefs: Preferences, client, dataset, method: str, min_agreement: float = 0.0) -> dict:
     return {
         "argilla": {
             "url": client.api_url,
@@ -49,6 +50,7 @@ def manifest_for(prefs: Preferences, client, dataset, method: str) -> dict:
             "dataset_id": str(dataset.id),
         },
         "aggregation": method,
+        "min_agreement": min_agreement,
         "annotators": [
             {"username": name, "submitted": count, "simulated": is_simulated(name)}
             for name, count in sorted(prefs.submitted_by.items())
@@ -61,6 +63,7 @@ def manifest_for(prefs: Preferences, client, dataset, method: str) -> dict:
             "drafts_ignored": prefs.responses["draft"],
             "discarded_ignored": prefs.responses["discarded"],
             "pairs": len(prefs.rows),
+            "pairs_below_agreement": prefs.pairs_below_agreement,
         },
         "agreement": {"krippendorff_alpha_ordinal": prefs.alpha, "mean_kendalls_w": prefs.mean_kendalls_w},
         "files": {"preferences": "preferences.jsonl", "agreement": "agreement.jsonl"},
@@ -123,7 +126,15 @@ def log_to_wandb(output: Path, prefs: Preferences, manifest: dict, tracking) -> 
     return reference
 
 
-def pull(client, dataset, output: Path, method: str = "majority", overwrite: bool = False, tracking=None) -> dict:
+def pull(
+    client,
+    dataset,
+    output: Path,
+    method: str = "majority",
+    overwrite: bool = False,
+    tracking=None,
+    min_agreement: float = 0.0,
+) -> dict:
     from tqdm import tqdm
 
     if settings.dataset_k(dataset) == 0:
@@ -131,8 +142,8 @@ def pull(client, dataset, output: Path, method: str = "majority", overwrite: boo
     names = api.usernames(client)
     total = api.get_json(client, f"/api/v1/datasets/{dataset.id}/progress")["total"]
     records = tqdm(api.iter_records(client, dataset.id), total=total, desc=f"pulling {dataset.name}", unit="record")
-    prefs = build_preferences(records, names, method)
-    manifest = manifest_for(prefs, client, dataset, method)
+    prefs = build_preferences(records, names, method, min_agreement)
+    manifest = manifest_for(prefs, client, dataset, method, min_agreement)
     write_output(output, prefs, manifest, overwrite)
     if tracking is not None:
         manifest["wandb_run"] = log_to_wandb(output, prefs, manifest, tracking)
@@ -148,6 +159,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workspace", default=None, help="its workspace (when the name is not unique)")
     parser.add_argument("--output", required=True, help="folder for preferences.jsonl, agreement.jsonl, manifest")
     parser.add_argument("--aggregation", choices=METHODS, default="majority", help="how annotators are combined")
+    parser.add_argument(
+        "--min_agreement",
+        type=float,
+        default=0.0,
+        help="keep a pair only when at least this fraction of the record's annotators agree (1 = unanimous)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--wandb_project", default="alignment-workbench", help="W&B project")
     parser.add_argument("--wandb_group", default=None, help="W&B group")
@@ -156,6 +173,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--home", default=None, help="embedded Argilla home (when ARGILLA_API_URL is not set)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.min_agreement <= 1.0:
+        raise UserError(
+            f"--min_agreement must be between 0 and 1 (a fraction of annotators); got {args.min_agreement}"
+        )
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it (nothing was pulled)")
@@ -171,11 +192,12 @@ def main(argv: list[str]) -> int:
 
     client = connect(home=args.home)
     dataset = api.find_dataset(client, args.dataset, args.workspace)
-    manifest = pull(client, dataset, output, args.aggregation, args.overwrite, tracking)
+    manifest = pull(client, dataset, output, args.aggregation, args.overwrite, tracking, args.min_agreement)
     counts, agreement = manifest["counts"], manifest["agreement"]
     alpha, w = agreement["krippendorff_alpha_ordinal"], agreement["mean_kendalls_w"]
     print(
-        f"{counts['pairs']} preference pair(s) from {counts['records_ranked']}/{counts['records']} ranked record(s), "
+        f"{counts['pairs']} preference pair(s) ({counts['pairs_below_agreement']} below --min_agreement left out) "
+        f"from {counts['records_ranked']}/{counts['records']} ranked record(s), "
         f"{counts['submitted']} submitted ranking(s) by {len(manifest['annotators'])} annotator(s) "
         f"({counts['drafts_ignored']} draft(s), {counts['discarded_ignored']} discarded ignored); "
         f"Krippendorff's alpha {'-' if alpha is None else f'{alpha:.3f}'}, "

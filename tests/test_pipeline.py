@@ -104,12 +104,13 @@ def test_bad_override_key_fails_before_any_stage_runs(tmp_path):
 def test_wired_keys_and_unknown_stages_are_refused(tmp_path):
     from workbench.stages import pipeline as stage
 
-    for overrides, expected in (
-        ({"ppo": {"sft_adapter": "elsewhere"}}, "overrides.ppo.sft_adapter: the pipeline sets this"),
-        ({"rl": {"x": 1}}, "overrides.rl: no such stage"),
+    for keys, expected in (
+        ({"overrides": {"ppo": {"sft_adapter": "elsewhere"}}}, "overrides.ppo.sft_adapter: the pipeline sets this"),
+        ({"overrides": {"rl": {"x": 1}}}, "overrides.rl: no such stage"),
+        ({"min_agreement": 2}, "min_agreement must be between 0 and 1; got 2"),
     ):
         recipe = tmp_path / "p.yaml"
-        recipe.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "overrides": overrides}))
+        recipe.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), **keys}))
         with pytest.raises(UserError, match=re.escape(expected)):
             stage.main(["--config", str(recipe)])
 

@@ -269,6 +269,31 @@ def test_preference_loader_checks_columns_kinds_and_margins(tmp_path):
         load_preferences([{"path": good, "template": "{prompt}"}], "datasets", 0)
 
 
+def test_held_out_split_keeps_each_prompt_on_one_side():
+    import datasets
+
+    from workbench.data.preferences import held_out_split
+
+    # 10 prompts with 1..10 pairs each (55 pairs): pairs of one prompt share answers, so they must not be split
+    rows = [
+        {"prompt": [{"role": "user", "content": f"q{p}"}], "chosen": f"a{p}.{i}", "rejected": f"b{p}.{i}"}
+        for p in range(10)
+        for i in range(p + 1)
+    ]
+    dataset = datasets.Dataset.from_list(rows)
+    train, held = held_out_split(dataset, 0.2, seed=3)
+    train_prompts = {r[0]["content"] for r in train["prompt"]}
+    held_prompts = {r[0]["content"] for r in held["prompt"]}
+    assert not train_prompts & held_prompts and len(train_prompts | held_prompts) == 10
+    assert len(train) + len(held) == 55 and len(held) >= 11  # whole prompts until a fifth of the rows is reached
+    assert held_out_split(dataset, 0.2, seed=3)[1]["chosen"] == held["chosen"]  # seeded
+    assert len(held_out_split(dataset, 5, seed=0)[1]) >= 5  # a count, not a fraction
+    plain = dataset.remove_columns("prompt")
+    assert [len(part) for part in held_out_split(plain, 0.2, seed=0)] == [44, 11]  # no prompt: a row split
+    with pytest.raises(UserError, match="takes all 10 prompts"):
+        held_out_split(dataset, 54, seed=0)
+
+
 @pytest.mark.slow
 def test_default_model_learns_the_rubric(tmp_path, default_model_path):
     """The real recipe on the embedded default: held-out pairwise accuracy clearly above chance."""

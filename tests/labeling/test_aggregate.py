@@ -10,6 +10,7 @@ import pytest
 
 from labeling import rubric
 from labeling.aggregate import Pair, dense_ranks, kendalls_w, krippendorff_alpha, mid_ranks, pairs_for_record
+from labeling.preferences import build_preferences
 
 A = {"x": {"r1": 1, "r2": 2, "r3": 3}, "y": {"r1": 2, "r2": 1, "r3": 3}}
 B = {"x": {"r1": 1, "r2": 1, "r3": 2}, "y": {"r1": 1, "r2": 2, "r3": 3}}
@@ -25,6 +26,45 @@ def test_majority_drops_split_votes_and_weighs_margin_by_net_votes():
         Pair("r1", "r3", 1.5, 1.0),
         Pair("r2", "r3", 1.0, 1.0),
     ]
+
+
+def _rest_record(name: str, rankings: dict[str, dict[str, int]]) -> dict:
+    """Record B as the REST API returns it: fields, and one submitted ranking response per annotator."""
+    return {
+        "id": name,
+        "external_id": name,
+        "metadata": {"prompt_id": name},
+        "fields": {"prompt": [{"role": "user", "content": "Q?"}], "r1": "one", "r2": "two", "r3": "three"},
+        "responses": [
+            {
+                "user_id": user,
+                "status": "submitted",
+                "values": {"ranking": {"value": [{"value": o, "rank": r} for o, r in ranking.items()]}},
+            }
+            for user, ranking in rankings.items()
+        ],
+    }
+
+
+def test_min_agreement_leaves_out_split_pairs_and_counts_them():
+    records = [_rest_record("b", B)]
+    everything = build_preferences(records, {"x": "x", "y": "y"})
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in everything.rows] == [
+        ("one", "two"),
+        ("one", "three"),
+        ("two", "three"),
+    ]
+    unanimous = build_preferences(records, {"x": "x", "y": "y"}, min_agreement=1.0)
+    # r1 > r2 had agreement 1/2 (x tied them): left out, counted; the unanimous pairs keep their margins
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"], r["margin"]) for r in unanimous.rows] == [
+        ("one", "three", 1.5),
+        ("two", "three", 1.0),
+    ]
+    assert unanimous.pairs_below_agreement == 1 and everything.pairs_below_agreement == 0
+    assert unanimous.per_prompt[0]["pairs"] == 2
+    assert unanimous.alpha == everything.alpha  # agreement is measured on every ranking
+    with pytest.raises(ValueError, match="min_agreement"):
+        build_preferences(records, {}, min_agreement=1.5)
 
 
 def test_borda_gives_half_points_for_ties():

@@ -86,6 +86,39 @@ def load_one(spec: DatasetSpec, where: str, use_margin: bool):
     return dataset.select_columns(keep), kind, has_margin
 
 
+def held_out_split(dataset, test_size: float, seed: int, where: str = "eval_split_size"):
+    """(train, eval) with every pair of one prompt on the same side.
+
+    The pairs of one ranking share their answers, so a row split would put the same texts on both sides and
+    overstate held-out accuracy. Whole prompts are drawn (seeded) until the eval side holds `test_size` of the rows
+    (a fraction < 1) or that many rows (>= 1). Without a `prompt` column the rows are split.
+    """
+    import random
+    from collections import Counter
+
+    wanted = test_size * len(dataset) if test_size < 1 else test_size
+    if "prompt" not in dataset.column_names:
+        split = dataset.train_test_split(test_size=test_size if test_size < 1 else int(test_size), seed=seed)
+        return split["train"], split["test"]
+    keys = [json.dumps(prompt, sort_keys=True) for prompt in dataset["prompt"]]
+    sizes = Counter(keys)
+    prompts = sorted(sizes)
+    random.Random(seed).shuffle(prompts)
+    held, count = set(), 0
+    for prompt in prompts:
+        if count >= wanted:
+            break
+        held.add(prompt)
+        count += sizes[prompt]
+    if len(held) == len(prompts):
+        raise UserError(
+            f"{where}: holding out {test_size} of {len(dataset)} pairs takes all {len(prompts)} prompts; "
+            "lower it or give eval_datasets"
+        )
+    train = [i for i, key in enumerate(keys) if key not in held]
+    return dataset.select(train), dataset.select([i for i, key in enumerate(keys) if key in held])
+
+
 def load_preferences(
     raw_specs: list,
     key: str,

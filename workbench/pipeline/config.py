@@ -70,6 +70,13 @@ class PipelineConfig:
     argilla_dataset: str | None = field(
         default=None, metadata={"help": "Argilla dataset name; default <run folder name>-<hash of the candidates>."}
     )
+    min_agreement: float = field(
+        default=0.0,
+        metadata={
+            "help": "Pull: keep a preference pair only when at least this fraction of its record's annotators "
+            "ranked it the same way (1 = unanimous; 0 = every majority pair)."
+        },
+    )
     reward_max_steps: int | None = field(default=None, metadata={"help": "Reward model steps (reward max_steps)."})
     ppo_steps: int | None = field(default=None, metadata={"help": "PPO steps (ppo total_steps)."})
     eval_prompts: int | None = field(default=None, metadata={"help": "Held-out prompts the eval stage answers."})

@@ -79,6 +79,8 @@ class Planner:
             raise UserError(f"{self.where}: labelers must be simulated or human; got {cfg.labelers!r}")
         if cfg.annotators < 1:
             raise UserError(f"{self.where}: annotators must be at least 1; got {cfg.annotators}")
+        if not 0.0 <= cfg.min_agreement <= 1.0:
+            raise UserError(f"{self.where}: min_agreement must be between 0 and 1; got {cfg.min_agreement}")
 
     @property
     def where(self) -> str:
@@ -196,12 +198,14 @@ class Planner:
         dataset, workspace = self._dataset()
         folder = self.path("preferences")
         command = ["label", "pull", "--dataset", dataset, "--workspace", workspace, "--output", str(folder)]
+        command += ["--min_agreement", str(self.cfg.min_agreement)]
         command += ["--overwrite", "--wandb_group", self.state["wandb_group"], *self._argilla_args()]
         for key in ("wandb_project", "wandb_mode"):
             if key in self.tracking_given:
                 command += [f"--{key}", str(getattr(self.tracking, key))]
         outputs = [folder / "manifest.json", folder / "preferences.jsonl"]
-        return Stage("pull", folder, outputs, {"dataset": dataset, "workspace": workspace}, None, [command])
+        config = {"dataset": dataset, "workspace": workspace, "min_agreement": self.cfg.min_agreement}
+        return Stage("pull", folder, outputs, config, None, [command])
 
     def _reward(self) -> Stage:
         owned = {

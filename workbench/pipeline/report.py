@@ -193,6 +193,7 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
     f.get("Argilla records ranked", "preferences/manifest.json", "counts.records_ranked")
     f.get("Submitted rankings", "preferences/manifest.json", "counts.submitted")
     f.get("Preference pairs", "preferences/manifest.json", "counts.pairs")
+    f.get("Pairs below min_agreement, left out", "preferences/manifest.json", "counts.pairs_below_agreement")
     f.get(
         "Annotator agreement (Krippendorff's alpha)",
         "preferences/manifest.json",

@@ -34,7 +34,11 @@ class RewardDataConfig:
         default=None, metadata={"help": "Held-out preference datasets (same form); accuracy is reported on them."}
     )
     eval_split_size: float = field(
-        default=0.1, metadata={"help": "If no eval_datasets: hold out this fraction of the training pairs."}
+        default=0.1,
+        metadata={
+            "help": "If no eval_datasets: hold out this fraction of the training pairs (or this many, if >= 1), "
+            "whole prompts at a time so that no answer is on both sides."
+        },
     )
     mixture_size: int | None = field(default=None, metadata={"help": "Pairs in the training mixture (default: all)."})
     use_margin: bool = field(
@@ -101,7 +105,7 @@ def main(argv: list[str]) -> int:
     from workbench import tracking
     from workbench.config import resolved_recipe, write_resolved_recipe
     from workbench.data.mixture import fingerprint
-    from workbench.data.preferences import load_preferences
+    from workbench.data.preferences import held_out_split, load_preferences
     from workbench.modeling import adapters, loading
     from workbench.stages.reward_score import evaluate_pairs, log_metrics
 
@@ -121,8 +125,7 @@ def main(argv: list[str]) -> int:
         )
         sources += [dict(source, role="eval") for source in eval_sources]
     elif data_cfg.eval_split_size > 0:
-        split = train_dataset.train_test_split(test_size=data_cfg.eval_split_size, seed=reward_cfg.seed)
-        train_dataset, eval_dataset = split["train"], split["test"]
+        train_dataset, eval_dataset = held_out_split(train_dataset, data_cfg.eval_split_size, reward_cfg.seed)
     if eval_dataset is not None and "margin" in eval_dataset.column_names:
         eval_dataset = eval_dataset.remove_columns("margin")  # held-out accuracy is about the ranking alone
     print(f"workbench reward: {len(train_dataset)} training pairs ({kind}), {len(eval_dataset or [])} eval pairs")
