@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from workbench.errors import UserError
-from workbench.evaluation.metrics import compare, win_rate
+from workbench.evaluation.metrics import compare, judge_agreement, win_rate
 
 RECIPE = """\
 policies:
@@ -76,6 +76,24 @@ def test_win_rate_counts_ties_half():
     assert win_rate([1.0, 2.0], [1.05, 2.0], tolerance=0.1)["rate"] == 0.5
     with pytest.raises(ValueError, match="paired"):
         win_rate([1.0], [1.0, 2.0])
+
+
+def test_judge_agreement_by_hand():
+    rows = [
+        # prompt a: gold orders x > y > z; the judge gets (x, y) right, (x, z) right, (y, z) wrong
+        {"prompt_id": "a", "gold": 5.0, "reward": 2.0},
+        {"prompt_id": "a", "gold": 4.0, "reward": -1.0},
+        {"prompt_id": "a", "gold": 3.0, "reward": 0.5},
+        # prompt b: a gold gap below min_gap does not count; a judge tie counts as wrong
+        {"prompt_id": "b", "gold": 4.0, "reward": 1.0},
+        {"prompt_id": "b", "gold": 4.1, "reward": 0.0},
+        {"prompt_id": "c", "gold": 1.0, "reward": 0.0},
+        {"prompt_id": "c", "gold": 2.0, "reward": 0.0},
+    ]
+    result = judge_agreement(rows, min_gap=0.25)
+    assert (result["pairs"], result["agree"]) == (4, 2)
+    assert result["rate"] == 0.5 and result["stderr"] == pytest.approx(0.25)
+    assert judge_agreement(rows[:1])["rate"] is None
 
 
 def test_compare_needs_the_same_prompts_in_the_same_order():
@@ -176,6 +194,7 @@ def test_win_rates_and_gold_scores_follow_the_samples(evaluated):
         for judge, key in (("reward_model", "reward"), ("gold_rubric", "gold")):
             outcomes = [1.0 if a[key] > b[key] else 0.5 if a[key] == b[key] else 0.0 for a, b in zip(mine, sft)]
             assert metrics["win_rates"][name][judge]["rate"] == pytest.approx(sum(outcomes) / len(outcomes))
+    assert metrics["reward_model_vs_gold"] == judge_agreement(samples) and metrics["reward_model_vs_gold"]["pairs"] > 0
 
 
 def test_existing_report_needs_overwrite(evaluated):

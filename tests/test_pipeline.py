@@ -187,10 +187,14 @@ def test_report_numbers_are_the_stage_outputs(finished_run):
         "PPO KL to SFT, last steps",
         "Eval ppo win rate vs sft, by reward_model",
         "Eval ppo win rate vs sft, by gold_rubric",
+        "Eval answer pairs, same prompt, gold scores apart",
     ):
         assert needed in labels, f"{needed!r} missing from the key figures"
     for label, value, source, key in rows:
         assert value == fmt(lookup(json.loads((run_dir / source).read_text()), key)), label
+    # The agreement rate has a row whenever there is a pair to judge it on (a tiny run may have none).
+    pairs = json.loads((run_dir / "eval" / "metrics.json").read_text())["reward_model_vs_gold"]["pairs"]
+    assert ("Eval reward model orders them as the gold rubric" in labels) == (pairs > 0)
     ppo = json.loads((run_dir / "ppo" / "metrics.json").read_text())
     assert f"| PPO steps | {len(ppo['history'])} |" in report
     for plot in ("sft_loss", "reward_model", "ppo_reward_kl", "win_rates"):

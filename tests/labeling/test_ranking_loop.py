@@ -149,6 +149,7 @@ def test_two_annotators_pull_with_documented_numbers(argilla_env, tmp_path, caps
         "drafts_ignored": 1,
         "discarded_ignored": 1,
         "pairs": 5,
+        "pairs_below_agreement": 0,
     }
     assert manifest["agreement"]["krippendorff_alpha_ordinal"] == pytest.approx(1829 / 3204)
     assert manifest["agreement"]["mean_kendalls_w"] == pytest.approx((0.75 + 13 / 14) / 2)
@@ -167,6 +168,15 @@ def test_two_annotators_pull_with_documented_numbers(argilla_env, tmp_path, caps
         for r in map(json.loads, (out / "preferences.jsonl").open())
     }
     assert borda[("q2", q2[0], q2[2])] == 1.75 and borda[("q2", q2[1], q2[2])] == 1.25
+
+    # --min_agreement 1 leaves out the one pair the two annotators split on, and the manifest counts it.
+    assert label("pull", "--dataset", name, "--output", out, "--overwrite", "--min_agreement", "1") == 0
+    kept = [
+        (r["prompt_id"], r["chosen"][0]["content"], r["rejected"][0]["content"])
+        for r in map(json.loads, (out / "preferences.jsonl").open())
+    ]
+    assert sorted(kept) == sorted(pair for pair in got if pair != ("q2", q2[0], q2[1]))
+    assert json.loads((out / "manifest.json").read_text())["counts"]["pairs_below_agreement"] == 1
 
 
 def test_simulated_annotator_ranks_by_rubric(argilla_env, tmp_path):

@@ -1,4 +1,5 @@
-"""Pure functions behind `workbench eval`'s numbers: summaries and pairwise win rates (ties count half).
+"""Pure functions behind `workbench eval`'s numbers: summaries, pairwise win rates (ties count half) and how often
+the reward model orders answers as the gold rubric does.
 
 No torch here: the inputs are per-prompt lists of floats, in the same prompt order for every policy.
 """
@@ -68,6 +69,37 @@ def policy_metrics(rows: Sequence[dict]) -> dict:
             out[f"{key}_mean"] = stats["mean"]
             out[f"{key}_std"] = stats["std"]
     return out
+
+
+def judge_agreement(samples: Sequence[dict], judge: str = "reward", gold: str = "gold", min_gap: float = 0.25) -> dict:
+    """How often `judge` orders two answers to the same prompt as `gold` does.
+
+    Every pair of answers to one prompt (from any policies) whose gold scores differ by at least `min_gap` counts;
+    a judge tie counts as wrong. This tells whether the reward model's win rates can stand in for the gold ones: a
+    policy optimised against a judge that agrees with gold 60% of the time can rise by the judge and not by gold.
+    """
+    by_prompt: dict = {}
+    for row in samples:
+        if row.get(judge) is not None and row.get(gold) is not None:
+            by_prompt.setdefault(row["prompt_id"], []).append(row)
+    outcomes = []
+    for rows in by_prompt.values():
+        for i, first in enumerate(rows):
+            for second in rows[i + 1 :]:
+                gold_gap = first[gold] - second[gold]
+                if abs(gold_gap) >= min_gap:
+                    outcomes.append(1.0 if gold_gap * (first[judge] - second[judge]) > 0 else 0.0)
+    n = len(outcomes)
+    if n == 0:
+        return {"pairs": 0, "agree": 0, "rate": None, "stderr": None, "min_gold_gap": min_gap}
+    rate = sum(outcomes) / n
+    return {
+        "pairs": n,
+        "agree": int(sum(outcomes)),
+        "rate": rate,
+        "stderr": math.sqrt(rate * (1 - rate) / n),
+        "min_gold_gap": min_gap,
+    }
 
 
 JUDGES = {"reward_model": "reward", "gold_rubric": "gold"}

@@ -110,6 +110,14 @@ def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_r
                 f"| {name} | {judge} | {100 * rate['rate']:.1f}% ± {200 * rate['stderr']:.1f} "
                 f"| {rate['wins']} / {rate['ties']} / {rate['losses']} |"
             )
+    agreement = metrics.get("reward_model_vs_gold")
+    if agreement and agreement["pairs"]:
+        lines += [
+            "",
+            f"The reward model orders two answers to the same prompt as the gold rubric does in "
+            f"{100 * agreement['rate']:.1f}% ± {200 * agreement['stderr']:.1f} of {agreement['pairs']} pairs "
+            f"(answers from any policy whose gold scores differ by {agreement['min_gold_gap']} or more).",
+        ]
     lines += ["", "## Plots", ""] + [f"![{key}]({file})" for key, file in plots.items()]
     lines += ["", "## Sample answers", ""]
     prompt_ids = list(dict.fromkeys(row["prompt_id"] for row in samples))[:sample_rows]

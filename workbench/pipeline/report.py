@@ -231,6 +231,9 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
                 "eval/metrics.json",
                 f"win_rates.{name}.{judge}.rate",
             )
+    agreement = "reward_model_vs_gold"
+    f.get("Eval answer pairs, same prompt, gold scores apart", "eval/metrics.json", f"{agreement}.pairs")
+    f.get("Eval reward model orders them as the gold rubric", "eval/metrics.json", f"{agreement}.rate")
     plots["win_rates"] = plot_win_rates(evaluation, run_dir / "plots" / "win_rates.png")
 
     lines += ["## Key figures", "", "| figure | value | source |", "|---|---:|---|"]

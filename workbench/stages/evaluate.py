@@ -189,6 +189,8 @@ def main(argv: list[str]) -> int:
         "policies": {p["name"]: {**p, **per_policy[p["name"]]} for p in policies},
         "win_rates": win_rates,
     }
+    if cfg.gold_rubric:
+        metrics["reward_model_vs_gold"] = measures.judge_agreement(samples)
 
     # ── outputs: samples, metrics, plots, report, W&B ────────────────────────────────────────────────────────────
     output_dir.mkdir(parents=True, exist_ok=True)
