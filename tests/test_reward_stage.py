@@ -226,6 +226,7 @@ def test_pairwise_metrics_accuracy_margin_and_calibration():
     margins = [3.0, 2.5, -2.5, 0.1, -0.1, 0.0]
     metrics = pairwise_metrics(margins, bins=5)
     assert metrics["pairs"] == 6 and metrics["accuracy"] == pytest.approx(3 / 6)
+    assert metrics["accuracy_stderr"] == pytest.approx(math.sqrt(0.25 / 6))
     assert metrics["mean_margin"] == pytest.approx(sum(margins) / 6)
     table = metrics["calibration"]
     assert [b["pairs"] for b in table] == [3, 0, 0, 0, 3]  # |m| <= 0.1 -> 0.5-0.6; |m| >= 2.5 -> 0.9-1.0

@@ -204,6 +204,7 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
     reward = f.load("reward/metrics.json") or {}
     f.get("Reward model held-out pairs", "reward/metrics.json", "eval_pairs")
     f.get("Reward model held-out accuracy", "reward/metrics.json", "eval_accuracy")
+    f.get("Reward model held-out accuracy, standard error", "reward/metrics.json", "eval_accuracy_stderr")
     f.get("Reward model held-out accuracy, untrained head", "reward/metrics.json", "base_eval_accuracy")
     f.get("Reward model mean margin", "reward/metrics.json", "eval_mean_margin")
     f.get("Reward model expected calibration error", "reward/metrics.json", "eval_ece")

@@ -207,7 +207,10 @@ def main(argv: list[str]) -> int:
     if eval_dataset is not None:
         held_out = evaluate_pairs(trainer, trainer.eval_dataset, data_cfg.calibration_bins)
         metrics.update({f"eval_{k}": v for k, v in held_out.items()})
-        print(f"workbench reward: held-out pairwise accuracy {held_out['accuracy']:.3f} on {held_out['pairs']} pairs")
+        print(
+            f"workbench reward: held-out pairwise accuracy {held_out['accuracy']:.3f} "
+            f"± {held_out['accuracy_stderr']:.3f} on {held_out['pairs']} pairs"
+        )
     metrics["global_step"] = trainer.state.global_step
     log_metrics(run, metrics)
 

@@ -76,6 +76,7 @@ def pairwise_metrics(margins: list[float], bins: int = 10) -> dict:
     The model's P(chosen preferred) is sigmoid(margin). It predicts the higher-scored answer with confidence
     sigmoid(|margin|) in [0.5, 1]; pairs are binned by that confidence and each bin reports how often the prediction
     was right. The expected calibration error is the pair-weighted mean gap between confidence and accuracy.
+    `accuracy_stderr` is the binomial standard error; pairs sharing a prompt are correlated, so it is a lower bound.
     """
     if not margins:
         return {"pairs": 0}
@@ -95,9 +96,11 @@ def pairwise_metrics(margins: list[float], bins: int = 10) -> dict:
         table.append(
             {"lower": lower, "upper": upper, "pairs": len(members), "confidence": mean_conf, "accuracy": accuracy}
         )
+    overall = sum(correct) / n
     return {
         "pairs": n,
-        "accuracy": sum(correct) / n,
+        "accuracy": overall,
+        "accuracy_stderr": math.sqrt(overall * (1 - overall) / n),
         "mean_margin": sum(margins) / n,
         "mean_confidence": sum(confidence) / n,
         "ece": ece,
