@@ -1,8 +1,8 @@
 """Read and check the candidates dataset (`workbench generate` → `workbench label push`) and reward-model scores.
 
-Candidates (DESIGN.md): one JSON object per line with `prompt_id`, `prompt` (chat messages), `completions` (K
-strings), `policy` (adapter reference) and the generation parameters. Scores (`workbench reward score`): `prompt_id`,
-`scores` (K floats, one per completion, in the same order) and `agent` (the reward model's name).
+Candidates (docs/ARCHITECTURE.md): one JSON object per line with `prompt_id`, `prompt` (chat messages),
+`completions` (K strings), `policy` (adapter reference) and the generation parameters. Scores (`workbench reward
+score`): `prompt_id`, `scores` (K floats, one per completion, in the same order) and `agent` (the reward model's name).
 Every problem is reported with the file, the line and the column.
 """
 

@@ -18,27 +18,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 from workbench.errors import UserError
+from workbench.fileio import atomic_directory, write_json_atomic, write_jsonl_atomic
 
 from . import api, settings
 from .aggregate import METHODS
-from .preferences import Preferences, build_preferences
+from .ranking_pairs import Preferences, build_preferences
 from .simulate import is_simulated
 
 TABLE_ROWS = 200
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def manifest_for(prefs: Preferences, client, dataset, method: str, min_agreement: float = 0.0) -> dict:
@@ -73,24 +64,12 @@ def manifest_for(prefs: Preferences, client, dataset, method: str, min_agreement
 
 def write_output(output: Path, prefs: Preferences, manifest: dict, overwrite: bool) -> None:
     """Write the three files into a staging folder, then put it in place of `output` in one rename."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
-        _write_jsonl(staging / "preferences.jsonl", prefs.rows)
-        _write_jsonl(staging / "agreement.jsonl", prefs.per_prompt)
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if output.exists():
-            if not overwrite:  # checked before pulling too; a folder that appeared meanwhile is still kept
-                raise UserError(f"{output} exists; pass --overwrite to replace it")
-            previous = output.with_name(f".{output.name}.previous")
-            shutil.rmtree(previous, ignore_errors=True)
-            os.replace(output, previous)
-            os.replace(staging, output)
-            shutil.rmtree(previous, ignore_errors=True)
-        else:
-            os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with atomic_directory(output) as staging:
+        write_jsonl_atomic(staging / "preferences.jsonl", prefs.rows)
+        write_jsonl_atomic(staging / "agreement.jsonl", prefs.per_prompt)
+        write_json_atomic(staging / "manifest.json", manifest)
+        if output.exists() and not overwrite:  # checked before pulling too; a folder that appeared meanwhile is kept
+            raise UserError(f"{output} exists; pass --overwrite to replace it")
 
 
 def log_to_wandb(output: Path, prefs: Preferences, manifest: dict, tracking) -> dict | None:
@@ -147,9 +126,7 @@ def pull(
     write_output(output, prefs, manifest, overwrite)
     if tracking is not None:
         manifest["wandb_run"] = log_to_wandb(output, prefs, manifest, tracking)
-        temporary = output / ".manifest.json.tmp"
-        temporary.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(temporary, output / "manifest.json")
+        write_json_atomic(output / "manifest.json", manifest)
     return manifest
 
 

@@ -135,17 +135,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workspace", default="workbench", help="Argilla workspace (created when new)")
     parser.add_argument("--round", type=int, default=1, help="labeling round: a new round gets new records")
     parser.add_argument(
-        "--min-submitted", type=int, default=None, help="annotators needed per record (new dataset; default 1)"
+        "--min_submitted", type=int, default=None, help="annotators needed per record (new dataset; default 1)"
     )
     parser.add_argument("--suggestions", default=None, help="`workbench reward score` JSONL: prompt_id, scores, agent")
-    parser.add_argument("--no-comment", action="store_true", help="leave out the optional comment question")
-    parser.add_argument("--batch-size", type=int, default=100, help="records per request (at most 500)")
+    parser.add_argument("--no_comment", action="store_true", help="leave out the optional comment question")
+    parser.add_argument("--batch_size", type=int, default=100, help="records per request (at most 500)")
     parser.add_argument("--home", default=None, help="embedded Argilla home (when ARGILLA_API_URL is not set)")
     args = parser.parse_args(argv)
     if not 1 <= args.batch_size <= 500:
-        raise UserError(f"--batch-size must be between 1 and 500; got {args.batch_size}")
+        raise UserError(f"--batch_size must be between 1 and 500; got {args.batch_size}")
     if args.min_submitted is not None and args.min_submitted < 1:
-        raise UserError(f"--min-submitted must be at least 1; got {args.min_submitted}")
+        raise UserError(f"--min_submitted must be at least 1; got {args.min_submitted}")
 
     candidates = load_candidates(args.candidates)
     k = len(candidates[0]["completions"])

@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--noise", type=float, default=0.0, help="std-dev of Gaussian noise added to rubric scores")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (per record: reproducible)")
     parser.add_argument("--limit", type=int, default=None, help="rank at most this many records")
-    parser.add_argument("--include-completed", action="store_true", help="also rank records already completed")
+    parser.add_argument("--include_completed", action="store_true", help="also rank records already completed")
     parser.add_argument("--home", default=None, help="embedded Argilla home (when ARGILLA_API_URL is not set)")
     args = parser.parse_args(argv)
     if args.noise < 0:

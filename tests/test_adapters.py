@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from model_args import lora, margs, quant
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
@@ -16,8 +17,8 @@ IDS = torch.tensor([[1, 520, 300, 41, 1200, 7, 99]])
 
 
 def load(path, **kwargs):
-    kwargs.setdefault("quant", loading.quantization_from_args(dtype="float32"))
-    return loading.load_model(str(path), device_map="cpu", **kwargs)
+    kwargs.setdefault("quant", quant(dtype="float32"))
+    return loading.load_model(margs(str(path), device_map="cpu"), **kwargs)
 
 
 def randomise(model, name, seed):
@@ -42,9 +43,9 @@ def manifest_for(model, stage="test"):
 def test_two_named_adapters_switch_changes_outputs(tiny_model_path):
     model = load(tiny_model_path)
     base_logits = logits(model)
-    config = adapters.build_peft_config("lora", r=4, alpha=8)
+    config = lora(r=4, alpha=8)
     model = adapters.attach(model, "policy", config=config)
-    model = adapters.attach(model, "value", config=adapters.build_peft_config("lora", r=4, alpha=8))
+    model = adapters.attach(model, "value", config=lora(r=4, alpha=8))
     randomise(model, "policy", 1)
     randomise(model, "value", 2)
     adapters.switch(model, "policy")
@@ -58,8 +59,8 @@ def test_two_named_adapters_switch_changes_outputs(tiny_model_path):
 
 
 def test_frozen_adapter_stays_frozen_when_switched_to(tiny_model_path):
-    model = adapters.attach(load(tiny_model_path), "ref", config=adapters.build_peft_config("lora", r=4))
-    model = adapters.attach(model, "policy", config=adapters.build_peft_config("lora", r=4))
+    model = adapters.attach(load(tiny_model_path), "ref", config=lora(r=4))
+    model = adapters.attach(model, "policy", config=lora(r=4))
     adapters.freeze(model, "ref")
     adapters.switch(model, "ref")
     assert adapters.trainable_parameters(model, "ref") == 0
@@ -68,11 +69,11 @@ def test_frozen_adapter_stays_frozen_when_switched_to(tiny_model_path):
     with pytest.raises(UserError, match="no adapter named 'nope'"):
         adapters.switch(model, "nope")
     with pytest.raises(UserError, match="already attached"):
-        adapters.attach(model, "policy", config=adapters.build_peft_config("lora", r=4))
+        adapters.attach(model, "policy", config=lora(r=4))
 
 
 def test_save_load_round_trip_and_plain_peft_loads_it(tiny_model_path, tmp_path):
-    model = adapters.attach(load(tiny_model_path), "policy", config=adapters.build_peft_config("lora", r=4))
+    model = adapters.attach(load(tiny_model_path), "policy", config=lora(r=4))
     randomise(model, "policy", 3)
     expected = logits(model)
     out = adapters.save(model, "policy", tmp_path / "policy", manifest_for(model))
@@ -89,7 +90,7 @@ def test_save_load_round_trip_and_plain_peft_loads_it(tiny_model_path, tmp_path)
 def test_adapter_on_a_different_base_fails_clearly(tiny_model_path, tmp_path):
     from workbench.modeling.default_model import ensure_tiny_model
 
-    model = adapters.attach(load(tiny_model_path), "policy", config=adapters.build_peft_config("lora", r=4))
+    model = adapters.attach(load(tiny_model_path), "policy", config=lora(r=4))
     out = adapters.save(model, "policy", tmp_path / "a", manifest_for(model))
     other = load(ensure_tiny_model("tiny-qwen2"))
     with pytest.raises(UserError, match="was trained on base 'tiny-llama|load the adapter onto the base"):
@@ -97,7 +98,7 @@ def test_adapter_on_a_different_base_fails_clearly(tiny_model_path, tmp_path):
 
 
 def test_merge_gives_the_same_logits_as_base_plus_adapter(tiny_model_path, tmp_path):
-    model = adapters.attach(load(tiny_model_path), "default", config=adapters.build_peft_config("lora", r=4))
+    model = adapters.attach(load(tiny_model_path), "default", config=lora(r=4))
     randomise(model, "default", 4)
     expected = logits(model)
     merged = adapters.merge_and_unload(model)
@@ -117,8 +118,8 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(tiny_model_path, tmp_p
     ],
 )
 def test_peft_methods_train_a_step_on_4bit(tiny_model_path, method, kwargs):
-    model = load(tiny_model_path, quant=loading.quantization_from_args(load_in_4bit=True), for_training=True)
-    model = adapters.attach(model, "default", config=adapters.build_peft_config(method, r=4, **kwargs))
+    model = load(tiny_model_path, quant=quant(load_in_4bit=True), for_training=True)
+    model = adapters.attach(model, "default", config=lora(method, r=4, **kwargs))
     trainable = [p for p in model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in trainable]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
@@ -133,6 +134,6 @@ def test_peft_methods_train_a_step_on_4bit(tiny_model_path, method, kwargs):
 
 def test_bad_peft_options():
     with pytest.raises(UserError, match="peft_method must be one of"):
-        adapters.build_peft_config("lokr")
+        lora("lokr")
     with pytest.raises(UserError, match="lora_r"):
-        adapters.build_peft_config("lora", r=0)
+        lora(r=0)

@@ -77,6 +77,16 @@ def test_generator_cli_out_option(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == sorted(BUNDLED_FILES)
 
 
+def test_sources_documented_and_parse() -> None:
+    readme = (build_bundled.SOURCES_DIR / "README.md").read_text(encoding="utf-8")
+    sources = sorted(p for p in build_bundled.SOURCES_DIR.iterdir() if p.name != "README.md")
+    assert sources
+    for path in sources:
+        assert f"`{path.name}`" in readme, f"{path.name} is not described in sources/README.md"
+        if path.suffix in {".json", ".jsonl"}:
+            assert build_bundled.load_source(path.stem), path.name
+
+
 # --------------------------------------------------------------------------------------------------- instructions
 
 
@@ -234,7 +244,7 @@ def test_date_answers_recomputed(instructions) -> None:
 
 
 def test_capitals_consistent_with_table(instructions) -> None:
-    table = dict(build_bundled.CAPITALS)
+    table = build_bundled.load_source("capitals")
     for question, answer in _by_category(instructions, "capitals"):
         if m := re.fullmatch(r"The capital of (.+) is (.+)\.", answer):
             assert table[m.group(1)] == m.group(2) and m.group(1) in question

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from workbench.modeling import loading
+from workbench.modeling.arguments import ModelArguments
 
 
 def test_checkpoint_is_plain_and_complete(default_model_path):
@@ -15,7 +16,7 @@ def test_checkpoint_is_plain_and_complete(default_model_path):
 
 @pytest.mark.slow
 def test_default_model_answers_offline(default_model_path):
-    model = loading.load_model("smollm2-135m-instruct", quant=loading.quantization_from_args(dtype="float32"))
+    model = loading.load_model(ModelArguments(load_in_4bit=False, dtype="float32"))
     tokenizer = loading.load_tokenizer("smollm2-135m-instruct")
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_args import lora, margs, quant
 
 from workbench.errors import UserError
 from workbench.evaluation.metrics import compare, judge_agreement, win_rate
@@ -46,8 +47,8 @@ def three_adapters(tiny_model_path, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("eval-adapters")
     sft, reward = make_adapters(tiny_model_path, out)
-    model = loading.load_model(str(tiny_model_path), quant=loading.quantization_from_args(dtype="float32"))
-    model = adapters.attach(model, "default", config=adapters.build_peft_config("lora", r=4, alpha=8, dropout=0.0))
+    model = loading.load_model(margs(str(tiny_model_path), quant(dtype="float32")))
+    model = adapters.attach(model, "default", config=lora(r=4, alpha=8, dropout=0.0))
     randomise(model, "default", seed=11)
     manifest = adapters.AdapterManifest(stage="ppo", base_model=model.workbench_base.to_dict(), peft_method="lora")
     ppo = adapters.save(model, "default", out / "ppo", manifest)
@@ -127,10 +128,12 @@ def test_eval_writes_report_plots_samples_and_offline_wandb(evaluated):
 
 def test_rewards_are_the_reward_stage_scores(evaluated, three_adapters):
     """The shared base's `reward` adapter gives what `workbench reward score`'s own model gives, same tokenisation."""
-    from workbench.stages.reward_score import encode, load_scorer, score_sequences
+    from workbench.modeling.reward_model import load_reward_model as load_scorer
+    from workbench.modeling.reward_model import score_sequences
+    from workbench.modeling.tokens import reward_input_ids as encode
 
     _, _, samples, metrics = evaluated
-    model, tokenizer, _ = load_scorer(three_adapters[2], device_map="cpu")
+    model, tokenizer, _ = load_scorer(three_adapters[2], margs(None))
     sequences = [encode(tokenizer, s["prompt"], s["response"]) for s in samples]
     expected = score_sequences(model, sequences, tokenizer.pad_token_id)
     assert [s["reward"] for s in samples] == pytest.approx(expected, abs=1e-4)
@@ -143,11 +146,11 @@ def test_answers_and_log_ratios_match_separately_loaded_models(evaluated, three_
     """Greedy answers and summed log-probs equal those of base + one adapter loaded on its own with plain PEFT."""
     from workbench.evaluation.policies import response_tokens
     from workbench.modeling import adapters, loading
-    from workbench.modeling.generation import generate_completions, stop_token_ids
+    from workbench.modeling.generation import Sampling, generate_completions, stop_token_ids
 
     _, _, samples, metrics = evaluated
     sft, ppo, _ = three_adapters
-    quant = loading.quantization_from_args(dtype="float32")
+    precision = quant(dtype="float32")
     tokenizer = loading.load_tokenizer(str(tiny_model_path), padding_side="left")
     stops = stop_token_ids(tokenizer)
 
@@ -162,16 +165,18 @@ def test_answers_and_log_ratios_match_separately_loaded_models(evaluated, three_
         return sums
 
     by_policy = {name: [s for s in samples if s["policy"] == name] for name in ("base", "sft", "ppo")}
-    plain = loading.load_model(str(tiny_model_path), quant=quant, device_map="cpu")
+    plain = loading.load_model(margs(str(tiny_model_path), precision, device_map="cpu"))
     assert [s["logprob"] for s in by_policy["base"]] == pytest.approx(logprob_sums(plain, by_policy["base"]), abs=1e-3)
-    sft_model, _ = adapters.load_with_adapter(sft, quant=quant, device_map="cpu")
-    answers = generate_completions(sft_model, tokenizer, [s["prompt"] for s in by_policy["sft"]], 1, 8, 0.0)
+    sft_model, _ = adapters.load_with_adapter(sft, margs(None, precision))[::2]
+    answers = generate_completions(
+        sft_model, tokenizer, [s["prompt"] for s in by_policy["sft"]], 1, Sampling(8, 0.0), progress=False
+    )
     assert [a[0] for a in answers] == [s["response"] for s in by_policy["sft"]]
     for name in ("base", "ppo"):  # the reference (sft) log-probs of the other policies' answers
         assert [s["ref_logprob"] for s in by_policy[name]] == pytest.approx(
             logprob_sums(sft_model, by_policy[name]), abs=1e-3
         )
-    ppo_model, _ = adapters.load_with_adapter(ppo, quant=quant, device_map="cpu")
+    ppo_model, _ = adapters.load_with_adapter(ppo, margs(None, precision))[::2]
     assert [s["logprob"] for s in by_policy["ppo"]] == pytest.approx(
         logprob_sums(ppo_model, by_policy["ppo"]), abs=1e-3
     )

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+from model_args import lora, margs, quant
 
 from workbench.errors import UserError
 
@@ -19,31 +20,28 @@ PROMPTS = [
 def tiny(tiny_model_path):
     from workbench.modeling import loading
 
-    model = loading.load_model("tiny-llama", quant=loading.quantization_from_args(dtype="float32"), device_map="cpu")
+    model = loading.load_model(margs("tiny-llama", quant(dtype="float32"), device_map="cpu"))
     return model, loading.load_tokenizer("tiny-llama")
 
 
 def test_k_completions_per_prompt_seeded_and_batched(tiny):
-    from workbench.modeling.generation import generate_completions
+    from workbench.modeling.generation import Sampling, generate_completions
 
     model, tokenizer = tiny
-    common = dict(k=3, max_new_tokens=6, temperature=1.0, top_p=1.0, top_k=0, batch_size=4, progress=False)
+    common = dict(k=3, sampling=Sampling(max_new_tokens=6, temperature=1.0), batch_size=4, progress=False)
     first = generate_completions(model, tokenizer, PROMPTS, seed=1, **common)
     assert [len(texts) for texts in first] == [3, 3] and all(isinstance(t, str) for ts in first for t in ts)
     assert generate_completions(model, tokenizer, PROMPTS, seed=1, **common) == first
     assert generate_completions(model, tokenizer, PROMPTS, seed=2, **common) != first
     assert len(set(first[0])) > 1  # sampled, not K copies
-    assert tokenizer.padding_side == "right"  # restored after left-padded generation
+    assert tokenizer.padding_side == "right"  # generation pads on its own and leaves the tokenizer as it was
     greedy = generate_completions(
         model,
         tokenizer,
         PROMPTS,
         k=2,
-        max_new_tokens=6,
-        temperature=0,
+        sampling=Sampling(max_new_tokens=6, temperature=0),
         batch_size=1,
-        top_p=1.0,
-        top_k=0,
         seed=0,
         progress=False,
     )
@@ -52,11 +50,8 @@ def test_k_completions_per_prompt_seeded_and_batched(tiny):
         tokenizer,
         PROMPTS[1:],
         k=1,
-        max_new_tokens=6,
-        temperature=0,
+        sampling=Sampling(max_new_tokens=6, temperature=0),
         batch_size=1,
-        top_p=1.0,
-        top_k=0,
         seed=0,
         progress=False,
     )
@@ -65,11 +60,8 @@ def test_k_completions_per_prompt_seeded_and_batched(tiny):
         tokenizer,
         PROMPTS,
         k=1,
-        max_new_tokens=6,
-        temperature=0,
+        sampling=Sampling(max_new_tokens=6, temperature=0),
         batch_size=2,
-        top_p=1.0,
-        top_k=0,
         seed=0,
         progress=False,
     )
@@ -87,8 +79,8 @@ def test_stops_at_end_of_turn(tiny):
 def tiny_adapter(tiny_model_path, tmp_path_factory):
     from workbench.modeling import adapters, loading
 
-    model = loading.load_model("tiny-llama", quant=loading.quantization_from_args(dtype="float32"), device_map="cpu")
-    model = adapters.attach(model, "default", config=adapters.build_peft_config("lora", r=4, alpha=8))
+    model = loading.load_model(margs("tiny-llama", quant(dtype="float32"), device_map="cpu"))
+    model = adapters.attach(model, "default", config=lora(r=4, alpha=8))
     manifest = adapters.AdapterManifest(stage="sft", base_model=model.workbench_base.to_dict(), peft_method="lora")
     return adapters.save(model, "default", tmp_path_factory.mktemp("policy") / "adapter", manifest)
 
@@ -160,15 +152,15 @@ def test_generate_stage_writes_candidates_with_policy_reference(tiny_adapter, tm
 
 
 def test_bad_prompts_are_refused(tmp_path):
-    from workbench.stages.generate import GenerateConfig, load_prompts
+    from workbench.data.prompts import load_prompts
 
     path = tmp_path / "p.jsonl"
     path.write_text(json.dumps({"id": "a", "prompt": "x"}) + "\n")
     with pytest.raises(UserError, match=r"missing column\(s\) \['prompt_id', 'split'\]"):
-        load_prompts(GenerateConfig(prompts=str(path)))
+        load_prompts(str(path), where={"split": "train"})
     path.write_text(
         json.dumps({"prompt_id": "a", "prompt": "x"}) + "\n" + json.dumps({"prompt_id": "a", "prompt": "y"})
     )
     with pytest.raises(UserError, match="duplicate prompt_id 'a'"):
-        load_prompts(GenerateConfig(prompts=str(path), prompts_where=None))
-    assert len(load_prompts(GenerateConfig(max_prompts=5))) == 5  # bundled:prompts, split=train
+        load_prompts(str(path))
+    assert len(load_prompts("bundled:prompts", where={"split": "train"}, limit=5)) == 5

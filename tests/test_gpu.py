@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_args import lora, margs, quant
 
 from workbench.modeling import adapters, loading
 
@@ -13,11 +14,11 @@ pytestmark = pytest.mark.gpu
 def test_4bit_layers_live_on_cuda_and_train(tiny_model_path):
     import bitsandbytes as bnb
 
-    quant = loading.quantization_from_args(load_in_4bit=True, double_quant=True, dtype="bfloat16")
-    model = loading.load_model(str(tiny_model_path), quant=quant, device_map="cuda", for_training=True)
+    precision = quant(load_in_4bit=True, double_quant=True, dtype="bfloat16")
+    model = loading.load_model(margs(str(tiny_model_path), precision, device_map="cuda"), for_training=True)
     layer = model.model.layers[0].self_attn.q_proj
     assert isinstance(layer, bnb.nn.Linear4bit) and layer.weight.device.type == "cuda"
-    model = adapters.attach(model, "default", config=adapters.build_peft_config("lora", r=8))
+    model = adapters.attach(model, "default", config=lora(r=8))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = bnb.optim.PagedAdamW8bit(trainable, lr=1e-3)
     ids = torch.randint(3, 1000, (2, 32), device="cuda")
@@ -32,7 +33,7 @@ def test_4bit_layers_live_on_cuda_and_train(tiny_model_path):
 
 
 def test_cuda_device_map_auto_pins_quantized_model_to_this_process_gpu():
-    device_map = loading.resolve_device_map("auto", loading.quantization_from_args(load_in_4bit=True))
+    device_map = loading.resolve_device_map("auto", loading.get_quantization(margs("x", quant(load_in_4bit=True))))
     assert device_map == {"": 0}
 
 

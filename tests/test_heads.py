@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_args import margs, quant
 
 from workbench.errors import UserError
 from workbench.modeling import adapters, heads, loading
-from workbench.stages import reward_score
+from workbench.modeling.arguments import from_manifest
+from workbench.modeling.reward_model import load_reward_model, score_sequences
+from workbench.modeling.tokens import reward_input_ids, right_pad
 
 BUNDLED_PREFERENCES = Path(__file__).resolve().parents[1] / "workbench" / "data" / "bundled" / "preferences.jsonl"
-FP32 = loading.quantization_from_args(dtype="float32")
-NF4 = loading.quantization_from_args(load_in_4bit=True, double_quant=True, dtype="float32")
+FP32 = quant(dtype="float32")
+NF4 = quant(load_in_4bit=True, double_quant=True, dtype="float32")
 TEXTS = [  # different lengths: the batch is right-padded
     ([{"role": "user", "content": "How do I polish leather shoes?"}], "Clean them, polish them, then buff them."),
     ([{"role": "user", "content": "Hi"}], "Hello."),
@@ -62,23 +65,23 @@ def other_adapter(tmp_path_factory, reward_adapter):
 
 
 def batch(tokenizer):
-    sequences = [reward_score.encode(tokenizer, prompt, answer) for prompt, answer in TEXTS]
+    sequences = [reward_input_ids(tokenizer, prompt, answer) for prompt, answer in TEXTS]
     assert len({len(s) for s in sequences}) == len(sequences)
-    return sequences, *reward_score.pad_batch(sequences, tokenizer.pad_token_id)
+    return sequences, *right_pad(sequences, tokenizer.pad_token_id)
 
 
 def stage_scores(adapter, quant, sequences, tokenizer) -> torch.Tensor:
     """The reward stage's own model: AutoModelForSequenceClassification + the adapter."""
-    model = loading.load_model("tiny-llama", quant=quant, head="scalar", pad_token_id=tokenizer.pad_token_id)
+    model = loading.load_model(margs("tiny-llama", quant), head="scalar", pad_token_id=tokenizer.pad_token_id)
     model = adapters.attach(model, "reward", path=adapter, trainable=False).eval()
-    return torch.tensor(reward_score.score_sequences(model, sequences, tokenizer.pad_token_id, batch_size=8))
+    return torch.tensor(score_sequences(model, sequences, tokenizer.pad_token_id, batch_size=8))
 
 
 @pytest.mark.parametrize("quant", [FP32, NF4], ids=["float32", "nf4"])
 def test_single_base_score_equals_reward_stage_model(reward_adapter, other_adapter, quant):
     tokenizer = loading.load_tokenizer("tiny-llama")
     sequences, input_ids, attention_mask = batch(tokenizer)
-    model = loading.load_model("tiny-llama", quant=quant, head="causal_lm").eval()
+    model = loading.load_model(margs("tiny-llama", quant), head="causal_lm").eval()
     model = heads.attach_scalar_adapter(model, "reward", reward_adapter)
     model = heads.attach_scalar_adapter(model, "value", other_adapter)
     assert isinstance(model.workbench_heads, torch.nn.ModuleDict) and set(model.workbench_heads) == {"reward", "value"}
@@ -103,11 +106,11 @@ def test_single_base_score_equals_reward_stage_model(reward_adapter, other_adapt
 
 
 def test_reward_score_command_agrees_with_single_base(reward_adapter):
-    scorer, tokenizer, _ = reward_score.load_scorer(reward_adapter)  # what `workbench reward score` loads (4-bit)
+    scorer, tokenizer, _ = load_reward_model(reward_adapter)  # what `workbench reward score` loads (4-bit)
     sequences, input_ids, attention_mask = batch(tokenizer)
-    from_command = torch.tensor(reward_score.score_sequences(scorer, sequences, tokenizer.pad_token_id, 2))
-    quant = loading.Quantization(**adapters.read_manifest(reward_adapter).base_model["quantization"])
-    model = heads.attach_scalar_adapter(loading.load_model("tiny-llama", quant=quant).eval(), "reward", reward_adapter)
+    from_command = torch.tensor(score_sequences(scorer, sequences, tokenizer.pad_token_id, 2))
+    args = from_manifest(adapters.read_manifest(reward_adapter).base_model, margs("tiny-llama"))
+    model = heads.attach_scalar_adapter(loading.load_model(args).eval(), "reward", reward_adapter)
     with torch.no_grad():
         torch.testing.assert_close(
             heads.scalar_scores(model, "reward", input_ids, attention_mask), from_command, atol=1e-4, rtol=0
@@ -117,7 +120,7 @@ def test_reward_score_command_agrees_with_single_base(reward_adapter):
 def test_trainable_value_head_gets_gradients_and_round_trips(reward_adapter, tmp_path):
     tokenizer = loading.load_tokenizer("tiny-llama")
     sequences, input_ids, attention_mask = batch(tokenizer)
-    model = loading.load_model("tiny-llama", quant=NF4)
+    model = loading.load_model(margs("tiny-llama", NF4))
     model = heads.attach_scalar_adapter(model, "reward", reward_adapter, trainable=False)
     model = heads.attach_scalar_adapter(model, "value", reward_adapter, trainable=True)
     head = model.workbench_heads["value"]
@@ -144,7 +147,7 @@ def test_trainable_value_head_gets_gradients_and_round_trips(reward_adapter, tmp
 
 
 def test_adapter_on_wrong_base_is_refused(reward_adapter):
-    other_base = loading.load_model("tiny-qwen2", quant=FP32)
+    other_base = loading.load_model(margs("tiny-qwen2", FP32))
     with pytest.raises(UserError, match="was trained on base 'tiny-llama'"):
         heads.attach_scalar_adapter(other_base, "reward", reward_adapter)
 
@@ -155,4 +158,4 @@ def test_causal_adapter_is_not_a_reward_adapter(reward_adapter, tmp_path):
     config = json.loads((target / "adapter_config.json").read_text())
     (target / "adapter_config.json").write_text(json.dumps({**config, "task_type": "CAUSAL_LM"}))
     with pytest.raises(UserError, match="not a reward"):
-        heads.attach_scalar_adapter(loading.load_model("tiny-llama", quant=FP32), "reward", target)
+        heads.attach_scalar_adapter(loading.load_model(margs("tiny-llama", FP32)), "reward", target)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import bitsandbytes as bnb
 import pytest
 import torch
+from model_args import margs, quant
 
 from workbench.errors import UserError
 from workbench.modeling import loading
 
 
 def q(**kwargs):
-    return loading.quantization_from_args(**kwargs)
+    return quant(**kwargs)
 
 
 def test_4bit_nf4_double_quant_uses_bitsandbytes_layers(tiny_model_path):
-    model = loading.load_model(str(tiny_model_path), quant=q(load_in_4bit=True, double_quant=True), device_map="cpu")
+    model = loading.load_model(margs(str(tiny_model_path), q(load_in_4bit=True, double_quant=True), device_map="cpu"))
     counts = loading.count_bnb_layers(model)
     # 2 layers x (q, k, v, o, gate, up, down) = 14 linear layers, all 4-bit; lm_head stays unquantized.
     assert counts["Linear4bit"] == 14
@@ -30,14 +31,14 @@ def test_4bit_nf4_double_quant_uses_bitsandbytes_layers(tiny_model_path):
 
 def test_fp4_without_double_quant(tiny_model_path):
     model = loading.load_model(
-        str(tiny_model_path), quant=q(load_in_4bit=True, quant_type="fp4", dtype="float32"), device_map="cpu"
+        margs(str(tiny_model_path), q(load_in_4bit=True, quant_type="fp4", dtype="float32"), device_map="cpu")
     )
     state = model.model.layers[0].mlp.down_proj.weight.quant_state
     assert state.quant_type == "fp4" and not state.nested
 
 
 def test_8bit(tiny_model_path):
-    model = loading.load_model(str(tiny_model_path), quant=q(load_in_8bit=True), device_map="cpu")
+    model = loading.load_model(margs(str(tiny_model_path), q(load_in_8bit=True), device_map="cpu"))
     assert loading.count_bnb_layers(model)["Linear8bitLt"] == 14
 
 
@@ -45,15 +46,15 @@ def test_8bit(tiny_model_path):
     "dtype,expected", [("bf16", torch.bfloat16), ("float32", torch.float32), ("fp16", torch.float16)]
 )
 def test_unquantized_dtypes(tiny_model_path, dtype, expected):
-    model = loading.load_model(str(tiny_model_path), quant=q(dtype=dtype), device_map="cpu")
+    model = loading.load_model(margs(str(tiny_model_path), q(dtype=dtype), device_map="cpu"))
     assert model.model.layers[0].self_attn.q_proj.weight.dtype == expected
     assert loading.count_bnb_layers(model) == {"Linear4bit": 0, "Linear8bitLt": 0}
 
 
 def test_4bit_logits_close_to_full_precision(tiny_model_path):
     ids = torch.tensor([[1, 200, 300, 400, 500]])
-    full = loading.load_model(str(tiny_model_path), quant=q(dtype="float32"), device_map="cpu")
-    nf4 = loading.load_model(str(tiny_model_path), quant=q(load_in_4bit=True, dtype="float32"), device_map="cpu")
+    full = loading.load_model(margs(str(tiny_model_path), q(dtype="float32"), device_map="cpu"))
+    nf4 = loading.load_model(margs(str(tiny_model_path), q(load_in_4bit=True, dtype="float32"), device_map="cpu"))
     with torch.no_grad():
         a, b = full(ids).logits, nf4(ids).logits
     assert not torch.equal(a, b)  # the weights really were quantized
@@ -62,10 +63,8 @@ def test_4bit_logits_close_to_full_precision(tiny_model_path):
 
 def test_scalar_head_and_kbit_training_preparation(tiny_model_path):
     model = loading.load_model(
-        str(tiny_model_path),
-        quant=q(load_in_4bit=True),
+        margs(str(tiny_model_path), q(load_in_4bit=True), device_map="cpu"),
         head="scalar",
-        device_map="cpu",
         for_training=True,
         gradient_checkpointing=True,
         pad_token_id=0,
@@ -94,7 +93,7 @@ def test_impossible_combinations_say_what_to_change(kwargs, needle):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")
 def test_cuda_device_map_without_cuda():
     with pytest.raises(UserError, match="no CUDA device"):
-        loading.resolve_device_map("cuda", q())
+        loading.resolve_device_map("cuda", loading.get_quantization(margs("x", q())))
 
 
 def test_missing_model_path_and_adapter_folder(tmp_path):
@@ -136,16 +135,16 @@ def test_alias_resolution_and_config_only(default_model_path):
 
 
 def test_quant_storage_for_fsdp_reaches_the_4bit_layers(tiny_model_path):
-    quant = q(load_in_4bit=True, quant_storage="bfloat16")
-    assert loading.bnb_config(quant).bnb_4bit_quant_storage == torch.bfloat16
-    model = loading.load_model(str(tiny_model_path), quant=quant, device_map="cpu")
+    args = margs(str(tiny_model_path), q(load_in_4bit=True, quant_storage="bfloat16"))
+    assert loading.bnb_config(loading.get_quantization(args)).bnb_4bit_quant_storage == torch.bfloat16
+    model = loading.load_model(args)
     assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16  # packed 4-bit data held as bf16
     with pytest.raises(UserError, match="bnb_4bit_quant_storage"):
-        q(load_in_4bit=True, quant_storage="int3")
+        loading.get_quantization(margs("x", q(load_in_4bit=True, quant_storage="int3")))
 
 
 def test_sharded_launch_leaves_placement_to_fsdp_or_zero3(monkeypatch):
-    quant = q(load_in_4bit=True)
+    quant = loading.get_quantization(margs("x", q(load_in_4bit=True)))
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     assert loading.resolve_device_map("auto", quant) is None

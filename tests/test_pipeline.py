@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from workbench.errors import UserError
-from workbench.pipeline.config import STAGES
-from workbench.pipeline.report import fmt, lookup
+from workbench.pipeline.pipeline_recipe import STAGES
+from workbench.pipeline.run_report import fmt, lookup
 
 OVERRIDES = {
     "sft": {

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from workbench.errors import UserError
-from workbench.rl.rollout import logprobs_from_logits
-from workbench.rl.trainer import PPOConfig, PromptStream
+from workbench.modeling.single_base import logprobs_from_logits
+from workbench.rl.ppo_config import PPOConfig
+from workbench.rl.trainer import PromptStream
 
 RECIPE = """\
 model_name_or_path: tiny-llama

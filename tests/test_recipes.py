@@ -65,14 +65,14 @@ def test_cli_overrides_recipe(tmp_path):
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("learning_rate: 0.1\nlora_r: 4\n")
-    _, model_cfg, _, sft_cfg, _ = sft.parse(["--config", str(recipe), "--learning_rate", "0.5"])
+    _, model_cfg, _, _, sft_cfg, _ = sft.parse(["--config", str(recipe), "--learning_rate", "0.5"])
     assert sft_cfg.learning_rate == 0.5 and model_cfg.lora_r == 4
 
 
 def test_qlora_is_the_default():
     from workbench.stages import sft
 
-    _, model_cfg, _, _, _ = sft.parse([])
+    _, model_cfg, _, _, _, _ = sft.parse([])
     assert model_cfg.load_in_4bit and model_cfg.use_peft and model_cfg.use_bnb_nested_quant
 
 
@@ -91,23 +91,24 @@ def test_help_documents_every_field():
 
     from trl import SFTConfig
 
-    from workbench.config import TrackingConfig, WorkbenchModelConfig
+    from workbench.modeling.arguments import ModelArguments
     from workbench.stages.sft import SFTDataConfig
+    from workbench.tracking import TrackingConfig
 
     result = subprocess.run(
         [sys.executable, "-m", "workbench.cli", "sft", "--help"], capture_output=True, text=True, check=True
     )
-    for dataclass_type in (SFTDataConfig, WorkbenchModelConfig, TrackingConfig, SFTConfig):
+    for dataclass_type in (SFTDataConfig, ModelArguments, TrackingConfig, SFTConfig):
         for item in fields(dataclass_type):
             if item.init:
                 assert f"--{item.name}" in result.stdout, f"--help does not document {item.name}"
-    for item in fields(SFTDataConfig) + fields(TrackingConfig):
+    for item in fields(SFTDataConfig) + fields(ModelArguments) + fields(TrackingConfig):
         assert item.metadata.get("help"), f"{item.name} has no help text"
 
 
 def test_resolved_recipe_round_trips_through_the_parser(tmp_path):
     """recipe.yaml written by a stage parses again to the same values (enums, lists, nested dataset specs)."""
-    from workbench.config import write_resolved_recipe
+    from workbench.recipe import write_resolved_recipe
     from workbench.stages import sft
 
     recipe = tmp_path / "in.yaml"

@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from workbench.errors import UserError
-from workbench.stages.reward_score import pairwise_metrics
+from workbench.evaluation.pairwise import pairwise_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_PREFERENCES = ROOT / "workbench" / "data" / "bundled" / "preferences.jsonl"
@@ -240,7 +240,7 @@ def test_pairwise_metrics_accuracy_margin_and_calibration():
 
 
 def test_preference_loader_checks_columns_kinds_and_margins(tmp_path):
-    from workbench.data.preferences import load_preferences
+    from workbench.data.preference_data import load_preferences
 
     def write(name, rows):
         path = tmp_path / name
@@ -273,7 +273,7 @@ def test_preference_loader_checks_columns_kinds_and_margins(tmp_path):
 def test_held_out_split_keeps_each_prompt_on_one_side():
     import datasets
 
-    from workbench.data.preferences import held_out_split
+    from workbench.data.preference_data import held_out_split
 
     # 10 prompts with 1..10 pairs each (55 pairs): pairs of one prompt share answers, so they must not be split
     rows = [

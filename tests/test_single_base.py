@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_args import lora, margs, quant
 
 from workbench.modeling import adapters, loading
-from workbench.rl.rollout import (
+from workbench.modeling.single_base import (
     POLICY,
     REF,
     REWARD,
@@ -47,18 +48,18 @@ def randomise(model, name: str, seed: int, scale: float = 0.3) -> None:
 def make_adapters(base_path, out_dir: Path, seed: int = 0) -> tuple[Path, Path]:
     """An SFT adapter (CAUSAL_LM LoRA) and a reward adapter (SEQ_CLS LoRA + `score` head) with random weights, saved
     with manifests as the SFT and reward stages save them (PEFT saves the head through modules_to_save)."""
-    quant = loading.quantization_from_args(dtype="float32")
+    precision = quant(dtype="float32")
     tokenizer = loading.load_tokenizer(str(base_path))
-    model = loading.load_model(str(base_path), quant=quant, device_map="cpu")
-    model = adapters.attach(model, "default", config=adapters.build_peft_config("lora", r=4, alpha=8, dropout=0.0))
+    model = loading.load_model(margs(str(base_path), precision, device_map="cpu"))
+    model = adapters.attach(model, "default", config=lora(r=4, alpha=8, dropout=0.0))
     randomise(model, "default", seed)
     manifest = adapters.AdapterManifest(stage="sft", base_model=model.workbench_base.to_dict(), peft_method="lora")
     sft_dir = adapters.save(model, "default", out_dir / "sft", manifest)
 
     model = loading.load_model(
-        str(base_path), quant=quant, head="scalar", device_map="cpu", pad_token_id=tokenizer.pad_token_id
+        margs(str(base_path), precision, device_map="cpu"), head="scalar", pad_token_id=tokenizer.pad_token_id
     )
-    config = adapters.build_peft_config("lora", task_type="SEQ_CLS", r=4, alpha=8, dropout=0.0)
+    config = lora(task_type="SEQ_CLS", r=4, alpha=8, dropout=0.0)
     model = adapters.attach(model, "default", config=config)
     randomise(model, "default", seed + 1)
     manifest = adapters.AdapterManifest(
@@ -76,10 +77,7 @@ def tiny_adapters(tiny_model_path, tmp_path_factory):
 @pytest.fixture(scope="module")
 def single_base(tiny_model_path, tiny_adapters):
     sft_dir, reward_dir = tiny_adapters
-    quant = loading.quantization_from_args(**QUANT)
-    model = load_single_base(
-        str(tiny_model_path), quant=quant, sft_adapter=sft_dir, reward_adapter=reward_dir, device_map="cpu"
-    )
+    model = load_single_base(margs(tiny_model_path, quant(**QUANT)), sft_adapter=sft_dir, reward_adapter=reward_dir)
     model.eval()
     return model
 
@@ -91,7 +89,7 @@ def tokenizer(tiny_model_path):
 
 def queries_and_responses(tokenizer):
     """Left-padded chat prompts and right-padded responses of different lengths, as a rollout makes them."""
-    from workbench.rl.rollout import encode_prompts, left_pad
+    from workbench.modeling.tokens import encode_prompts, left_pad
 
     query_ids, query_mask = left_pad(encode_prompts(tokenizer, PROMPTS, 256), tokenizer.pad_token_id)
     encoded = [tokenizer(text)["input_ids"] + [tokenizer.eos_token_id] for text in RESPONSES]
@@ -101,7 +99,7 @@ def queries_and_responses(tokenizer):
 
 def test_one_base_carries_four_adapters_without_copies(single_base, tiny_model_path):
     assert set(single_base.peft_config) == {POLICY, REF, REWARD, VALUE}
-    alone = loading.load_model(str(tiny_model_path), quant=loading.quantization_from_args(**QUANT), device_map="cpu")
+    alone = loading.load_model(margs(str(tiny_model_path), quant(**QUANT), device_map="cpu"))
     # The same number of real 4-bit layers as one plain base: the four roles share them.
     assert loading.count_bnb_layers(single_base) == loading.count_bnb_layers(alone)
     assert loading.count_bnb_layers(alone)["Linear4bit"] > 0
@@ -119,9 +117,7 @@ def test_ref_logprobs_equal_the_separately_loaded_sft_model(single_base, tiny_ad
     with torch.no_grad():
         with adapters.use_adapter(single_base, REF):
             ref, _ = response_logprobs(single_base, *inputs, temperature=0.7)
-        sft_model, _ = adapters.load_with_adapter(
-            sft_dir, quant=loading.quantization_from_args(**QUANT), device_map="cpu"
-        )
+        sft_model, _ = adapters.load_with_adapter(sft_dir, margs(None, quant(**QUANT)))[::2]
         sft_model.eval()
         sft, _ = response_logprobs(sft_model, *inputs, temperature=0.7)
         with sft_model.disable_adapter():
@@ -149,7 +145,7 @@ def test_ref_logprobs_equal_the_separately_loaded_sft_model(single_base, tiny_ad
 
 
 def test_reward_equals_the_reward_stage_model(single_base, tiny_adapters, tokenizer, tiny_model_path):
-    from workbench.stages.reward_score import encode
+    from workbench.modeling.tokens import reward_input_ids as encode
 
     _, reward_dir = tiny_adapters
     # The texts are tokenized as the reward stage tokenizes them (TRL's RewardTrainer: chat template of prompt+reply).
@@ -158,10 +154,8 @@ def test_reward_equals_the_reward_stage_model(single_base, tiny_adapters, tokeni
     with torch.no_grad():
         single = reward_scores(single_base, tokenizer, PROMPTS, RESPONSES, "cpu")
         stage_model = loading.load_model(
-            str(tiny_model_path),
-            quant=loading.quantization_from_args(**QUANT),
+            margs(str(tiny_model_path), quant(**QUANT), device_map="cpu"),
             head="scalar",
-            device_map="cpu",
             pad_token_id=tokenizer.pad_token_id,
         )
         stage_model = adapters.attach(stage_model, "default", path=reward_dir, trainable=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from workbench import tracking
-from workbench.config import TrackingConfig
 from workbench.errors import UserError
+from workbench.tracking import TrackingConfig
 
 
 def test_secrets_are_dropped_but_token_counts_kept():

@@ -38,16 +38,15 @@ def write_json_atomic(path: str | Path, payload) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def checkpoint_to_resume(output_dir: str | Path, resume: bool, overwrite: bool, stage: str) -> str | None:
-    """The checkpoint a stage continues from; refuses to clobber checkpoints unless told --resume or --overwrite."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from workbench.errors import UserError
-
-    output_dir = Path(output_dir)
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if last and not (resume or overwrite):
-        raise UserError(f"{output_dir} holds {Path(last).name}: pass --resume to continue or --overwrite")
-    if resume and not last:
-        print(f"workbench {stage}: no checkpoint in {output_dir}; starting from the beginning")
-    return last if resume else None
+def write_jsonl_atomic(path: str | Path, rows) -> None:
+    """One JSON object per line (UTF-8, non-ASCII kept), replacing `path` whole once every row is written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import UserError
@@ -16,6 +17,20 @@ SECRET_KEY = re.compile(
     r"(hub_token|auth_token|access_token|api_token|^token$|api_?key|secret|password|passwd|credential)", re.IGNORECASE
 )
 MODES = ("auto", "online", "offline", "disabled")
+
+
+@dataclass
+class TrackingConfig:
+    """Weights & Biases settings. Offline automatically when no WANDB_API_KEY is set."""
+
+    wandb_project: str = field(default="alignment-workbench", metadata={"help": "W&B project."})
+    wandb_group: str | None = field(default=None, metadata={"help": "W&B group (a pipeline run groups its stages)."})
+    wandb_job_type: str | None = field(default=None, metadata={"help": "W&B job type; defaults to the stage name."})
+    wandb_mode: str = field(
+        default="auto",
+        metadata={"help": "auto (online if WANDB_API_KEY is set, else offline), online, offline or disabled."},
+    )
+    wandb_tags: list[str] | None = field(default=None, metadata={"help": "W&B tags."})
 
 
 def resolve_mode(mode: str) -> str:

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--host", required=True)
     server.add_argument("--port", type=int, required=True)
     worker = commands.add_parser("worker", help="run the rq worker pool in the foreground")
-    worker.add_argument("--num-workers", type=int, default=1)
+    worker.add_argument("--num_workers", type=int, default=1)
     args = parser.parse_args(argv)
 
     import_search_backend()

@@ -10,7 +10,7 @@ import pytest
 
 from labeling import rubric
 from labeling.aggregate import Pair, dense_ranks, kendalls_w, krippendorff_alpha, mid_ranks, pairs_for_record
-from labeling.preferences import build_preferences
+from labeling.ranking_pairs import build_preferences
 
 A = {"x": {"r1": 1, "r2": 2, "r3": 3}, "y": {"r1": 2, "r2": 1, "r3": 3}}
 B = {"x": {"r1": 1, "r2": 1, "r3": 2}, "y": {"r1": 1, "r2": 2, "r3": 3}}

@@ -74,7 +74,7 @@ def test_push_twice_and_resume_keep_records_and_responses(argilla_env, tmp_path)
     name, suffix = f"loop-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:6]
     full = write_candidates(tmp_path / "all.jsonl")
     partial = write_candidates(tmp_path / "partial.jsonl", ROWS[:2])  # a push interrupted after two records
-    assert label("push", "--candidates", partial, "--dataset", name, "--min-submitted", 2) == 0
+    assert label("push", "--candidates", partial, "--dataset", name, "--min_submitted", 2) == 0
     client = argilla_env.client()
     _, key = argilla_env.create_user(f"ann-{suffix}", "annotator-pass", workspace="workbench")
     respond(argilla_env, key, records_of(client, name)["q1"]["id"], {1: 2, 2: 1, 3: 3})

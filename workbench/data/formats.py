@@ -10,7 +10,6 @@ import string
 
 from workbench.errors import UserError
 
-KINDS = ("messages", "prompt_completion", "text")
 ROLES = {"system", "user", "assistant", "tool"}
 
 

@@ -2,5 +2,5 @@
 
 metrics.py  pure functions (win rates with ties as half, summaries), no torch;
 policies.py one base carrying every policy as a named adapter: answers, per-token log-ratios, rewards;
-report.py   report.md and PNG plots (matplotlib, Agg backend).
+eval_report.py   report.md and PNG plots (matplotlib, Agg backend).
 """

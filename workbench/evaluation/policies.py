@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 from workbench.errors import UserError
 from workbench.modeling import adapters
-
-REWARD = "reward"  # the name rollout.reward_scores reads
+from workbench.modeling.single_base import REWARD  # the adapter name single_base.reward_scores reads
 
 
 def active(model, name: str, adapter_dir):
@@ -24,18 +23,19 @@ def active(model, name: str, adapter_dir):
     return adapters.use_adapter(model, name)
 
 
-def load(reward_adapter, policies: Sequence[dict], device_map: str | None = "auto"):
+def load(reward_adapter, policies: Sequence[dict], args):
     """The base named in the reward adapter's manifest, in its quantization, carrying every policy and `reward`.
 
-    Returns (model, tokenizer). Every adapter's manifest must name the same base weights (checked on attach).
+    `args`: the ModelArguments whose device group places the model. Returns (model, tokenizer). Every adapter's
+    manifest must name the same base weights (checked on attach).
     """
     from workbench.modeling import heads, loading
+    from workbench.modeling.arguments import from_manifest
 
     manifest = adapters.read_manifest(reward_adapter)
-    base = manifest.base_model["name_or_path"]
-    quant = loading.Quantization(**manifest.base_model["quantization"])
-    tokenizer = loading.load_tokenizer(base, manifest.base_model.get("revision"), padding_side="left")
-    model = loading.load_model(base, quant=quant, revision=manifest.base_model.get("revision"), device_map=device_map)
+    args = from_manifest(manifest.base_model, args)
+    tokenizer = loading.load_tokenizer(args, padding_side="left")
+    model = loading.load_model(args)
     for policy in policies:
         if policy["adapter"] is not None:
             model = adapters.attach(model, policy["name"], path=policy["adapter"], trainable=False)
@@ -50,7 +50,7 @@ def response_tokens(tokenizer, prompt: list[dict], response: str, stop_ids: Sequ
     The query is the prompt with the generation prompt; the response is what the template adds after it, up to and
     including the first stop token (the end of turn), so the answer is scored as a finished chat turn.
     """
-    from workbench.rl.rollout import encode_prompts, reward_input_ids
+    from workbench.modeling.tokens import encode_prompts, reward_input_ids
 
     query = encode_prompts(tokenizer, [prompt], max_prompt_length=10**9)[0]
     full = reward_input_ids(tokenizer, prompt, response)
@@ -75,7 +75,8 @@ def summed_logprobs(model, policy: dict, queries, responses, pad_id: int, batch_
     """Per answer: the sum of its response tokens' log-probs under `policy`, and the per-token values, batched."""
     import torch
 
-    from workbench.rl.rollout import left_pad, response_logprobs, right_pad
+    from workbench.modeling.single_base import response_logprobs
+    from workbench.modeling.tokens import left_pad, right_pad
 
     device = next(model.parameters()).device
     sums, per_token = [], []
@@ -100,7 +101,7 @@ def summed_logprobs(model, policy: dict, queries, responses, pad_id: int, batch_
 
 def reward_scores(model, tokenizer, prompts, answers, batch_size: int) -> list[float]:
     """The reward adapter + head's score of each (prompt, answer), tokenised as the reward stage trained it."""
-    from workbench.rl.rollout import reward_scores as score_batch
+    from workbench.modeling.single_base import reward_scores as score_batch
 
     device = next(model.parameters()).device
     scores: list[float] = []

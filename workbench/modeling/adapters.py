@@ -1,5 +1,5 @@
-"""THE adapter management module: build PEFT configs, attach named adapters to one base, switch, freeze, save, load,
-merge, and keep the `workbench.json` manifest beside every adapter.
+"""THE adapter management module: the PEFT config from a stage's `ModelArguments` (`get_peft_config`), named
+adapters on one base (attach, switch, freeze, save, load, merge), and the `workbench.json` manifest beside each.
 
 Several named adapters share one (quantized) base: the PPO stage carries `policy`, `ref`, `reward` and `value` on a
 single copy of the weights. A manifest records the base an adapter was trained on; loading it onto another base fails.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from workbench.errors import UserError
 from workbench.fileio import atomic_directory, write_json_atomic
+from workbench.modeling.arguments import ModelArguments, base_of, from_manifest
 
 MANIFEST_NAME = "workbench.json"
 PEFT_METHODS = ("lora", "prompt_tuning", "ia3")
@@ -72,54 +73,53 @@ def read_manifest(adapter_dir: str | Path) -> AdapterManifest:
         raise UserError(f"{path} is not a valid manifest: {error}") from error
 
 
-def build_peft_config(
-    method: str = "lora",
-    *,
-    task_type: str = "CAUSAL_LM",
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.05,
-    target_modules: str | list[str] | None = "all-linear",
-    modules_to_save: list[str] | None = None,
-    use_rslora: bool = False,
-    use_dora: bool = False,
-    num_virtual_tokens: int = 20,
-    prompt_tuning_init_text: str | None = None,
-    tokenizer_name_or_path: str | None = None,
-):
-    """A PEFT config from recipe fields; `all-linear` lets PEFT find every linear layer but the output head."""
+def get_peft_config(args: ModelArguments, task_type: str = "CAUSAL_LM"):
+    """The PEFT config the adapter keys of `args` ask for (None when `use_peft` is false: the full model trains).
+
+    `task_type` is the stage's (CAUSAL_LM for a policy, SEQ_CLS for a reward model), not a recipe key. `all-linear`
+    lets PEFT find every linear layer but the output head.
+    """
     from peft import IA3Config, LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType
 
+    if not args.use_peft:
+        return None
     if task_type not in TaskType.__members__:
-        raise UserError(f"lora_task_type must be one of {list(TaskType.__members__)}; got {task_type!r}")
+        raise ValueError(f"task_type must be one of {list(TaskType.__members__)}; got {task_type!r}")
+    method, targets = args.peft_method, args.lora_target_modules
     if method == "lora":
-        if r <= 0:
-            raise UserError(f"lora_r must be a positive integer; got {r}")
+        if args.lora_r <= 0:
+            raise UserError(f"lora_r must be a positive integer; got {args.lora_r}")
+        if not 0.0 <= args.lora_dropout < 1.0:
+            raise UserError(f"lora_dropout must be in [0, 1); got {args.lora_dropout}")
         return LoraConfig(
             task_type=task_type,
-            r=r,
-            lora_alpha=alpha,
-            lora_dropout=dropout,
-            target_modules=target_modules or "all-linear",
-            modules_to_save=modules_to_save,
-            use_rslora=use_rslora,
-            use_dora=use_dora,
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=targets or "all-linear",
+            modules_to_save=args.lora_modules_to_save,
+            use_rslora=args.use_rslora,
+            use_dora=args.use_dora,
             bias="none",
         )
     if method == "ia3":
         # IA3 needs to know which targets are feed-forward; PEFT's per-architecture defaults know that.
-        targets = None if target_modules in (None, "all-linear", ["all-linear"]) else target_modules
-        return IA3Config(task_type=task_type, target_modules=targets, modules_to_save=modules_to_save)
+        targets = None if targets in (None, "all-linear", ["all-linear"]) else targets
+        return IA3Config(task_type=task_type, target_modules=targets, modules_to_save=args.lora_modules_to_save)
     if method == "prompt_tuning":
-        if prompt_tuning_init_text:
+        if args.num_virtual_tokens < 1:
+            raise UserError(f"num_virtual_tokens must be a positive integer; got {args.num_virtual_tokens}")
+        if args.prompt_tuning_init_text:
+            from workbench.modeling.loading import resolve_model_path
+
             return PromptTuningConfig(
                 task_type=task_type,
-                num_virtual_tokens=num_virtual_tokens,
+                num_virtual_tokens=args.num_virtual_tokens,
                 prompt_tuning_init=PromptTuningInit.TEXT,
-                prompt_tuning_init_text=prompt_tuning_init_text,
-                tokenizer_name_or_path=tokenizer_name_or_path,
+                prompt_tuning_init_text=args.prompt_tuning_init_text,
+                tokenizer_name_or_path=resolve_model_path(base_of(args).model_name_or_path)[0],
             )
-        return PromptTuningConfig(task_type=task_type, num_virtual_tokens=num_virtual_tokens)
+        return PromptTuningConfig(task_type=task_type, num_virtual_tokens=args.num_virtual_tokens)
     raise UserError(f"peft_method must be one of {PEFT_METHODS}; got {method!r}")
 
 
@@ -227,11 +227,6 @@ def save(model, name: str, out_dir: str | Path, manifest: AdapterManifest, token
     return Path(out_dir)
 
 
-def peft_method_of(adapter_dir: str | Path) -> str:
-    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    return {"LORA": "lora", "IA3": "ia3", "PROMPT_TUNING": "prompt_tuning"}.get(config.get("peft_type"), "other")
-
-
 def merge_and_unload(model):
     """Fold the active LoRA/IA3 adapter into the base weights and return a plain transformers model."""
     method = model.peft_config[model.active_adapter].peft_type.value
@@ -242,20 +237,30 @@ def merge_and_unload(model):
 
 def load_with_adapter(
     adapter_dir: str | Path,
+    args: ModelArguments,
     *,
-    quant,
     name: str = "default",
-    base_model: str | None = None,
-    device_map: str | None = "auto",
     trainable: bool = False,
+    manifest_precision: bool = False,
+    padding_side: str = "right",
 ):
-    """The base named in an adapter's manifest (or `base_model`, which must hold the same weights) plus the adapter."""
+    """The adapter's base plus the adapter: (model, tokenizer, manifest).
+
+    The base is the one named in the adapter's manifest unless `args` names one (which must hold the same weights).
+    Precision comes from `args`, or with `manifest_precision` from the manifest (the adapter's own training
+    precision: a reward model scores as the reward stage trained it). A reward (SEQ_CLS) adapter gets its scalar head.
+    """
     from workbench.modeling import loading
 
     manifest = read_manifest(adapter_dir)
-    base = base_model or manifest.base_model["name_or_path"]
-    model = loading.load_model(base, quant=quant, device_map=device_map, for_training=trainable)
-    return attach(model, name, path=adapter_dir, trainable=trainable), manifest
+    if manifest_precision:
+        args = from_manifest(manifest.base_model, args)
+    else:
+        args = base_of(args, manifest.base_model)
+    tokenizer = loading.load_tokenizer(args, padding_side=padding_side)
+    head = "scalar" if manifest.task_type == "SEQ_CLS" else "causal_lm"
+    model = loading.load_model(args, head=head, for_training=trainable, pad_token_id=tokenizer.pad_token_id)
+    return attach(model, name, path=adapter_dir, trainable=trainable), tokenizer, manifest
 
 
 class ResumeKeepsAdapterDtype:

@@ -1,4 +1,5 @@
-"""Batched, seeded sampling of K completions per chat prompt (candidates for ranking, rollouts for evaluation).
+"""Sampling from a policy: one `Sampling` settings object and one stop-token rule for candidates (`generate`), eval
+answers, chat and PPO rollouts; batched, seeded K completions per chat prompt.
 
 Prompts are rendered with the tokenizer's chat template (generation prompt added), left-padded so every row of a batch
 ends where generation starts, and sampled until EOS (or the chat template's end-of-turn token) or `max_new_tokens`.
@@ -7,11 +8,20 @@ Batch `b` is sampled under seed `seed + b`: the same prompts, settings, batch si
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from workbench.errors import UserError
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """EOS plus the chat template's end-of-turn token when it has its own id (ChatML's <|im_end|>)."""
+def stop_token_ids(tokenizer, names: list[str] | None = None) -> list[int]:
+    """Ids of the tokens that end an answer: `names` (each must be one token), or by default EOS plus the chat
+    template's end-of-turn token when it has its own id (ChatML's <|im_end|>, Llama 3's <|eot_id|>)."""
+    if names:
+        vocab = tokenizer.get_vocab()
+        unknown = [name for name in names if name not in vocab]
+        if unknown:
+            raise UserError(f"stop_tokens {unknown} are not single tokens of this tokenizer's vocabulary")
+        return [vocab[name] for name in names]
     ids = []
     for token in (tokenizer.eos_token, "<|im_end|>", "<|eot_id|>", "<|end|>"):
         if token is None:
@@ -22,10 +32,47 @@ def stop_token_ids(tokenizer) -> list[int]:
     return ids
 
 
-def render_prompts(tokenizer, prompts: list[list[dict]]) -> list[str]:
-    if tokenizer.chat_template is None:
-        raise UserError("the tokenizer has no chat template: candidate generation needs an instruction-tuned model")
-    return [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+@dataclass
+class Sampling:
+    """How a policy samples: one settings object (and recipe keys) for candidates, eval answers, chat and PPO
+    rollouts. Each stage sets its own defaults (`generate` samples at 0.8, `eval` and `chat` decode greedily)."""
+
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest answer, in tokens."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; 0 decodes greedily."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (1.0: off)."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the top k tokens (0: no limit)."})
+    min_new_tokens: int = field(default=0, metadata={"help": "Shortest answer, in tokens (1 avoids empty ones)."})
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1 or self.min_new_tokens < 0 or self.min_new_tokens > self.max_new_tokens:
+            raise UserError(
+                f"max_new_tokens must be >= 1 and min_new_tokens in [0, max_new_tokens]; got "
+                f"{self.max_new_tokens}, {self.min_new_tokens}"
+            )
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise UserError(
+                f"temperature must be >= 0, top_p in (0, 1], top_k >= 0; got {self.temperature}, {self.top_p}, "
+                f"{self.top_k}"
+            )
+
+    def generate_kwargs(self, tokenizer, stop_ids: list[int] | None = None) -> dict:
+        """Keyword arguments for `model.generate`: the sampling settings, stop tokens and pad token."""
+        self.check()
+        kwargs = dict(
+            max_new_tokens=self.max_new_tokens,
+            min_new_tokens=self.min_new_tokens,
+            eos_token_id=stop_ids if stop_ids is not None else stop_token_ids(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        if self.temperature > 0:
+            return {
+                **kwargs,
+                "do_sample": True,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "top_k": self.top_k,
+            }
+        return {**kwargs, "do_sample": False}
 
 
 def generate_completions(
@@ -33,50 +80,36 @@ def generate_completions(
     tokenizer,
     prompts: list[list[dict]],
     k: int,
-    max_new_tokens: int = 128,
-    temperature: float = 0.8,
-    top_p: float = 1.0,
-    top_k: int = 0,
+    sampling: Sampling,
     batch_size: int = 8,
     seed: int = 0,
-    min_new_tokens: int = 0,
     progress: bool = True,
 ) -> list[list[str]]:
-    """`k` sampled completions for each chat prompt, in prompt order; `temperature` 0 means greedy."""
+    """`k` completions for each chat prompt, in prompt order; batch `b` is sampled under seed `seed + b`."""
     import torch
     from tqdm import tqdm
 
-    if k < 1 or batch_size < 1 or max_new_tokens < 1:
-        raise UserError(f"k, batch_size and max_new_tokens must be >= 1; got {k}, {batch_size}, {max_new_tokens}")
-    texts = render_prompts(tokenizer, prompts)
-    jobs = [(index, text) for index, text in enumerate(texts) for _ in range(k)]
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if temperature > 0 else {}
-    if not sampling:
-        sampling = dict(do_sample=False)
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    from workbench.modeling.tokens import encode_prompts, left_pad
+
+    if k < 1 or batch_size < 1:
+        raise UserError(f"k and batch_size must be >= 1; got {k}, {batch_size}")
+    generate_kwargs = sampling.generate_kwargs(tokenizer)
+    encoded = encode_prompts(tokenizer, prompts)
+    jobs = [(index, ids) for index, ids in enumerate(encoded) for _ in range(k)]
     results: list[list[str]] = [[] for _ in prompts]
     model.eval()
-    try:
-        batches = range(0, len(jobs), batch_size)
-        for number, start in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not progress)):
-            batch = jobs[start : start + batch_size]
-            inputs = tokenizer(
-                [text for _, text in batch], return_tensors="pt", padding=True, add_special_tokens=False
+    batches = range(0, len(jobs), batch_size)
+    for number, start in enumerate(tqdm(batches, desc="generating", unit="batch", disable=not progress)):
+        batch = jobs[start : start + batch_size]
+        input_ids, attention_mask = left_pad([ids for _, ids in batch], tokenizer.pad_token_id)
+        torch.manual_seed(seed + number)
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.long().to(model.device),
+                **generate_kwargs,
             )
-            inputs = {key: value.to(model.device) for key, value in inputs.items()}
-            torch.manual_seed(seed + number)
-            with torch.inference_mode():
-                output = model.generate(
-                    **inputs,
-                    max_new_tokens=max_new_tokens,
-                    min_new_tokens=min_new_tokens,
-                    eos_token_id=stop_token_ids(tokenizer),
-                    pad_token_id=tokenizer.pad_token_id,
-                    **sampling,
-                )
-            new_tokens = output[:, inputs["input_ids"].shape[1] :]
-            for (index, _), tokens in zip(batch, new_tokens):
-                results[index].append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
-    finally:
-        tokenizer.padding_side = padding_side
+        new_tokens = output[:, input_ids.shape[1] :]
+        for (index, _), tokens in zip(batch, new_tokens):
+            results[index].append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
     return results

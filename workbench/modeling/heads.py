@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from pathlib import Path
 
 from workbench.errors import UserError
@@ -94,7 +92,9 @@ def final_hidden_states(model, name: str, input_ids, attention_mask):
     Position ids follow the attention mask, so left- and right-padded batches give the same values at real tokens
     (with right padding they equal the default positions, as in the reward stage's own model).
     """
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    from workbench.modeling.tokens import position_ids_from_mask
+
+    position_ids = position_ids_from_mask(attention_mask)
     with adapters.use_adapter(model, name):
         decoder = model.get_base_model().get_decoder()
         output = decoder(
@@ -133,21 +133,15 @@ def save_scalar_adapter(model, name: str, out_dir, manifest: adapters.AdapterMan
     """Save adapter `name` and its head in the reward stage's layout (a SEQ_CLS PEFT adapter with `score`)."""
     from safetensors.torch import load_file, save_file
 
-    out_dir = Path(out_dir)
+    from workbench.fileio import atomic_directory, write_json_atomic
+
     manifest.task_type = "SEQ_CLS"
-    staging = out_dir.with_name(f".{out_dir.name}-scalar-{os.getpid()}")
-    try:
+    with atomic_directory(out_dir) as staging:
         adapters.save(model, name, staging, manifest)
         config = json.loads((staging / CONFIG_FILE).read_text())
         config.update(task_type="SEQ_CLS", modules_to_save=["classifier", HEAD_MODULE], inference_mode=True)
-        adapters.write_json_atomic(staging / CONFIG_FILE, config)
+        write_json_atomic(staging / CONFIG_FILE, config)
         weights = load_file(str(staging / WEIGHTS_FILE))
         weights[HEAD_KEY] = model.workbench_heads[name].weight.detach().to("cpu").contiguous().clone()
         save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+    return Path(out_dir)

@@ -1,8 +1,11 @@
 """THE quantized loading module: the only place that builds a BitsAndBytesConfig or calls `from_pretrained`.
 
-Every stage loads its base model, tokenizer and config through here, so a base is identified the same way everywhere
-(`BaseModelInfo`: where it came from, its revision, a hash of its weight files and how it was quantized) and adapter
-manifests can refuse a base that does not match.
+Every stage loads its base model and tokenizer through here, from its `ModelArguments` (workbench/modeling/
+arguments.py): `load_model(args)` -> `get_quantization(args)` -> `bnb_config(quant)` -> `from_pretrained`. Our own
+`get_quantization` rather than TRL's because it checks impossible combinations, keeps the scalar heads out of 4-bit
+(`llm_int8_skip_modules`) and records the quantization in the adapter manifests. A base is identified the same way
+everywhere (`BaseModelInfo`: where it came from, its revision, a hash of its weight files and how it was quantized),
+so adapter manifests can refuse a base that does not match.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Literal
 
 from workbench.errors import UserError
 from workbench.fileio import write_text_atomic
+from workbench.modeling.arguments import ModelArguments, base_of
 from workbench.modeling.default_model import cache_home, is_alias, resolve_alias
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16"}
@@ -112,54 +116,34 @@ def _base_info(name_or_path: str, path: str, is_local: bool, revision: str | Non
     return BaseModelInfo(name_or_path, path, revision, content_hash, asdict(quant))
 
 
-def quantization_from_args(
-    load_in_4bit: bool = False,
-    load_in_8bit: bool = False,
-    quant_type: str = "nf4",
-    double_quant: bool = False,
-    dtype: str | None = "bfloat16",
-    compute_dtype: str | None = None,
-    trainable_base: bool = False,
-    quant_storage: str | None = None,
-) -> Quantization:
-    """Validate a quantization request and say what to change when it cannot work."""
-    dtype = DTYPES.get(dtype or "float32")
+def get_quantization(args: ModelArguments) -> Quantization:
+    """The quantization the precision keys of `args` ask for, checked: says what to change when it cannot work."""
+    dtype = DTYPES.get(args.dtype or "float32")
     if dtype is None:
-        raise UserError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
-    compute = DTYPES.get(compute_dtype or dtype)
+        raise UserError(f"dtype must be one of {sorted(DTYPES)}; got {args.dtype!r}")
+    compute = DTYPES.get(args.bnb_4bit_compute_dtype or dtype)
     if compute is None:
-        raise UserError(f"bnb_4bit_compute_dtype must be one of {sorted(DTYPES)}; got {compute_dtype!r}")
-    if load_in_4bit and load_in_8bit:
+        raise UserError(f"bnb_4bit_compute_dtype must be one of {sorted(DTYPES)}; got {args.bnb_4bit_compute_dtype!r}")
+    if args.load_in_4bit and args.load_in_8bit:
         raise UserError("load_in_4bit and load_in_8bit are both set: choose one (QLoRA uses load_in_4bit: true)")
-    if load_in_4bit and quant_type not in QUANT_TYPES:
-        raise UserError(f"bnb_4bit_quant_type must be one of {QUANT_TYPES}; got {quant_type!r}")
-    if (load_in_4bit or load_in_8bit) and trainable_base:
+    if args.load_in_4bit and args.bnb_4bit_quant_type not in QUANT_TYPES:
+        raise UserError(f"bnb_4bit_quant_type must be one of {QUANT_TYPES}; got {args.bnb_4bit_quant_type!r}")
+    if (args.load_in_4bit or args.load_in_8bit) and not args.use_peft:
         raise UserError(
             "quantized weights cannot be trained directly: set use_peft: true (QLoRA) "
-            "or drop load_in_4bit/load_in_8bit"
+            "or load_in_4bit: false and load_in_8bit: false"
         )
-    storage = DTYPES.get(quant_storage, quant_storage) if quant_storage else "uint8"
+    storage = args.bnb_4bit_quant_storage
+    storage = DTYPES.get(storage, storage) if storage else "uint8"
     if storage not in ("uint8", "float32", "bfloat16", "float16"):
-        raise UserError(f"bnb_4bit_quant_storage must be uint8, bfloat16, float16 or float32; got {quant_storage!r}")
-    if load_in_4bit:
-        return Quantization(4, quant_type, double_quant, compute, storage)
-    if load_in_8bit:
+        raise UserError(
+            f"bnb_4bit_quant_storage must be uint8, bfloat16, float16 or float32; got {args.bnb_4bit_quant_storage!r}"
+        )
+    if args.load_in_4bit:
+        return Quantization(4, args.bnb_4bit_quant_type, args.use_bnb_nested_quant, compute, storage)
+    if args.load_in_8bit:
         return Quantization(8, None, False, compute)
     return Quantization(16 if dtype != "float32" else 32, None, False, dtype)
-
-
-def quantization_for(model_config, trainable_base: bool | None = None) -> Quantization:
-    """The quantization a stage's model config (`WorkbenchModelConfig`: TRL's ModelConfig fields) asks for."""
-    return quantization_from_args(
-        load_in_4bit=model_config.load_in_4bit,
-        load_in_8bit=model_config.load_in_8bit,
-        quant_type=model_config.bnb_4bit_quant_type,
-        double_quant=model_config.use_bnb_nested_quant,
-        dtype=model_config.dtype,
-        compute_dtype=model_config.bnb_4bit_compute_dtype,
-        trainable_base=not model_config.use_peft if trainable_base is None else trainable_base,
-        quant_storage=model_config.bnb_4bit_quant_storage,
-    )
 
 
 def bnb_config(quant: Quantization):
@@ -214,17 +198,16 @@ def resolve_device_map(device_map: str | None, quant: Quantization):
     raise UserError(f"device_map must be auto, cpu, cuda or cuda:N; got {device_map!r}")
 
 
-def load_tokenizer(
-    name_or_path: str, revision: str | None = None, padding_side: str = "right", assistant_only_loss: bool = False
-):
-    """The tokenizer with a pad token distinct from EOS where the vocabulary has one, and its chat template
-    (marked for assistant-only loss when asked)."""
+def load_tokenizer(args: ModelArguments | str, padding_side: str = "right", assistant_only_loss: bool = False):
+    """The base's tokenizer (of `args`' base, or of a model path or alias) with a pad token distinct from EOS
+    where the vocabulary has one, and its chat template (marked for assistant-only loss when asked)."""
     from transformers import AutoTokenizer
 
     from workbench.modeling.chat_templates import training_chat_template
 
-    path, _ = resolve_model_path(name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    args = base_of(ModelArguments(model_name_or_path=args) if isinstance(args, str) else args)
+    path, _ = resolve_model_path(args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=args.model_revision)
     tokenizer.padding_side = padding_side
     if assistant_only_loss:
         tokenizer.chat_template = training_chat_template(tokenizer.chat_template) or tokenizer.chat_template
@@ -241,33 +224,32 @@ def load_tokenizer(
 
 
 def load_model(
-    name_or_path: str,
+    args: ModelArguments,
     *,
-    quant: Quantization,
     head: Head = "causal_lm",
-    revision: str | None = None,
-    device_map: str | None = "auto",
-    attn_implementation: str | None = None,
     for_training: bool = False,
     gradient_checkpointing: bool = False,
     pad_token_id: int | None = None,
 ):
-    """Load a causal LM (or one with a scalar head) in the requested precision, ready for k-bit training if asked.
+    """The base that `args` names (base, device and precision groups), with a causal-LM or a scalar head, ready for
+    k-bit training if asked. The one `from_pretrained` of a model in the workbench.
 
     The returned model carries `workbench_base`, the `BaseModelInfo` that adapter manifests record and check.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    path, is_local = resolve_model_path(name_or_path)
+    args = base_of(args)
+    quant = get_quantization(args)
+    path, is_local = resolve_model_path(args.model_name_or_path)
     kwargs = dict(
-        revision=revision,
+        revision=args.model_revision,
         dtype=getattr(torch, quant.compute_dtype),
-        device_map=resolve_device_map(device_map, quant),
+        device_map=resolve_device_map(args.device_map, quant),
         quantization_config=bnb_config(quant),
     )
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
+    if args.attn_implementation:
+        kwargs["attn_implementation"] = args.attn_implementation
     if head == "scalar":
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
         if pad_token_id is not None:
@@ -284,7 +266,7 @@ def load_model(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if for_training and gradient_checkpointing:
         model.config.use_cache = False
-    model.workbench_base = _base_info(name_or_path, path, is_local, revision, quant)
+    model.workbench_base = _base_info(args.model_name_or_path, path, is_local, args.model_revision, quant)
     return model
 
 

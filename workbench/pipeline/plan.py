@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from workbench.errors import UserError
-from workbench.pipeline.config import RECIPE_STAGES, STAGES
+from workbench.pipeline.pipeline_recipe import LABELERS, RECIPE_STAGES, STAGES
 
 # Keys the pipeline wires between stages; an override of one would cut a stage off from its inputs or outputs.
 WIRED = {
@@ -26,7 +26,6 @@ WIRED = {
     "ppo": {"output_dir", "sft_adapter", "reward_adapter"},
     "eval": {"output_dir", "reward_adapter"},
 }
-STAGE_FOLDERS = {"push": "labels", "label": "labels", "pull": "preferences"}
 
 
 @dataclass
@@ -75,8 +74,8 @@ class Planner:
                     f"{self.where}: overrides.{stage}.{wired[0]}: the pipeline sets this to connect the stages "
                     f"(everything lives under run_dir: {self.run})"
                 )
-        if cfg.labelers not in ("simulated", "human"):
-            raise UserError(f"{self.where}: labelers must be simulated or human; got {cfg.labelers!r}")
+        if cfg.labelers not in LABELERS:
+            raise UserError(f"{self.where}: labelers must be one of {LABELERS}; got {cfg.labelers!r}")
         if cfg.annotators < 1:
             raise UserError(f"{self.where}: annotators must be at least 1; got {cfg.annotators}")
         if not 0.0 <= cfg.min_agreement <= 1.0:
@@ -92,7 +91,7 @@ class Planner:
     # ── recipes ──────────────────────────────────────────────────────────────────────────────────────────────────
     def recipe(self, name: str, owned: dict) -> dict:
         """Base recipe (`<name>_recipe`), then the pipeline's keys, then `overrides.<name>`."""
-        from workbench.config import load_recipe
+        from workbench.recipe import load_recipe
 
         base_path = getattr(self.cfg, f"{name}_recipe")
         recipe = {}
@@ -166,7 +165,7 @@ class Planner:
         dataset, workspace = self._dataset()
         need = self.rankings_per_record()
         command = ["label", "push", "--candidates", str(self.path("generate", "candidates.jsonl"))]
-        command += ["--dataset", dataset, "--workspace", workspace, "--min-submitted", str(need)]
+        command += ["--dataset", dataset, "--workspace", workspace, "--min_submitted", str(need)]
         config = {"dataset": dataset, "workspace": workspace, "min_submitted": need}
         return Stage(
             "push",

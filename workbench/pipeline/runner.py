@@ -22,7 +22,7 @@ from pathlib import Path
 
 from workbench.errors import UserError
 from workbench.fileio import write_json_atomic
-from workbench.pipeline.config import STAGES
+from workbench.pipeline.pipeline_recipe import STAGES
 from workbench.pipeline.plan import Planner, Stage
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -1,10 +1,10 @@
 """The PPO loop on one quantized base: rollout, rewards with a KL penalty, GAE, clipped updates, checkpoints.
 
 Why our own loop: TRL deleted its PPOTrainer (moved to trl.experimental in 1.10, removed in 1.13, huggingface/trl PR
-#7020; see DESIGN.md), and it never ran policy, reference, value and reward as adapters of one base. The algorithm
-follows TRL 1.12's PPOTrainer (trl/experimental/ppo/ppo_trainer.py) step for step; the pure pieces live in
-workbench/rl/ (kl, gae, losses, rewards, buffer), the model-facing rollout in workbench/rl/rollout.py, checkpoints in
-workbench/rl/checkpoint.py.
+#7020; docs/ARCHITECTURE.md), and it never ran policy, reference, value and reward as adapters of one base. The
+algorithm follows TRL 1.12's PPOTrainer (trl/experimental/ppo/ppo_trainer.py) step for step; the pure pieces live in
+workbench/rl/ (kl, gae, losses, rewards, buffer), the hyper-parameters in workbench/rl/ppo_config.py, the rollout in
+workbench/rl/rollout.py, checkpoints in workbench/rl/checkpoint.py.
 
 Devices come from accelerate: every process holds the whole quantized base and its adapters on its own device,
 samples its own share of the prompts, and gradients are averaged across processes before each optimizer step (no
@@ -18,112 +18,21 @@ import math
 import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 import torch
 
 from workbench.errors import UserError
 from workbench.modeling import adapters
+from workbench.modeling.generation import Sampling, stop_token_ids
+from workbench.modeling.single_base import POLICY, VALUE, response_logprobs, response_values
 from workbench.rl import checkpoint as ckpt
 from workbench.rl.gae import compute_gae, whiten
-from workbench.rl.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController, per_token_kl
+from workbench.rl.kl import AdaptiveKLController, FixedKLController, per_token_kl
 from workbench.rl.losses import clipped_policy_loss, clipped_value_loss, explained_variance
 from workbench.rl.masked import masked_mean, masked_sum
+from workbench.rl.ppo_config import PPOConfig
 from workbench.rl.rewards import apply_missing_eos_penalty, per_token_rewards
-from workbench.rl.rollout import POLICY, VALUE, GenerationSettings, collect, response_logprobs, response_values
-
-OPTIMIZERS = ("adamw_torch", "paged_adamw_8bit")
-
-
-@dataclass
-class PPOConfig:
-    """PPO hyper-parameters and what to run on. Sizes are per process; defaults are TRL 1.12's where it had one."""
-
-    sft_adapter: str | None = field(
-        default=None, metadata={"help": "SFT adapter folder (a `workbench sft` output_dir/adapter): policy and ref."}
-    )
-    reward_adapter: str | None = field(
-        default=None, metadata={"help": "Reward adapter folder (`workbench reward` output_dir/adapter)."}
-    )
-    prompts: list[dict] = field(
-        default_factory=lambda: [{"path": "bundled:prompts", "where": {"split": "train"}}],
-        metadata={"help": "Prompt datasets: a list of {path, where, max_samples, split}; rows need `prompt_column`."},
-    )
-    prompt_column: str = field(
-        default="prompt", metadata={"help": "Column holding the prompt: chat messages, or a string (one user turn)."}
-    )
-    output_dir: str = field(default="outputs/ppo", metadata={"help": "Where adapter/, checkpoints and logs go."})
-    run_name: str | None = field(default=None, metadata={"help": "W&B run name; default ppo-<output_dir name>."})
-    seed: int = field(default=42, metadata={"help": "Seed for prompts order, sampling and minibatch shuffling."})
-    total_steps: int = field(default=20, metadata={"help": "PPO steps; each is one rollout and its ppo_epochs."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per rollout (per process)."})
-    mini_batch_size: int = field(default=4, metadata={"help": "Samples per optimizer step; divides batch_size."})
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches per minibatch (mini_batch_size / this per forward pass)."}
-    )
-    forward_batch_size: int | None = field(
-        default=None, metadata={"help": "Sequences per generate/forward call during the rollout; default batch_size."}
-    )
-    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout (TRL's num_ppo_epochs)."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate for policy and value."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this."})
-    optim: str = field(default="adamw_torch", metadata={"help": f"Optimizer: one of {', '.join(OPTIMIZERS)}."})
-    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
-    cliprange: float = field(default=0.2, metadata={"help": "PPO policy ratio clip epsilon."})
-    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip range around the rollout values."})
-    gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
-    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
-    whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages over each rollout."})
-    kl_coef: float = field(default=0.05, metadata={"help": "KL penalty coefficient (initial one if adaptive_kl)."})
-    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL estimator: k1 or k3 (or k2)."})
-    adaptive_kl: bool = field(default=False, metadata={"help": "Adapt kl_coef towards kl_target (Ziegler et al.)."})
-    kl_target: float = field(default=6.0, metadata={"help": "Adaptive KL: target summed KL per response."})
-    kl_horizon: float = field(default=10000.0, metadata={"help": "Adaptive KL: horizon in samples."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Longest response, in tokens."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probs use it too)."})
-    top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 turns it off (PPO wants the full policy)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling; 1.0 turns it off."})
-    max_prompt_length: int = field(default=256, metadata={"help": "Keep the last this many prompt tokens."})
-    stop_tokens: list[str] | None = field(
-        default=None, metadata={"help": "Tokens that end a response; default the tokenizer's EOS (chat end of turn)."}
-    )
-    missing_eos_penalty: float | None = field(
-        default=None, metadata={"help": "Penalty for responses that hit max_new_tokens without a stop token."}
-    )
-    missing_eos_mode: str = field(
-        default="subtract", metadata={"help": "subtract the penalty from the score, or replace the score by -penalty."}
-    )
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
-    save_steps: int = field(default=10, metadata={"help": "Write checkpoint-<step>/ every this many steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest this many checkpoints."})
-    sample_rows: int = field(default=2, metadata={"help": "Prompt/response rows per step for the W&B samples table."})
-    resume: bool = field(default=False, metadata={"help": "Continue exactly from the last checkpoint in output_dir."})
-    overwrite: bool = field(default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints."})
-
-    def check(self) -> None:
-        """Fail early, naming the key, on sizes and choices that cannot work."""
-        for key in ("total_steps", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be a positive integer; got {getattr(self, key)}")
-        if self.batch_size % self.mini_batch_size:
-            raise UserError(f"mini_batch_size ({self.mini_batch_size}) must divide batch_size ({self.batch_size})")
-        if self.mini_batch_size % self.gradient_accumulation_steps:
-            raise UserError(
-                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must divide mini_batch_size "
-                f"({self.mini_batch_size})"
-            )
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise UserError(f"kl_estimator must be one of {KL_ESTIMATORS}; got {self.kl_estimator!r}")
-        if self.optim not in OPTIMIZERS:
-            raise UserError(f"optim must be one of {OPTIMIZERS}; got {self.optim!r}")
-        if self.missing_eos_mode not in ("subtract", "replace"):
-            raise UserError(f"missing_eos_mode must be subtract or replace; got {self.missing_eos_mode!r}")
-        if self.temperature <= 0 or self.max_new_tokens < 1 or self.save_steps < 1:
-            raise UserError("temperature must be > 0, max_new_tokens and save_steps >= 1")
-        for key in ("sft_adapter", "reward_adapter"):
-            if not getattr(self, key):
-                raise UserError(f"{key} is required: the folder a `workbench {key.split('_')[0]}` run wrote")
+from workbench.rl.rollout import collect
 
 
 class PromptStream:
@@ -186,15 +95,6 @@ def build_optimizer(parameters, config: PPOConfig):
     return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
-def stop_token_ids(tokenizer, names: list[str] | None) -> list[int]:
-    names = names or [tokenizer.eos_token]
-    vocab = tokenizer.get_vocab()
-    unknown = [n for n in names if n not in vocab]
-    if unknown:
-        raise UserError(f"stop_tokens {unknown} are not single tokens of this tokenizer's vocabulary")
-    return [vocab[n] for n in names]
-
-
 class PPOTrainer:
     """One PPO step at a time (`step()`), with exact `save()` / `resume()`. The model is a PeftModel carrying the
     adapters `policy` (trainable), `ref` (frozen), `reward` (frozen, with head) and `value` (trainable, with head)."""
@@ -214,14 +114,8 @@ class PPOTrainer:
         self.minibatch_generator = torch.Generator().manual_seed(config.seed)
         rank, world = accelerator.process_index, accelerator.num_processes
         self.stream = PromptStream(len(prompts), config.seed, rank, world)
-        self.generation = GenerationSettings(
-            config.max_new_tokens,
-            config.temperature,
-            config.top_k,
-            config.top_p,
-            config.max_prompt_length,
-            stop_token_ids(tokenizer, config.stop_tokens),
-        )
+        self.sampling = Sampling(config.max_new_tokens, config.temperature, config.top_p, config.top_k)
+        self.stop_ids = stop_token_ids(tokenizer, config.stop_tokens)
         self.step_count, self.episodes = 0, 0
         self.history: list[dict] = []
         self.samples: list[list] = []
@@ -235,7 +129,9 @@ class PPOTrainer:
             self.model,
             self.tokenizer,
             prompts,
-            self.generation,
+            self.sampling,
+            config.max_prompt_length,
+            self.stop_ids,
             self.device,
             config.forward_batch_size or len(prompts),
         )

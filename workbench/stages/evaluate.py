@@ -20,6 +20,7 @@ from pathlib import Path
 from workbench.errors import UserError
 
 STAGE = "eval"
+FINISHED = ["metrics.json"]
 
 
 @dataclass
@@ -45,16 +46,10 @@ class EvalConfig:
         default_factory=lambda: {"split": "test"}, metadata={"help": "Keep prompt rows whose columns equal these."}
     )
     max_prompts: int | None = field(default=None, metadata={"help": "Use at most this many prompts (the first)."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Longest answer, in tokens."})
-    temperature: float = field(default=0.0, metadata={"help": "0: greedy; above 0: seeded sampling."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (when sampling)."})
-    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: no limit)."})
     seed: int = field(default=0, metadata={"help": "Sampling seed: every policy samples under the same seeds."})
     batch_size: int = field(default=8, metadata={"help": "Sequences per generate/forward call."})
-    device_map: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where the report and metrics are written."})
     run_name: str | None = field(default=None, metadata={"help": "W&B run name; default eval-<output_dir name>."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace a report already in output_dir."})
 
     def check(self) -> list[dict]:
         """The policies as {name, adapter, stage}, checked; fills in reference and baseline."""
@@ -91,70 +86,72 @@ class EvalConfig:
         for key in ("reference", "baseline"):
             if getattr(self, key) not in names:
                 raise UserError(f"{key} {getattr(self, key)!r} is not one of the policies {sorted(names)}")
-        for key in ("max_new_tokens", "batch_size"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be a positive integer; got {getattr(self, key)}")
-        if self.temperature < 0:
-            raise UserError(f"temperature must be >= 0 (0 is greedy); got {self.temperature}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be a positive integer; got {self.batch_size}")
         return policies
 
 
 def parse(argv: list[str]):
-    from workbench.config import RecipeParser, TrackingConfig
+    from workbench.modeling.arguments import ModelArguments
+    from workbench.modeling.generation import Sampling
+    from workbench.output_dir import OverwriteArguments
+    from workbench.recipe import RecipeParser
+    from workbench.tracking import TrackingConfig
 
-    parser = RecipeParser([EvalConfig, TrackingConfig], "workbench eval")
+    parser = RecipeParser(
+        [EvalConfig, Sampling, ModelArguments, OverwriteArguments, TrackingConfig],
+        "workbench eval",
+        dict(max_new_tokens=64, temperature=0.0),
+        model_groups=("device",),
+        unread_why="eval loads the base named in the reward adapter's manifest, in the reward stage's precision",
+    )
     return (*parser.parse(argv), parser.given)
 
 
 def main(argv: list[str]) -> int:
-    cfg, tracking_cfg, given = parse(argv)
+    cfg, sampling, model_args, run_args, tracking_cfg, given = parse(argv)
+    configs = (cfg, sampling, model_args, tracking_cfg)
     policies = cfg.check()
+    sampling.check()
     output_dir = Path(cfg.output_dir)
-    if (output_dir / "metrics.json").exists() and not cfg.overwrite:
-        raise UserError(f"{output_dir / 'metrics.json'} exists: pass --overwrite to replace it")
 
     from labeling import rubric
     from workbench import tracking
-    from workbench.config import resolved_recipe, write_resolved_recipe
+    from workbench.data.prompts import load_prompts
+    from workbench.evaluation import eval_report as report
     from workbench.evaluation import metrics as measures
     from workbench.evaluation import policies as scoring
-    from workbench.evaluation import report
-    from workbench.fileio import write_json_atomic
+    from workbench.fileio import write_json_atomic, write_jsonl_atomic
     from workbench.modeling.generation import generate_completions
     from workbench.modeling.loading import Quantization
-    from workbench.stages.generate import load_prompts, write_jsonl_atomic
+    from workbench.output_dir import prepare_output_dir
+    from workbench.recipe import resolved_recipe, write_resolved_recipe
+
+    prepare_output_dir(output_dir, run_args, STAGE, FINISHED)
+    write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, *configs)
 
     # ── prompts and the one base carrying every policy ─────────────────────────────────────────────────────────
-    rows = load_prompts(cfg)
+    rows = load_prompts(cfg.prompts, "prompts", where=cfg.prompts_where, limit=cfg.max_prompts)
     prompts = [row["prompt"] for row in rows]
-    model, tokenizer = scoring.load(cfg.reward_adapter, policies, cfg.device_map)
+    model, tokenizer = scoring.load(cfg.reward_adapter, policies, model_args)
     base = model.workbench_base
     names = [p["name"] for p in policies]
     print(f"workbench eval: {len(rows)} prompts; policies {names} on one base ({base.name_or_path})")
-    run = tracking.start_run(STAGE, tracking_cfg, output_dir, cfg.run_name, resolved_recipe(given, cfg, tracking_cfg))
+    run = tracking.start_run(STAGE, tracking_cfg, output_dir, cfg.run_name, resolved_recipe(given, *configs))
 
     # ── answers: every policy under the same seeds ───────────────────────────────────────────────────────────────
     answers = {}
     for policy in policies:
         with scoring.active(model, policy["name"], policy["adapter"]):
             texts = generate_completions(
-                model,
-                tokenizer,
-                prompts,
-                1,
-                cfg.max_new_tokens,
-                cfg.temperature,
-                cfg.top_p,
-                cfg.top_k,
-                cfg.batch_size,
-                cfg.seed,
-                progress=False,
+                model, tokenizer, prompts, 1, sampling, cfg.batch_size, cfg.seed, progress=False
             )
         answers[policy["name"]] = [t[0] for t in texts]
         print(f"workbench eval: {policy['name']} answered")
 
     # ── judge: reward model, gold rubric, log-ratio to the reference ─────────────────────────────────────────────
-    temperature = cfg.temperature if cfg.temperature > 0 else 1.0  # greedy answers: the policy's own distribution
+    # greedy answers are scored under the policy's own distribution (temperature 1)
+    temperature = sampling.temperature if sampling.temperature > 0 else 1.0
     samples = scoring.judge(
         model,
         tokenizer,
@@ -179,8 +176,8 @@ def main(argv: list[str]) -> int:
         "base_model": base.name_or_path,
         "base_content_hash": base.content_hash,
         "quantization": Quantization(**base.quantization).describe(),
-        "max_new_tokens": cfg.max_new_tokens,
-        "decoding": "greedy" if cfg.temperature == 0 else f"sampled at T={cfg.temperature}, seed {cfg.seed}",
+        "max_new_tokens": sampling.max_new_tokens,
+        "decoding": "greedy" if sampling.temperature == 0 else f"sampled at T={sampling.temperature}, seed {cfg.seed}",
         "logprob_temperature": temperature,
         "gold": rubric.RUBRIC_VERSION if cfg.gold_rubric else None,
     }
@@ -193,13 +190,11 @@ def main(argv: list[str]) -> int:
         metrics["reward_model_vs_gold"] = measures.judge_agreement(samples)
 
     # ── outputs: samples, metrics, plots, report, W&B ────────────────────────────────────────────────────────────
-    output_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(output_dir / "samples.jsonl", samples)
     plots = report.write_plots(output_dir, samples, names, win_rates, cfg.baseline)
     report.write_report(output_dir / "report.md", metrics, samples, {k: p.name for k, p in plots.items()})
-    write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, cfg, tracking_cfg)
     metrics["wandb_run"] = tracking.run_reference(run)
-    write_json_atomic(output_dir / "metrics.json", metrics)
+    write_json_atomic(output_dir / "metrics.json", metrics)  # last: the stage is finished once it exists
     if run is not None:
         import wandb
 

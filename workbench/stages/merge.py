@@ -19,35 +19,37 @@ STAGE = "merge"
 class MergeArguments:
     adapter: str = field(metadata={"help": "Adapter folder written by a workbench stage (holds workbench.json)."})
     output_dir: str = field(metadata={"help": "Where to write the merged checkpoint (replaced whole when done)."})
-    dtype: str = field(
-        default="bfloat16", metadata={"help": "dtype of the merged weights: bfloat16, float16, float32."}
-    )
-    base_model: str | None = field(
-        default=None,
-        metadata={"help": "Base to merge into; default: the one in the manifest (same weights required)."},
-    )
-    device_map: str = field(default="cpu", metadata={"help": "Where to do the merge: cpu, cuda, cuda:N or auto."})
 
 
 def main(argv: list[str]) -> int:
-    from workbench.config import RecipeParser
+    from workbench.modeling.arguments import ModelArguments
+    from workbench.output_dir import OverwriteArguments
+    from workbench.recipe import RecipeParser
 
-    (args,) = RecipeParser([MergeArguments], "workbench merge").parse(argv)
-
-    from workbench.modeling import adapters, loading
-
-    # ── model + adapter ──────────────────────────────────────────────────────────────────────────────────────────
-    quant = loading.quantization_from_args(dtype=args.dtype)
-    model, manifest = adapters.load_with_adapter(
-        args.adapter, quant=quant, base_model=args.base_model, device_map=args.device_map
+    parser = RecipeParser(
+        [MergeArguments, ModelArguments, OverwriteArguments],
+        "workbench merge",
+        dict(device_map="cpu", load_in_4bit=False),
+        model_groups=("base", "device", "precision"),
+        unread_why="merge folds an adapter that was trained already",
     )
-    tokenizer = loading.load_tokenizer(manifest.base_model["name_or_path"])
+    args, model_args, run_args = parser.parse(argv)
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        raise UserError("merge folds the adapter into the full-precision base: set load_in_4bit: false")
 
-    # ── merge + save ─────────────────────────────────────────────────────────────────────────────────────────────
-    merged = adapters.merge_and_unload(model)
+    from workbench.modeling import adapters
+    from workbench.output_dir import prepare_output_dir
+
     output_dir = Path(args.output_dir)
     if output_dir.resolve() == Path(args.adapter).resolve():
         raise UserError("output_dir must differ from the adapter folder")
+    prepare_output_dir(output_dir, run_args, STAGE, ["workbench.json"])
+
+    # ── model + adapter ──────────────────────────────────────────────────────────────────────────────────────────
+    model, tokenizer, manifest = adapters.load_with_adapter(args.adapter, model_args)
+
+    # ── merge + save ─────────────────────────────────────────────────────────────────────────────────────────────
+    merged = adapters.merge_and_unload(model)
     with atomic_directory(output_dir) as staging:
         merged.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -58,7 +60,7 @@ def main(argv: list[str]) -> int:
             parents=[{"role": "adapter", "path": str(Path(args.adapter).resolve()), "stage": manifest.stage}],
             data_fingerprint=manifest.data_fingerprint,
             metrics=manifest.metrics,
-            extra={"dtype": args.dtype},
+            extra={"dtype": model_args.dtype},
         ).write(staging)
     print(f"workbench merge: merged checkpoint written to {output_dir}")
     return 0

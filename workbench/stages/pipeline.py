@@ -17,16 +17,9 @@ import warnings
 from pathlib import Path
 
 from workbench.errors import UserError
-from workbench.pipeline.config import RECIPE_STAGES, STAGES, PipelineConfig
+from workbench.pipeline.pipeline_recipe import RECIPE_STAGES, STAGES, PipelineConfig
 
 TRACKING_KEYS = {"wandb_project", "wandb_group", "wandb_mode", "wandb_tags"}
-PARSERS = {
-    "sft": "workbench.stages.sft",
-    "generate": "workbench.stages.generate",
-    "reward": "workbench.stages.reward",
-    "ppo": "workbench.stages.ppo",
-    "eval": "workbench.stages.evaluate",
-}
 
 
 def _force_all(argv: list[str]) -> list[str]:
@@ -40,7 +33,8 @@ def _force_all(argv: list[str]) -> list[str]:
 
 
 def parse(argv: list[str]):
-    from workbench.config import RecipeParser, TrackingConfig
+    from workbench.recipe import RecipeParser
+    from workbench.tracking import TrackingConfig
 
     parser = RecipeParser([PipelineConfig, TrackingConfig], "workbench pipeline")
     return (*parser.parse(_force_all(argv)), parser.given)
@@ -60,13 +54,15 @@ def validate(planner) -> None:
     """Parse every stage recipe now, so a bad key fails in seconds rather than after an hour of earlier stages."""
     import importlib
 
+    from workbench.cli import COMMANDS
+
     for name in RECIPE_STAGES:
         stage = planner.stage(name)
         path = planner.write_recipe(stage)
         try:  # quietly: importing the stages' libraries prints warnings that are not the user's business here
             with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
-                importlib.import_module(PARSERS[name]).parse(["--config", str(path)])
+                importlib.import_module(COMMANDS[name][0]).parse(["--config", str(path)])
         except UserError as error:
             base = getattr(planner.cfg, f"{name}_recipe")
             raise UserError(
@@ -99,8 +95,8 @@ def hooks_for(planner, runner_console) -> dict:
 
 
 def write_report(planner, log) -> None:
-    from workbench.pipeline import report
-    from workbench.pipeline.tracking import log_pipeline_run
+    from workbench.pipeline import run_report as report
+    from workbench.pipeline.run_tracking import log_pipeline_run
 
     plots = report.write(planner.run, planner.state, planner.cfg.model_name_or_path)
     log(f"report: {planner.path('report.md')} ({len(plots)} plots in {planner.path('plots')})")
@@ -115,9 +111,9 @@ def main(argv: list[str]) -> int:
     cfg, tracking_cfg, given = parse(argv)
     from rich.console import Console
 
-    from workbench.config import _recipe_path, write_resolved_recipe
     from workbench.pipeline.plan import Planner
     from workbench.pipeline.runner import Runner, StageFailed, load_state
+    from workbench.recipe import _recipe_path, write_resolved_recipe
 
     force = forced_stages(cfg.force)
     run_dir = Path(cfg.run_dir)

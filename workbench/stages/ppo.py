@@ -2,7 +2,7 @@
 
 The base is loaded once; the SFT adapter is attached twice (`policy`, trained, and `ref`, frozen), the reward
 adapter twice (`reward`, frozen, and `value`, trained), each with the reward stage's scalar head for the last two.
-The loop is ours (workbench/rl/trainer.py): TRL deleted its PPOTrainer (DESIGN.md).
+The loop is ours (workbench/rl/trainer.py): TRL deleted its PPOTrainer (docs/ARCHITECTURE.md).
 
 Output folder: `adapter/` (the PPO policy: PEFT files + workbench.json naming its SFT and reward parents),
 `value_adapter/`, `recipe.yaml`, `metrics.json` (every step's metrics and a summary), `checkpoint-*/` (for
@@ -13,43 +13,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
-from workbench.errors import UserError
-
 STAGE = "ppo"
+FINISHED = ["adapter/workbench.json", "metrics.json"]
 
 
 def parse(argv: list[str]):
-    from workbench.config import RecipeParser, TrackingConfig, WorkbenchModelConfig
-    from workbench.rl.trainer import PPOConfig
+    from workbench.modeling.arguments import ModelArguments
+    from workbench.output_dir import ResumeArguments
+    from workbench.recipe import RecipeParser
+    from workbench.rl.ppo_config import PPOConfig
+    from workbench.tracking import TrackingConfig
 
-    parser = RecipeParser([PPOConfig, WorkbenchModelConfig, TrackingConfig], "workbench ppo")
+    parser = RecipeParser(
+        [PPOConfig, ModelArguments, ResumeArguments, TrackingConfig],
+        "workbench ppo",
+        model_groups=("base", "device", "precision"),
+        unread_why="the policy continues the SFT adapter and the value the reward adapter, with their own settings",
+    )
     return (*parser.parse(argv), parser.given)
-
-
-def load_prompts(specs: list, column: str, tokenizer) -> list[list[dict]]:
-    """Prompts as chat messages from the recipe's `prompts:` datasets (bundled:NAME, a file, a folder, a hub id)."""
-    from workbench.data import formats
-    from workbench.data.mixture import DatasetSpec, load_raw
-    from workbench.rl.rollout import as_messages
-
-    if not specs:
-        raise UserError("recipe key `prompts` is empty: list at least one dataset (path: ...)")
-    prompts: list[list[dict]] = []
-    for index, raw in enumerate(specs):
-        where = f"prompts[{index}]"
-        spec = DatasetSpec.from_recipe(raw, where)
-        dataset = load_raw(spec, f"{where} ({spec.path})")
-        formats.check_columns(dataset.column_names, [column, *(spec.where or {})], where)
-        rows = [row for row in dataset if all(row[k] == v for k, v in (spec.where or {}).items())]
-        prompts += [as_messages(row[column], f"{where} row {i}") for i, row in enumerate(rows[: spec.max_samples])]
-    if not prompts:
-        raise UserError("the `prompts` datasets have no rows (after their `where` filters)")
-    if tokenizer.chat_template is None:
-        raise UserError("the base model's tokenizer has no chat template; PPO prompts are chat conversations")
-    return prompts
 
 
 def parent(role: str, adapter_dir: str, manifest) -> dict:
@@ -63,7 +46,8 @@ def parent(role: str, adapter_dir: str, manifest) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    ppo_cfg, model_cfg, tracking_cfg, given = parse(argv)
+    ppo_cfg, model_args, run_args, tracking_cfg, given = parse(argv)
+    configs = (ppo_cfg, model_args, tracking_cfg)
     ppo_cfg.check()
 
     import torch
@@ -72,62 +56,58 @@ def main(argv: list[str]) -> int:
     from tqdm.auto import tqdm
 
     from workbench import tracking
-    from workbench.config import resolved_recipe, write_resolved_recipe
+    from workbench.data.prompts import load_prompts
     from workbench.fileio import write_json_atomic
     from workbench.modeling import adapters, heads, loading
+    from workbench.modeling.arguments import base_of
+    from workbench.modeling.single_base import load_single_base
+    from workbench.output_dir import prepare_output_dir
+    from workbench.recipe import resolved_recipe, write_resolved_recipe
     from workbench.rl import checkpoint
-    from workbench.rl.rollout import load_single_base
     from workbench.rl.trainer import PPOTrainer
 
     output_dir = Path(ppo_cfg.output_dir)
-    last_checkpoint = checkpoint.latest_checkpoint(output_dir)
-    if last_checkpoint and not (ppo_cfg.resume or ppo_cfg.overwrite):
-        raise UserError(f"{output_dir} holds {last_checkpoint.name}: pass --resume to continue or --overwrite")
-    if ppo_cfg.overwrite and not ppo_cfg.resume:  # a fresh run: older checkpoints must not be resumed later
-        for old in checkpoint.list_checkpoints(output_dir):
-            shutil.rmtree(old)
-        last_checkpoint = None
-    if ppo_cfg.resume and not last_checkpoint:
-        print(f"workbench ppo: no checkpoint in {output_dir}; starting from the beginning")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    last_checkpoint = None
+    if accelerator.is_main_process:
+        last_checkpoint = prepare_output_dir(output_dir, run_args, STAGE, FINISHED, checkpoint.latest_checkpoint)
+        write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, *configs)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process and run_args.resume:
+        last_checkpoint = checkpoint.latest_checkpoint(output_dir)
     set_seed(ppo_cfg.seed)
 
     # ── lineage: the SFT adapter names the base; the reward adapter must sit on the same one ──────────────────────
     sft_manifest = adapters.read_manifest(ppo_cfg.sft_adapter)
     reward_manifest = adapters.read_manifest(ppo_cfg.reward_adapter)
-    base = model_cfg.model_name_or_path if "model_name_or_path" in given else sft_manifest.base_model["name_or_path"]
+    model_args = base_of(model_args, sft_manifest.base_model)
 
     # ── tokenizer and prompts ────────────────────────────────────────────────────────────────────────────────────
-    tokenizer = loading.load_tokenizer(base, model_cfg.model_revision, padding_side="left")
-    prompts = load_prompts(ppo_cfg.prompts, ppo_cfg.prompt_column, tokenizer)
+    tokenizer = loading.load_tokenizer(model_args, padding_side="left")
+    rows = load_prompts(ppo_cfg.prompts, "prompts", column=ppo_cfg.prompt_column, need_ids=False)
+    prompts = [row["prompt"] for row in rows]
     print(f"workbench ppo: {len(prompts)} prompts, {ppo_cfg.total_steps} steps of {ppo_cfg.batch_size} per process")
 
     # ── one quantized base, four adapters ────────────────────────────────────────────────────────────────────────
-    quant = loading.quantization_for(model_cfg)
+    quant = loading.get_quantization(model_args)
     model = load_single_base(
-        base,
-        quant=quant,
+        model_args,
         sft_adapter=ppo_cfg.sft_adapter,
         reward_adapter=ppo_cfg.reward_adapter,
-        revision=model_cfg.model_revision,
-        device_map=model_cfg.device_map,
-        attn_implementation=model_cfg.attn_implementation,
         gradient_checkpointing=ppo_cfg.gradient_checkpointing,
     )
     base_info = model.workbench_base
     trainer = PPOTrainer(model, tokenizer, prompts, ppo_cfg, accelerator)
     trained = sum(p.numel() for p in trainer.tensors.values())
     print(f"workbench ppo: adapters {sorted(model.peft_config)} on one {quant.describe()} base; {trained:,} trained")
-    if ppo_cfg.resume and last_checkpoint:
+    if last_checkpoint:
         trainer.resume(last_checkpoint)
         print(f"workbench ppo: resumed from {last_checkpoint.name} (step {trainer.step_count})")
 
     # ── tracking ─────────────────────────────────────────────────────────────────────────────────────────────────
-    config_for_tracking = resolved_recipe(given, ppo_cfg, model_cfg, tracking_cfg)
     run = None
     if accelerator.is_main_process:
-        run = tracking.start_run(STAGE, tracking_cfg, output_dir, ppo_cfg.run_name, config_for_tracking)
-        write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, ppo_cfg, model_cfg, tracking_cfg)
+        run = tracking.start_run(STAGE, tracking_cfg, output_dir, ppo_cfg.run_name, resolved_recipe(given, *configs))
 
     # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
     progress = tqdm(

@@ -4,7 +4,7 @@ The base in 4-bit with a scalar head (`score`), a LoRA sequence-classification a
 (PEFT `modules_to_save`), trained on preference pairs (prompt, chosen, rejected, optional margin). Output folder:
 `adapter/` (PEFT files + workbench.json: the preference datasets and their labeling round, the SFT parent if any),
 `recipe.yaml`, `metrics.json` (held-out pairwise accuracy, mean margin, calibration), `checkpoint-*/`, `wandb/`.
-`workbench reward score ...` scores completions with the adapter (see reward_score.py).
+`workbench reward score ...` scores completions with the adapter (workbench/stages/reward_score.py).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.fileio import checkpoint_to_resume
-
 STAGE = "reward"
+FINISHED = ["adapter/workbench.json", "model/workbench.json", "metrics.json"]
 
 
 @dataclass
@@ -57,8 +56,6 @@ class RewardDataConfig:
         default=True,
         metadata={"help": "Also score the held-out pairs before training (the untrained head's accuracy)."},
     )
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
-    overwrite: bool = field(default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints."})
 
 
 def trainer_class():
@@ -82,13 +79,15 @@ def parse(argv: list[str]):
     import torch
     from trl import RewardConfig
 
-    from workbench.config import RecipeParser, TrackingConfig, WorkbenchModelConfig
+    from workbench.modeling.arguments import ModelArguments
+    from workbench.output_dir import ResumeArguments
+    from workbench.recipe import RecipeParser
+    from workbench.tracking import TrackingConfig
 
     cuda = torch.cuda.is_available()
     defaults = dict(output_dir="outputs/reward", report_to=["wandb"], use_cpu=not cuda, bf16=cuda, logging_steps=5)
-    parser = RecipeParser(
-        [RewardDataConfig, WorkbenchModelConfig, TrackingConfig, RewardConfig], "workbench reward", defaults
-    )
+    dataclasses = [RewardDataConfig, ModelArguments, ResumeArguments, TrackingConfig, RewardConfig]
+    parser = RecipeParser(dataclasses, "workbench reward", defaults)
     return (*parser.parse(argv), parser.given)
 
 
@@ -97,20 +96,24 @@ def main(argv: list[str]) -> int:
         from workbench.stages import reward_score
 
         return reward_score.main(argv[1:])
-    data_cfg, model_cfg, tracking_cfg, reward_cfg, given = parse(argv)
+    data_cfg, model_args, run_args, tracking_cfg, reward_cfg, given = parse(argv)
+    configs = (data_cfg, model_args, tracking_cfg, reward_cfg)
 
     import torch
     from transformers import set_seed
 
     from workbench import tracking
-    from workbench.config import resolved_recipe, write_resolved_recipe
     from workbench.data.mixture import fingerprint
-    from workbench.data.preferences import held_out_split, load_preferences
+    from workbench.data.preference_data import held_out_split, load_preferences
+    from workbench.evaluation.pairwise import evaluate_pairs, log_metrics
+    from workbench.fileio import write_json_atomic
     from workbench.modeling import adapters, loading
-    from workbench.stages.reward_score import evaluate_pairs, log_metrics
+    from workbench.output_dir import prepare_output_dir, trainer_checkpoint
+    from workbench.recipe import resolved_recipe, write_resolved_recipe
 
     output_dir = Path(reward_cfg.output_dir)
-    resume_from = checkpoint_to_resume(output_dir, data_cfg.resume, data_cfg.overwrite, STAGE)
+    resume_from = prepare_output_dir(output_dir, run_args, STAGE, FINISHED, trainer_checkpoint)
+    write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, *configs)  # a failed run still says how it ran
     set_seed(reward_cfg.seed)
 
     # ── data ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -131,25 +134,13 @@ def main(argv: list[str]) -> int:
     print(f"workbench reward: {len(train_dataset)} training pairs ({kind}), {len(eval_dataset or [])} eval pairs")
 
     # ── tokenizer ────────────────────────────────────────────────────────────────────────────────────────────────
-    tokenizer = loading.load_tokenizer(model_cfg.model_name_or_path, model_cfg.model_revision)
+    tokenizer = loading.load_tokenizer(model_args)
 
     # ── model ────────────────────────────────────────────────────────────────────────────────────────────────────
-    quant = loading.quantization_from_args(
-        load_in_4bit=model_cfg.load_in_4bit,
-        load_in_8bit=model_cfg.load_in_8bit,
-        quant_type=model_cfg.bnb_4bit_quant_type,
-        double_quant=model_cfg.use_bnb_nested_quant,
-        dtype=model_cfg.dtype,
-        compute_dtype=model_cfg.bnb_4bit_compute_dtype,
-        trainable_base=not model_cfg.use_peft,
-    )
+    quant = loading.get_quantization(model_args)
     model = loading.load_model(
-        model_cfg.model_name_or_path,
-        quant=quant,
+        model_args,
         head="scalar",
-        revision=model_cfg.model_revision,
-        device_map=model_cfg.device_map,
-        attn_implementation=model_cfg.attn_implementation,
         for_training=True,
         gradient_checkpointing=reward_cfg.gradient_checkpointing,
         pad_token_id=tokenizer.pad_token_id,
@@ -163,27 +154,14 @@ def main(argv: list[str]) -> int:
         parents.append({"kind": "adapter", "stage": sft_manifest.stage, "path": path, "role": "policy"})
 
     # ── adapters ─────────────────────────────────────────────────────────────────────────────────────────────────
-    if model_cfg.use_peft:
-        peft_config = adapters.build_peft_config(
-            model_cfg.peft_method,
-            task_type="SEQ_CLS",  # PEFT adds the `score` head to modules_to_save: trained and saved with the adapter
-            r=model_cfg.lora_r,
-            alpha=model_cfg.lora_alpha,
-            dropout=model_cfg.lora_dropout,
-            target_modules=model_cfg.lora_target_modules,
-            modules_to_save=model_cfg.lora_modules_to_save,
-            use_rslora=model_cfg.use_rslora,
-            use_dora=model_cfg.use_dora,
-            num_virtual_tokens=model_cfg.num_virtual_tokens,
-            prompt_tuning_init_text=model_cfg.prompt_tuning_init_text,
-            tokenizer_name_or_path=base_info.resolved_path,
-        )
+    # SEQ_CLS: PEFT adds the `score` head to modules_to_save, so it is trained and saved with the adapter
+    peft_config = adapters.get_peft_config(model_args, task_type="SEQ_CLS")
+    if peft_config is not None:
         model = adapters.attach(model, "default", config=peft_config)
         model.print_trainable_parameters()
 
     # ── trainer ──────────────────────────────────────────────────────────────────────────────────────────────────
-    config_for_tracking = resolved_recipe(given, data_cfg, model_cfg, tracking_cfg, reward_cfg)
-    run = tracking.start_run(STAGE, tracking_cfg, output_dir, reward_cfg.run_name, config_for_tracking)
+    run = tracking.start_run(STAGE, tracking_cfg, output_dir, reward_cfg.run_name, resolved_recipe(given, *configs))
     if run is None:
         reward_cfg.report_to = []
     if eval_dataset is None:
@@ -216,12 +194,11 @@ def main(argv: list[str]) -> int:
 
     # ── save ─────────────────────────────────────────────────────────────────────────────────────────────────────
     if trainer.accelerator.is_main_process:
-        write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, data_cfg, model_cfg, tracking_cfg, reward_cfg)
         hidden = model.config.get_text_config().hidden_size
         manifest = adapters.AdapterManifest(
             stage=STAGE,
             base_model=base_info.to_dict(),
-            peft_method=model_cfg.peft_method if model_cfg.use_peft else "full",
+            peft_method=model_args.peft_method if peft_config is not None else "full",
             task_type="SEQ_CLS",
             parents=parents,
             data_fingerprint=fingerprint(train_dataset, eval_dataset),
@@ -234,14 +211,13 @@ def main(argv: list[str]) -> int:
                 "margin_scale": data_cfg.margin_scale,
             },
         )
-        if model_cfg.use_peft:
-            adapter_dir = adapters.save(trainer.model, "default", output_dir / "adapter", manifest)
-            tokenizer.save_pretrained(adapter_dir)
+        if peft_config is not None:
+            adapter_dir = adapters.save(trainer.model, "default", output_dir / "adapter", manifest, tokenizer)
         else:
             adapter_dir = output_dir / "model"
             trainer.save_model(str(adapter_dir))
             manifest.write(adapter_dir)
-        adapters.write_json_atomic(output_dir / "metrics.json", metrics)
+        write_json_atomic(output_dir / "metrics.json", metrics)
         tracking.log_artifact(run, adapter_dir, f"{STAGE}-adapter-{output_dir.name}", "adapter", manifest.extra)
         print(f"workbench reward: adapter saved to {adapter_dir}")
         print(json.dumps({k: v for k, v in metrics.items() if k != "eval_calibration"}, indent=2))

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.errors import UserError
-from workbench.fileio import checkpoint_to_resume, write_json_atomic
+from workbench.fileio import write_json_atomic
 
 STAGE = "sft"
+FINISHED = ["adapter/workbench.json", "model/workbench.json", "metrics.json"]
 
 
 @dataclass
@@ -38,8 +39,6 @@ class SFTDataConfig:
         default=None,
         metadata={"help": "Rows in the training mixture; default: the largest mixture that repeats no row."},
     )
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
-    overwrite: bool = field(default=False, metadata={"help": "Start afresh even if output_dir holds checkpoints."})
 
 
 def trainer_class():
@@ -57,35 +56,38 @@ def parse(argv: list[str]):
     import torch
     from trl import SFTConfig
 
-    from workbench.config import RecipeParser, TrackingConfig, WorkbenchModelConfig
+    from workbench.modeling.arguments import ModelArguments
+    from workbench.output_dir import ResumeArguments
+    from workbench.recipe import RecipeParser
+    from workbench.tracking import TrackingConfig
 
     defaults = dict(
         output_dir="outputs/sft", report_to=["wandb"], use_cpu=not torch.cuda.is_available(), logging_steps=5
     )
-    parser = RecipeParser([SFTDataConfig, WorkbenchModelConfig, TrackingConfig, SFTConfig], "workbench sft", defaults)
+    dataclasses = [SFTDataConfig, ModelArguments, ResumeArguments, TrackingConfig, SFTConfig]
+    parser = RecipeParser(dataclasses, "workbench sft", defaults)
     return (*parser.parse(argv), parser.given)
 
 
 def main(argv: list[str]) -> int:
-    data_cfg, model_cfg, tracking_cfg, sft_cfg, given = parse(argv)
+    data_cfg, model_args, run_args, tracking_cfg, sft_cfg, given = parse(argv)
+    configs = (data_cfg, model_args, tracking_cfg, sft_cfg)
 
     from transformers import set_seed
 
     from workbench import tracking
-    from workbench.config import resolved_recipe, write_resolved_recipe
     from workbench.data.mixture import build_mixture, fingerprint
     from workbench.modeling import adapters, loading
+    from workbench.output_dir import prepare_output_dir, trainer_checkpoint
+    from workbench.recipe import resolved_recipe, write_resolved_recipe
 
     output_dir = Path(sft_cfg.output_dir)
-    resume_from = checkpoint_to_resume(output_dir, data_cfg.resume, data_cfg.overwrite, STAGE)
+    resume_from = prepare_output_dir(output_dir, run_args, STAGE, FINISHED, trainer_checkpoint)
+    write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, *configs)  # a failed run still says how it ran
     set_seed(sft_cfg.seed)
-    # Written first: a resumed or failed run still says how it was started.
-    write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, data_cfg, model_cfg, tracking_cfg, sft_cfg)
 
     # ── tokenizer ────────────────────────────────────────────────────────────────────────────────────────────────
-    tokenizer = loading.load_tokenizer(
-        model_cfg.model_name_or_path, model_cfg.model_revision, assistant_only_loss=sft_cfg.assistant_only_loss
-    )
+    tokenizer = loading.load_tokenizer(model_args, assistant_only_loss=sft_cfg.assistant_only_loss)
 
     # ── data ─────────────────────────────────────────────────────────────────────────────────────────────────────
     train_dataset, kind = build_mixture(
@@ -106,40 +108,17 @@ def main(argv: list[str]) -> int:
     print(f"workbench sft: {len(train_dataset)} training rows ({kind}), {len(eval_dataset or [])} eval rows")
 
     # ── model ────────────────────────────────────────────────────────────────────────────────────────────────────
-    quant = loading.quantization_for(model_cfg)
-    model = loading.load_model(
-        model_cfg.model_name_or_path,
-        quant=quant,
-        revision=model_cfg.model_revision,
-        device_map=model_cfg.device_map,
-        attn_implementation=model_cfg.attn_implementation,
-        for_training=True,
-        gradient_checkpointing=sft_cfg.gradient_checkpointing,
-    )
+    model = loading.load_model(model_args, for_training=True, gradient_checkpointing=sft_cfg.gradient_checkpointing)
     base_info = model.workbench_base
 
     # ── adapters ─────────────────────────────────────────────────────────────────────────────────────────────────
-    if model_cfg.use_peft:
-        peft_config = adapters.build_peft_config(
-            model_cfg.peft_method,
-            task_type="CAUSAL_LM",
-            r=model_cfg.lora_r,
-            alpha=model_cfg.lora_alpha,
-            dropout=model_cfg.lora_dropout,
-            target_modules=model_cfg.lora_target_modules,
-            modules_to_save=model_cfg.lora_modules_to_save,
-            use_rslora=model_cfg.use_rslora,
-            use_dora=model_cfg.use_dora,
-            num_virtual_tokens=model_cfg.num_virtual_tokens,
-            prompt_tuning_init_text=model_cfg.prompt_tuning_init_text,
-            tokenizer_name_or_path=base_info.resolved_path,
-        )
+    peft_config = adapters.get_peft_config(model_args, task_type="CAUSAL_LM")
+    if peft_config is not None:
         model = adapters.attach(model, "default", config=peft_config)
         model.print_trainable_parameters()
 
     # ── trainer ──────────────────────────────────────────────────────────────────────────────────────────────────
-    config_for_tracking = resolved_recipe(given, data_cfg, model_cfg, tracking_cfg, sft_cfg)
-    run = tracking.start_run(STAGE, tracking_cfg, output_dir, sft_cfg.run_name, config_for_tracking)
+    run = tracking.start_run(STAGE, tracking_cfg, output_dir, sft_cfg.run_name, resolved_recipe(given, *configs))
     if run is None:
         sft_cfg.report_to = []
     trainer = trainer_class()(
@@ -162,13 +141,13 @@ def main(argv: list[str]) -> int:
         manifest = adapters.AdapterManifest(
             stage=STAGE,
             base_model=base_info.to_dict(),
-            peft_method=model_cfg.peft_method if model_cfg.use_peft else "full",
+            peft_method=model_args.peft_method if peft_config is not None else "full",
             data_fingerprint=fingerprint(train_dataset, eval_dataset),
             metrics=metrics,
             wandb_run=tracking.run_reference(run),
             extra={"datasets": data_cfg.datasets, "eval_datasets": data_cfg.eval_datasets, "format": kind},
         )
-        if model_cfg.use_peft:
+        if peft_config is not None:
             adapter_dir = adapters.save(trainer.model, "default", output_dir / "adapter", manifest, tokenizer)
         else:
             adapter_dir = output_dir / "model"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Float, and_, bindparam, case, cast, exists, false, func, literal_column, or_, select, true
+from sqlalchemy import Float, and_, bindparam, case, cast, exists, false, func, literal_column, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 # Names this simple can be written into the SQL text. A literal JSON path lets SQLite match the expression
@@ -115,10 +115,6 @@ class JsonSql:
         # SQLite's LIKE is case-insensitive for ASCII; lower() on both sides extends that to the rest of Unicode
         # only partly, which is the documented limit of this backend's text search.
         return func.lower(func.json_extract(column, self._sqlite_path(keys))).like(pattern.lower(), escape="\\")
-
-
-def always(condition: bool) -> ColumnElement:
-    return true() if condition else false()
 
 
 def _pg_jsonb():

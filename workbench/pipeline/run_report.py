@@ -149,7 +149,7 @@ def plot_ppo(history: list[dict], path: Path) -> str | None:
 def plot_win_rates(eval_metrics: dict, path: Path) -> str | None:
     if not eval_metrics or not eval_metrics.get("win_rates"):
         return None
-    from workbench.evaluation.report import win_rate_plot
+    from workbench.evaluation.eval_report import win_rate_plot
 
     path.parent.mkdir(parents=True, exist_ok=True)
     win_rate_plot(eval_metrics["win_rates"], eval_metrics["settings"]["baseline"], path)
@@ -172,7 +172,7 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
         "| stage | status | time (min) | CPU time of its processes (min) | attempts |",
         "|---|---|---:|---:|---:|",
     ]
-    from workbench.pipeline.config import STAGES
+    from workbench.pipeline.pipeline_recipe import STAGES
 
     for name in STAGES[:-1]:
         record = state["stages"].get(name, {})

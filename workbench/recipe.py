@@ -1,7 +1,8 @@
 """Recipes: flat YAML files whose keys are dataclass fields, parsed by TRL's `TrlParser` (CLI flags override).
 
 TRL's parser already rejects unknown keys; we add what a user needs to fix one: the file, the line, and the closest
-field names. `--help` lists every field of every dataclass with its help text.
+field names. A stage that reads only some groups of `ModelArguments` (workbench/modeling/arguments.py) refuses the
+others' keys the same way: a key that would do nothing is an error. `--help` lists every field with its help text.
 """
 
 from __future__ import annotations
@@ -9,66 +10,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from trl import ModelConfig, TrlParser
+from trl import TrlParser
 
 from workbench.errors import UserError
 from workbench.fileio import write_text_atomic
+from workbench.modeling.arguments import GROUPS, ModelArguments, group_of
 from workbench.tracking import SECRET_KEY
-
-
-@dataclass
-class WorkbenchModelConfig(ModelConfig):
-    """TRL's ModelConfig with QLoRA as the default and the few options TRL does not have."""
-
-    model_name_or_path: str | None = field(
-        default="smollm2-135m-instruct",
-        metadata={
-            "help": "Base model: a local checkpoint, a hub id, or an alias (smollm2-135m-instruct, tiny-llama)."
-        },
-    )
-    dtype: str | None = field(
-        default="bfloat16",
-        metadata={"help": "Weights dtype for unquantized parts and 4-bit compute: bfloat16, float16 or float32."},
-    )
-    use_peft: bool = field(default=True, metadata={"help": "Train an adapter (PEFT) instead of the full model."})
-    load_in_4bit: bool = field(default=True, metadata={"help": "Load the base in 4-bit with bitsandbytes (QLoRA)."})
-    use_bnb_nested_quant: bool = field(
-        default=True,
-        metadata={"help": "Double quantization: quantize the 4-bit absmax constants too (~0.4 bit/param)."},
-    )
-    lora_target_modules: list[str] | None = field(
-        default_factory=lambda: ["all-linear"],
-        metadata={"help": "Modules to adapt: all-linear (every linear layer but the output head) or a list of names."},
-    )
-    peft_method: str = field(
-        default="lora", metadata={"help": "PEFT method: lora (with use_dora/use_rslora), ia3, prompt_tuning."}
-    )
-    num_virtual_tokens: int = field(default=20, metadata={"help": "prompt_tuning: number of virtual tokens."})
-    prompt_tuning_init_text: str | None = field(
-        default=None, metadata={"help": "prompt_tuning: initialise the virtual tokens from this text."}
-    )
-    bnb_4bit_compute_dtype: str | None = field(
-        default=None, metadata={"help": "Compute dtype of the 4-bit layers; defaults to `dtype`."}
-    )
-    device_map: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N."})
-
-
-@dataclass
-class TrackingConfig:
-    """Weights & Biases settings. Offline automatically when no WANDB_API_KEY is set."""
-
-    wandb_project: str = field(default="alignment-workbench", metadata={"help": "W&B project."})
-    wandb_group: str | None = field(default=None, metadata={"help": "W&B group (a pipeline run groups its stages)."})
-    wandb_job_type: str | None = field(default=None, metadata={"help": "W&B job type; defaults to the stage name."})
-    wandb_mode: str = field(
-        default="auto",
-        metadata={"help": "auto (online if WANDB_API_KEY is set, else offline), online, offline or disabled."},
-    )
-    wandb_tags: list[str] | None = field(default=None, metadata={"help": "W&B tags."})
 
 
 def _key_lines(path: Path) -> dict[str, int]:
@@ -105,12 +55,33 @@ def load_recipe(path: Path) -> dict:
 class RecipeParser(TrlParser):
     """TrlParser that names the file, line and nearest field for an unknown recipe key, and exits cleanly."""
 
-    def __init__(self, dataclass_types, prog: str, defaults: dict | None = None):
+    def __init__(
+        self,
+        dataclass_types,
+        prog: str,
+        defaults: dict | None = None,
+        model_groups: tuple[str, ...] = GROUPS,
+        unread_why: str = "",
+    ):
+        """`model_groups`: the ModelArguments groups this command reads (when ModelArguments is one of the
+        dataclasses); `unread_why` says where the other keys' settings come from instead."""
         super().__init__(dataclass_types, prog=prog)
         self.stage_defaults = dict(defaults or {})
         if defaults:
             self.set_defaults(**defaults)
         self.given: set[str] = set()
+        reads_model = ModelArguments in dataclass_types
+        self.unread = {f.name for f in dataclasses.fields(ModelArguments)} if reads_model else set()
+        self.unread = {name for name in self.unread if group_of(name) not in model_groups}
+        self.unread_why = unread_why
+
+    def _refuse_unread(self, keys: list[str], recipe_path: Path | None) -> None:
+        if not keys:
+            return
+        key = keys[0]
+        where = f"{recipe_path}:{_key_lines(recipe_path).get(key, '?')}: " if recipe_path else f"--{key}: "
+        why = f" ({self.unread_why})" if self.unread_why else ""
+        raise UserError(f"{where}key {key!r} ({group_of(key)} settings) is not read by `{self.prog}`{why}; remove it")
 
     def known_fields(self) -> set[str]:
         return {action.dest for action in self._actions}
@@ -133,6 +104,8 @@ class RecipeParser(TrlParser):
                     f"{recipe_path}:{lines.get(key, '?')}: unknown key {key!r}{hint} "
                     f"(a recipe key must be a field listed by `{self.prog} --help`)"
                 )
+            self._refuse_unread([key for key in recipe if key in self.unread], recipe_path)
+        self._refuse_unread(sorted(cli_keys & self.unread), None)
         try:
             return self.parse_args_and_config(argv)
         except ValueError as error:

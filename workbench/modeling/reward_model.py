@@ -1,0 +1,49 @@
+"""The reward stage's own model outside training: loaded as the reward stage trained it, scoring token sequences.
+
+`workbench reward score` and the tests that prove the single base scores as the reward stage does use it; PPO and eval
+score through the reward adapter on their shared base instead (workbench/modeling/single_base.py).
+"""
+
+from __future__ import annotations
+
+from workbench.errors import UserError
+from workbench.modeling.arguments import ModelArguments
+
+
+def load_reward_model(adapter_dir, args: ModelArguments | None = None):
+    """(model, tokenizer, manifest): the manifest's base in the reward stage's precision, with a scalar head and the
+    reward adapter; `args` may name another copy of the same base and the device."""
+    from workbench.modeling import adapters
+
+    manifest = adapters.read_manifest(adapter_dir)
+    if manifest.task_type != "SEQ_CLS":
+        raise UserError(f"{adapter_dir} is a {manifest.task_type} adapter ({manifest.stage}), not a reward adapter")
+    model, tokenizer, manifest = adapters.load_with_adapter(
+        adapter_dir, args or ModelArguments(), name="reward", manifest_precision=True
+    )
+    model.eval()
+    return model, tokenizer, manifest
+
+
+def score_sequences(model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 8) -> list[float]:
+    """Scores of a sequence-classification reward model for token sequences, batched by similar length."""
+    import torch
+
+    from workbench.modeling.tokens import right_pad
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    scores = [0.0] * len(sequences)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            input_ids, attention_mask = right_pad([sequences[i] for i in chunk], pad_token_id)
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.long().to(device), use_cache=False
+            ).logits
+            for index, value in zip(chunk, logits.squeeze(-1).float().tolist()):
+                scores[index] = value
+    model.train(was_training)
+    return scores

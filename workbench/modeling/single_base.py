@@ -1,0 +1,90 @@
+"""One quantized base carrying every role as a named adapter, and the forward passes each role runs on it.
+
+PPO holds `policy` (trained) and `ref` (frozen), both from the SFT adapter, and `reward` (frozen) and `value`
+(trained), both from the reward adapter with its scalar head (workbench/modeling/heads.py); eval holds every policy
+it compares plus `reward`. Only the active adapter changes between passes (workbench/modeling/adapters.py), so three
+extra copies of the weights are never loaded. tests/test_single_base.py proves each pass gives what a separately
+loaded model gives: the reward stage's score, the SFT model's log-probs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from workbench.modeling import adapters, heads, loading
+from workbench.modeling.arguments import ModelArguments
+from workbench.modeling.tokens import position_ids_from_mask, reward_input_ids, right_pad
+
+POLICY, REF, VALUE, REWARD = "policy", "ref", "value", "reward"
+
+
+def load_single_base(args: ModelArguments, *, sft_adapter, reward_adapter, gradient_checkpointing: bool = False):
+    """ONE causal-LM base as `args` says, carrying `policy` + `ref` (the SFT adapter, trained / frozen) and `reward` +
+    `value` (the reward adapter with its head, frozen / trained). Returns the PeftModel with `policy` active."""
+    model = loading.load_model(args, for_training=True, gradient_checkpointing=gradient_checkpointing)
+    model = adapters.attach(model, POLICY, path=sft_adapter, trainable=True)
+    model = adapters.attach(model, REF, path=sft_adapter, trainable=False)
+    model = heads.attach_scalar_adapter(model, REWARD, reward_adapter, trainable=False)
+    model = heads.attach_scalar_adapter(model, VALUE, reward_adapter, trainable=True)
+    adapters.switch(model, POLICY)
+    return model
+
+
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature) at `tokens`: logits [batch, T, vocab], tokens [batch, T] -> [batch, T].
+
+    TRL's `selective_log_softmax` (trl/trainer/utils.py) with the sampling temperature applied first, as TRL 1.12's
+    PPOTrainer does, so the log-probs are those of the distribution the tokens were drawn from. logsumexp row by row
+    keeps the peak memory at one [T, vocab] copy instead of a full log-softmax of the batch.
+    """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)
+    normaliser = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])
+    return picked - normaliser
+
+
+def response_logprobs(
+    model, query_ids, query_mask, response_ids, response_mask, temperature: float, with_entropy: bool = False
+):
+    """Log-probs of the response tokens under the ACTIVE adapter (and their per-token entropy if asked).
+
+    The logits predicting response token t sit at position Q + t - 1. Positions come from the mask, so a row's
+    numbers do not depend on how much left padding its batch has.
+    """
+    from workbench.rl.losses import per_token_entropy
+
+    input_ids = torch.cat([query_ids, response_ids], dim=1)
+    attention_mask = torch.cat([query_mask.bool(), response_mask.bool()], dim=1).long()
+    output = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    logits = output.logits[:, query_ids.shape[1] - 1 : -1]
+    logprobs = logprobs_from_logits(logits, response_ids, temperature)
+    if not with_entropy:
+        return logprobs, None
+    with torch.no_grad():
+        scaled = logits.float() / temperature if temperature != 1.0 else logits
+        entropy = per_token_entropy(scaled)
+    return logprobs, entropy
+
+
+def response_values(model, query_ids, query_mask, response_ids, response_mask) -> torch.Tensor:
+    """The value adapter + head's estimate before each response token (at positions Q - 1 ... Q + T - 2)."""
+    input_ids = torch.cat([query_ids, response_ids], dim=1)
+    attention_mask = torch.cat([query_mask.bool(), response_mask.bool()], dim=1).long()
+    values = heads.token_values(model, VALUE, input_ids, attention_mask)
+    return values[:, query_ids.shape[1] - 1 : -1].float()
+
+
+def reward_scores(model, tokenizer, prompts: Sequence[list[dict]], responses: Sequence[str], device) -> torch.Tensor:
+    """The reward adapter + head's score of each (prompt, response) conversation, right-padded as in training."""
+    sequences = [reward_input_ids(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    ids, mask = right_pad(sequences, tokenizer.pad_token_id)
+    return heads.scalar_scores(model, REWARD, ids.to(device), mask.long().to(device)).float()

@@ -1,0 +1,79 @@
+"""A stage's output folder before any work: never clobber a finished result, resume or start afresh when told.
+
+Every stage that writes a folder takes `OverwriteArguments` (or `ResumeArguments` where it has checkpoints) and calls
+`prepare_output_dir` first, before it loads a model or writes its `recipe.yaml`:
+
+- a folder holding a finished result (the stage's `finished` files) is refused unless `--overwrite` (or `--resume`
+  with a checkpoint to continue from);
+- a folder holding checkpoints is refused unless `--resume` (continue from the last one) or `--overwrite`;
+- `--overwrite` removes the old checkpoints and finished files first, so nothing stale can be resumed or look finished.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.errors import UserError
+
+CHECKPOINT = re.compile(r"^checkpoint-\d+$")
+
+
+@dataclass
+class OverwriteArguments:
+    """What to do with a finished result already in output_dir."""
+
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace what output_dir holds (a finished result, checkpoints)."}
+    )
+
+
+@dataclass
+class ResumeArguments(OverwriteArguments):
+    """What to do with a finished result or checkpoints already in output_dir."""
+
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+
+
+def trainer_checkpoint(output_dir: Path) -> Path | None:
+    """The last checkpoint a transformers Trainer wrote (`checkpoint-<step>/`)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    return Path(last) if last else None
+
+
+def prepare_output_dir(
+    output_dir: str | Path,
+    run: OverwriteArguments,
+    stage: str,
+    finished: list[str],
+    last_checkpoint: Callable[[Path], Path | None] | None = None,
+) -> Path | None:
+    """Check (and with --overwrite clear) `output_dir`; returns the checkpoint to resume from, or None.
+
+    `finished`: files (relative to output_dir) that exist only once the stage has finished. `last_checkpoint`:
+    how this stage finds its last complete checkpoint (None for stages without checkpoints).
+    """
+    output_dir = Path(output_dir)
+    resume = getattr(run, "resume", False)
+    done = [name for name in finished if (output_dir / name).exists()]
+    last = last_checkpoint(output_dir) if last_checkpoint and output_dir.is_dir() else None
+    if run.overwrite and not resume:
+        for old in output_dir.iterdir() if output_dir.is_dir() else []:
+            if CHECKPOINT.match(old.name) and old.is_dir():
+                shutil.rmtree(old)
+        for name in done:
+            (output_dir / name).unlink()
+        return None
+    if done and not (resume and last):
+        flags = "--resume to continue from its last checkpoint or --overwrite" if last else "--overwrite"
+        raise UserError(f"{output_dir} holds a finished {stage} result ({done[0]}): pass {flags} to replace it")
+    if last and not resume:
+        raise UserError(f"{output_dir} holds {last.name}: pass --resume to continue or --overwrite to start afresh")
+    if resume and not last:
+        print(f"workbench {stage}: no checkpoint in {output_dir}; starting from the beginning")
+    return last if resume else None

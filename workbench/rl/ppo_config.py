@@ -1,0 +1,102 @@
+"""`PPOConfig`: the PPO stage's hyper-parameters and inputs (a recipe's keys), checked before any work.
+
+Sizes are per process; defaults are TRL 1.12's where it had one. The loop that reads them is workbench/rl/trainer.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workbench.errors import UserError
+from workbench.rl.kl import KL_ESTIMATORS
+
+OPTIMIZERS = ("adamw_torch", "paged_adamw_8bit")
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyper-parameters and what to run on. Sizes are per process; defaults are TRL 1.12's where it had one."""
+
+    sft_adapter: str | None = field(
+        default=None, metadata={"help": "SFT adapter folder (a `workbench sft` output_dir/adapter): policy and ref."}
+    )
+    reward_adapter: str | None = field(
+        default=None, metadata={"help": "Reward adapter folder (`workbench reward` output_dir/adapter)."}
+    )
+    prompts: list[dict] = field(
+        default_factory=lambda: [{"path": "bundled:prompts", "where": {"split": "train"}}],
+        metadata={"help": "Prompt datasets: a list of {path, where, max_samples, split}; rows need `prompt_column`."},
+    )
+    prompt_column: str = field(
+        default="prompt", metadata={"help": "Column holding the prompt: chat messages, or a string (one user turn)."}
+    )
+    output_dir: str = field(default="outputs/ppo", metadata={"help": "Where adapter/, checkpoints and logs go."})
+    run_name: str | None = field(default=None, metadata={"help": "W&B run name; default ppo-<output_dir name>."})
+    seed: int = field(default=42, metadata={"help": "Seed for prompts order, sampling and minibatch shuffling."})
+    total_steps: int = field(default=20, metadata={"help": "PPO steps; each is one rollout and its ppo_epochs."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per rollout (per process)."})
+    mini_batch_size: int = field(default=4, metadata={"help": "Samples per optimizer step; divides batch_size."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per minibatch (mini_batch_size / this per forward pass)."}
+    )
+    forward_batch_size: int | None = field(
+        default=None, metadata={"help": "Sequences per generate/forward call during the rollout; default batch_size."}
+    )
+    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout (TRL's num_ppo_epochs)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate for policy and value."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this."})
+    optim: str = field(default="adamw_torch", metadata={"help": f"Optimizer: one of {', '.join(OPTIMIZERS)}."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
+    cliprange: float = field(default=0.2, metadata={"help": "PPO policy ratio clip epsilon."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip range around the rollout values."})
+    gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages over each rollout."})
+    kl_coef: float = field(default=0.05, metadata={"help": "KL penalty coefficient (initial one if adaptive_kl)."})
+    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL estimator: k1 or k3 (or k2)."})
+    adaptive_kl: bool = field(default=False, metadata={"help": "Adapt kl_coef towards kl_target (Ziegler et al.)."})
+    kl_target: float = field(default=6.0, metadata={"help": "Adaptive KL: target summed KL per response."})
+    kl_horizon: float = field(default=10000.0, metadata={"help": "Adaptive KL: horizon in samples."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Longest response, in tokens."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probs use it too)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 turns it off (PPO wants the full policy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling; 1.0 turns it off."})
+    max_prompt_length: int = field(default=256, metadata={"help": "Keep the last this many prompt tokens."})
+    stop_tokens: list[str] | None = field(
+        default=None, metadata={"help": "Tokens that end a response; default the tokenizer's EOS (chat end of turn)."}
+    )
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Penalty for responses that hit max_new_tokens without a stop token."}
+    )
+    missing_eos_mode: str = field(
+        default="subtract", metadata={"help": "subtract the penalty from the score, or replace the score by -penalty."}
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
+    save_steps: int = field(default=10, metadata={"help": "Write checkpoint-<step>/ every this many steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest this many checkpoints."})
+    sample_rows: int = field(default=2, metadata={"help": "Prompt/response rows per step for the W&B samples table."})
+
+    def check(self) -> None:
+        """Fail early, naming the key, on sizes and choices that cannot work."""
+        for key in ("total_steps", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be a positive integer; got {getattr(self, key)}")
+        if self.batch_size % self.mini_batch_size:
+            raise UserError(f"mini_batch_size ({self.mini_batch_size}) must divide batch_size ({self.batch_size})")
+        if self.mini_batch_size % self.gradient_accumulation_steps:
+            raise UserError(
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must divide mini_batch_size "
+                f"({self.mini_batch_size})"
+            )
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise UserError(f"kl_estimator must be one of {KL_ESTIMATORS}; got {self.kl_estimator!r}")
+        if self.optim not in OPTIMIZERS:
+            raise UserError(f"optim must be one of {OPTIMIZERS}; got {self.optim!r}")
+        if self.missing_eos_mode not in ("subtract", "replace"):
+            raise UserError(f"missing_eos_mode must be subtract or replace; got {self.missing_eos_mode!r}")
+        if self.temperature <= 0 or self.max_new_tokens < 1 or self.save_steps < 1:
+            raise UserError("temperature must be > 0, max_new_tokens and save_steps >= 1")
+        for key in ("sft_adapter", "reward_adapter"):
+            if not getattr(self, key):
+                raise UserError(f"{key} is required: the folder a `workbench {key.split('_')[0]}` run wrote")
