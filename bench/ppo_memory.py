@@ -72,13 +72,14 @@ def make_adapters(model: str, out: Path) -> tuple[Path, Path]:
     import torch
 
     from workbench.modeling import adapters, loading
+    from workbench.modeling.arguments import ModelArguments
 
-    quant = loading.quantization_from_args(dtype="float32")
+    args = ModelArguments(model_name_or_path=model, load_in_4bit=False, dtype="float32", device_map="cpu", lora_r=16)
     tokenizer = loading.load_tokenizer(model)
     made = []
     for head, task, stage in (("causal_lm", "CAUSAL_LM", "sft"), ("scalar", "SEQ_CLS", "reward")):
-        base = loading.load_model(model, quant=quant, head=head, device_map="cpu", pad_token_id=tokenizer.pad_token_id)
-        peft = adapters.attach(base, "default", config=adapters.build_peft_config("lora", task_type=task, r=16))
+        base = loading.load_model(args, head=head, pad_token_id=tokenizer.pad_token_id)
+        peft = adapters.attach(base, "default", config=adapters.get_peft_config(args, task))
         with torch.no_grad():
             for name, parameter in peft.named_parameters():
                 if ".default." in name and parameter.is_floating_point():
@@ -94,7 +95,8 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
     import torch
 
     from workbench.modeling import adapters, heads, loading
-    from workbench.rl.rollout import load_single_base
+    from workbench.modeling.arguments import ModelArguments
+    from workbench.modeling.single_base import load_single_base
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -102,11 +104,12 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
     gc.collect()
     peak_reset = reset_peak_rss()
     baseline = rss_mb()
-    quant = loading.quantization_from_args(load_in_4bit=True, double_quant=True, dtype=dtype)
+    args = ModelArguments(model_name_or_path=model, dtype=dtype, device_map=device)
+    quant = loading.get_quantization(args)
     ids = torch.randint(10, 1000, (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.ones_like(ids)
     if setup == "single_base":
-        model_ = load_single_base(model, quant=quant, sft_adapter=sft, reward_adapter=reward, device_map=device)
+        model_ = load_single_base(args, sft_adapter=sft, reward_adapter=reward)
         roles = {
             "policy": lambda: (adapters.switch(model_, "policy"), model_(input_ids=ids, attention_mask=mask).logits)[
                 1
@@ -119,14 +122,7 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
         tokenizer = loading.load_tokenizer(model)
 
         def load(head, path, trainable):
-            base = loading.load_model(
-                model,
-                quant=quant,
-                head=head,
-                device_map=device,
-                for_training=trainable,
-                pad_token_id=tokenizer.pad_token_id,
-            )
+            base = loading.load_model(args, head=head, for_training=trainable, pad_token_id=tokenizer.pad_token_id)
             return adapters.attach(base, "default", path=path, trainable=trainable)
 
         policy, ref = load("causal_lm", sft, True), load("causal_lm", sft, False)

@@ -159,7 +159,7 @@ def main() -> int:
 
     from workbench.data.mixture import DatasetSpec, load_raw
     from workbench.modeling import loading
-    from workbench.rl.rollout import encode_prompts
+    from workbench.modeling.tokens import encode_prompts
 
     model_path = str(loading.resolve_model_path(args.model)[0])
     tokenizer = loading.load_tokenizer(model_path)

@@ -251,6 +251,7 @@ def test_generate_push_simulate_pull_trains_a_reward_model(argilla_env, tiny_mod
     from trl import RewardConfig, RewardTrainer
 
     from workbench.modeling import loading
+    from workbench.modeling.arguments import ModelArguments
 
     name = f"e2e-{uuid.uuid4().hex[:6]}"
     candidates = tmp_path / "candidates"
@@ -288,13 +289,8 @@ def test_generate_push_simulate_pull_trains_a_reward_model(argilla_env, tiny_mod
     assert len(train) >= 1 and {"prompt", "chosen", "rejected", "margin"} <= set(train.column_names)
 
     tokenizer = loading.load_tokenizer("tiny-llama")
-    model = loading.load_model(
-        "tiny-llama",
-        quant=loading.quantization_from_args(dtype="float32"),
-        head="scalar",
-        device_map="cpu",
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model_args = ModelArguments(model_name_or_path="tiny-llama", load_in_4bit=False, dtype="float32", device_map="cpu")
+    model = loading.load_model(model_args, head="scalar", pad_token_id=tokenizer.pad_token_id)
     args = RewardConfig(
         output_dir=str(tmp_path / "rm"),
         max_steps=1,

@@ -57,7 +57,6 @@ def resolve_config(name_or_path: str):
     if os.path.isdir(name_or_path):
         if not os.path.isfile(os.path.join(name_or_path, "config.json")):
             raise UserError(f"MODEL: directory {name_or_path} has no config.json")
-        return AutoConfig.from_pretrained(name_or_path)
     from workbench.modeling.loading import load_config
 
     return load_config(name_or_path)

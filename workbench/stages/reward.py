@@ -198,7 +198,7 @@ def main(argv: list[str]) -> int:
         manifest = adapters.AdapterManifest(
             stage=STAGE,
             base_model=base_info.to_dict(),
-            peft_method=model_args.peft_method if peft_config is not None else "full",
+            peft_method=peft_config.peft_type.value.lower() if peft_config is not None else "full",
             task_type="SEQ_CLS",
             parents=parents,
             data_fingerprint=fingerprint(train_dataset, eval_dataset),

@@ -141,7 +141,7 @@ def main(argv: list[str]) -> int:
         manifest = adapters.AdapterManifest(
             stage=STAGE,
             base_model=base_info.to_dict(),
-            peft_method=model_args.peft_method if peft_config is not None else "full",
+            peft_method=peft_config.peft_type.value.lower() if peft_config is not None else "full",
             data_fingerprint=fingerprint(train_dataset, eval_dataset),
             metrics=metrics,
             wandb_run=tracking.run_reference(run),
