@@ -105,7 +105,7 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
     peak_reset = reset_peak_rss()
     baseline = rss_mb()
     args = ModelArguments(model_name_or_path=model, dtype=dtype, device_map=device)
-    quant = loading.get_quantization(args)
+    loading.get_quantization(args)  # fail early on a bad dtype
     ids = torch.randint(10, 1000, (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.ones_like(ids)
     if setup == "single_base":
