@@ -16,9 +16,10 @@ from workbench.modeling import adapters, loading
 IDS = torch.tensor([[1, 520, 300, 41, 1200, 7, 99]])
 
 
-def load(path, **kwargs):
-    kwargs.setdefault("quant", quant(dtype="float32"))
-    return loading.load_model(margs(str(path), device_map="cpu"), **kwargs)
+def load(path, precision=None, **kwargs):
+    """The tiny base on the CPU: unquantized float32 unless `precision` says otherwise (quantized needs use_peft)."""
+    quantized = bool(precision and (precision["load_in_4bit"] or precision["load_in_8bit"]))
+    return loading.load_model(margs(str(path), precision, use_peft=quantized), **kwargs)
 
 
 def randomise(model, name, seed):
@@ -112,14 +113,14 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(tiny_model_path, tmp_p
     "method,kwargs",
     [
         ("lora", dict(use_dora=True)),
-        ("lora", dict(use_rslora=True, target_modules=["q_proj", "v_proj"])),
+        ("lora", dict(use_rslora=True, lora_target_modules=["q_proj", "v_proj"])),
         ("ia3", {}),
         ("prompt_tuning", dict(num_virtual_tokens=4)),
     ],
 )
 def test_peft_methods_train_a_step_on_4bit(tiny_model_path, method, kwargs):
-    model = load(tiny_model_path, quant=quant(load_in_4bit=True), for_training=True)
-    model = adapters.attach(model, "default", config=lora(method, r=4, **kwargs))
+    model = load(tiny_model_path, quant(load_in_4bit=True), for_training=True)
+    model = adapters.attach(model, "default", config=lora(peft_method=method, r=4, **kwargs))
     trainable = [p for p in model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in trainable]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
@@ -134,6 +135,6 @@ def test_peft_methods_train_a_step_on_4bit(tiny_model_path, method, kwargs):
 
 def test_bad_peft_options():
     with pytest.raises(UserError, match="peft_method must be one of"):
-        lora("lokr")
+        lora(peft_method="lokr")
     with pytest.raises(UserError, match="lora_r"):
         lora(r=0)

@@ -285,7 +285,7 @@ def test_quotes_schema(quotes) -> None:
 
 
 def test_prompts_schema_and_ids(prompts) -> None:
-    assert len(prompts) == 300
+    assert len(prompts) == 420
     assert [r["prompt_id"] for r in prompts] == [f"p{i:04d}" for i in range(1, len(prompts) + 1)]
     for row in prompts:
         assert set(row) == {"prompt_id", "prompt", "category", "split"}
@@ -300,11 +300,24 @@ def test_prompts_schema_and_ids(prompts) -> None:
 
 def test_prompts_split(prompts) -> None:
     test = [r for r in prompts if r["split"] == "test"]
-    assert 50 <= len(test) <= 70
+    assert 170 <= len(test) <= 190  # 50-70 drawn per category, then the 120 hand-written held-out prompts
     total = collections.Counter(r["category"] for r in prompts)
     held = collections.Counter(r["category"] for r in test)
     for category, n in total.items():
         assert 1 <= held[category] < n, category
+
+
+def test_held_out_prompts_share_no_topic_with_training_prompts(prompts) -> None:
+    """The 120 hand-written held-out prompts (p0301 on) are all in the test split, and none shares more than two
+    content words with a training prompt (no paraphrase of one)."""
+
+    def content(row):
+        return {w for w in re.findall(r"[a-z]+", row["prompt"][0]["content"].lower()) if len(w) > 3}
+
+    held_out = prompts[300:]
+    assert len(held_out) == 120 and all(row["split"] == "test" for row in held_out)
+    train = [content(row) for row in prompts if row["split"] == "train"]
+    assert max(len(content(row) & other) for row in held_out for other in train) <= 2
 
 
 def test_prompts_distinct_from_instructions(prompts, instructions) -> None:

@@ -18,7 +18,7 @@ import torch
 from model_args import lora, margs, quant
 
 from workbench.errors import UserError
-from workbench.evaluation.metrics import compare, judge_agreement, win_rate
+from workbench.evaluation.metrics import bootstrap_interval, compare, judge_agreement, mean_difference, win_rate
 
 RECIPE = """\
 policies:
@@ -26,6 +26,7 @@ policies:
   - {{name: sft, adapter: {sft}}}
   - {{name: ppo, adapter: {ppo}}}
 reward_adapter: {reward}
+best_of: 3
 max_prompts: 5
 max_new_tokens: 8
 batch_size: 3
@@ -79,6 +80,22 @@ def test_win_rate_counts_ties_half():
         win_rate([1.0], [1.0, 2.0])
 
 
+def test_paired_bootstrap_intervals():
+    # constant per-prompt values: every resample has the same mean, the interval is that point
+    assert bootstrap_interval([0.5] * 30) == [0.5, 0.5]
+    # 0/1 outcomes, p = 0.7, n = 100: the percentile interval is close to the normal one, 0.7 ± 1.96 · 0.0458
+    low, high = bootstrap_interval([1.0] * 70 + [0.0] * 30)
+    assert low == pytest.approx(0.7 - 1.96 * 0.0458, abs=0.015) and high == pytest.approx(
+        0.7 + 1.96 * 0.0458, abs=0.015
+    )
+    assert bootstrap_interval([1.0] * 70 + [0.0] * 30) == [low, high]  # seeded
+    # paired: the same gain on every prompt is certain, however different the prompts' own scores are
+    difference = mean_difference([1.0, 3.0, 5.0, 9.0], [0.5, 2.5, 4.5, 8.5])
+    assert difference["mean"] == pytest.approx(0.5) and difference["ci95"] == pytest.approx([0.5, 0.5])
+    result = win_rate([1.0] * 8 + [0.0] * 2, [0.5] * 10)
+    assert result["rate"] == 0.8 and result["ci95"][0] < 0.8 < result["ci95"][1] <= 1.0
+
+
 def test_judge_agreement_by_hand():
     rows = [
         # prompt a: gold orders x > y > z; the judge gets (x, y) right, (x, z) right, (y, z) wrong
@@ -114,13 +131,21 @@ def test_compare_needs_the_same_prompts_in_the_same_order():
 # ── the stage ────────────────────────────────────────────────────────────────────────────────────────────────────────
 def test_eval_writes_report_plots_samples_and_offline_wandb(evaluated):
     _, output_dir, samples, metrics = evaluated
-    assert len(samples) == 15 and {s["policy"] for s in samples} == {"base", "sft", "ppo"}
+    assert len(samples) == 20 and {s["policy"] for s in samples} == {"base", "sft", "ppo", "best_of_3"}
     assert metrics["settings"]["reference"] == metrics["settings"]["baseline"] == "sft"  # the policy of stage sft
-    assert set(metrics["win_rates"]) == {"base", "ppo"}
+    assert set(metrics["win_rates"]) == {"base", "ppo", "best_of_3"}
+    for rates in metrics["win_rates"].values():  # paired bootstrap intervals around each rate and score difference
+        for rate in rates.values():
+            assert rate["ci95"][0] <= rate["rate"] <= rate["ci95"][1]
+            difference = rate["difference"]
+            assert difference["ci95"][0] <= difference["mean"] <= difference["ci95"][1]
     for name in ("reward_distribution.png", "gold_distribution.png", "win_rates.png"):
         assert (output_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     report = (output_dir / "report.md").read_text()
     assert "| ppo |" in report and "![win_rates](win_rates.png)" in report
+    # the first lines say in words whether each policy beats the baseline, with the interval
+    verdicts = report.split("\n\n")[1]
+    assert all(f"**{name} " in verdicts for name in ("base", "ppo", "best_of_3")) and "95% CI" in verdicts
     assert metrics["wandb_run"]["mode"] == "offline"
     assert list((output_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert (output_dir / "recipe.yaml").read_text().startswith("# Resolved recipe")
@@ -182,6 +207,21 @@ def test_answers_and_log_ratios_match_separately_loaded_models(evaluated, three_
     )
 
     assert all(s["kl"] == 0.0 for s in by_policy["sft"])  # the reference against itself
+
+    # best-of-3: three answers of sft sampled at temperature 1 under the eval's seed, the reward model's favourite
+    from workbench.modeling.reward_model import load_reward_model, score_sequences
+    from workbench.modeling.tokens import reward_input_ids
+
+    prompts = [s["prompt"] for s in by_policy["sft"]]
+    candidates = generate_completions(sft_model, tokenizer, prompts, 3, Sampling(8, 1.0), 3, 0, progress=False)
+    scorer, scorer_tokenizer, _ = load_reward_model(three_adapters[2], margs(None))
+    picks = []
+    for prompt, texts in zip(prompts, candidates):
+        sequences = [reward_input_ids(scorer_tokenizer, prompt, text) for text in texts]
+        scores = score_sequences(scorer, sequences, scorer_tokenizer.pad_token_id)
+        picks.append(texts[scores.index(max(scores))])
+    assert [s["response"] for s in samples if s["policy"] == "best_of_3"] == picks
+    assert len({tuple(texts) for texts in candidates}) > 1 and metrics["settings"]["best_of"]["n"] == 3
     kls = [s["logprob"] - s["ref_logprob"] for s in by_policy["ppo"]]
     assert metrics["policies"]["ppo"]["kl_mean"] == pytest.approx(sum(kls) / len(kls)) and abs(sum(kls)) > 0.1
 

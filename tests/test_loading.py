@@ -81,13 +81,14 @@ def test_scalar_head_and_kbit_training_preparation(tiny_model_path):
     [
         (dict(load_in_4bit=True, load_in_8bit=True), "choose one"),
         (dict(load_in_4bit=True, quant_type="int3"), "bnb_4bit_quant_type"),
-        (dict(load_in_4bit=True, trainable_base=True), "use_peft: true"),
+        (dict(load_in_4bit=True, use_peft=False), "use_peft: true"),
         (dict(dtype="float64"), "dtype must be one of"),
     ],
 )
 def test_impossible_combinations_say_what_to_change(kwargs, needle):
+    fields = {"use_peft": kwargs.pop("use_peft", True)}
     with pytest.raises(UserError, match=needle):
-        q(**kwargs)
+        loading.get_quantization(margs("x", q(**kwargs), **fields))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is missing")

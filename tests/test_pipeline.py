@@ -115,6 +115,28 @@ def test_wired_keys_and_unknown_stages_are_refused(tmp_path):
             stage.main(["--config", str(recipe)])
 
 
+def test_one_seed_reaches_every_stage_and_the_simulated_annotators(tmp_path):
+    """`seed:` (or `--seed`) becomes every stage recipe's seed and each annotator's noise seed; overrides still win."""
+    from workbench.pipeline.plan import Planner
+    from workbench.pipeline.runner import load_state
+    from workbench.stages.pipeline import TRACKING_KEYS, parse
+
+    def planner(*argv, **changes):
+        recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes)
+        cfg, tracking_cfg, given = parse(["--config", str(recipe), *argv])
+        return Planner(cfg, tracking_cfg, given & TRACKING_KEYS, load_state(Path(cfg.run_dir), None), recipe)
+
+    seeded = planner("--seed", "7", **{"overrides.ppo": {"seed": 3}})
+    assert {
+        name: seeded.stage(name).recipe["seed"] for name in ("sft", "generate", "reward", "eval")
+    } == dict.fromkeys(("sft", "generate", "reward", "eval"), 7)
+    assert seeded.stage("ppo").recipe["seed"] == 3
+    label = seeded.stage("label")
+    assert [command[command.index("--seed") + 1] for command in label.commands] == ["7001", "7002"]
+    default = planner()
+    assert default.stage("sft").recipe["seed"] == 0 and default.stage("sft").sha() != seeded.stage("sft").sha()
+
+
 # ── end to end against the embedded Argilla ──────────────────────────────────────────────────────────────────────────
 @pytest.fixture(scope="module")
 def argilla_home(tmp_path_factory, tiny_model_path):

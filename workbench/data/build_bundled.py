@@ -413,6 +413,8 @@ def build_quotes() -> list[dict]:
 
 
 def build_prompts() -> list[dict]:
+    """Training and test prompts split by category, then the hand-written held-out prompts, all in the test split
+    (written apart from the others: no held-out prompt shares a topic with a training one)."""
     rows = prompt_rows()
     by_category: dict[str, list[int]] = {}
     for i, (category, _) in enumerate(rows):
@@ -421,6 +423,8 @@ def build_prompts() -> list[dict]:
     for category, members in by_category.items():
         picked = _test_indices(len(members), PROMPTS_TEST_FRACTION, _rng(f"prompt-split-{category}"))
         test.update(members[j] for j in picked)
+    held_out = [(row["category"], row["prompt"]) for row in load_source("prompts_heldout")]
+    test.update(range(len(rows), len(rows) + len(held_out)))
     return [
         {
             "prompt_id": f"p{i + 1:04d}",
@@ -428,7 +432,7 @@ def build_prompts() -> list[dict]:
             "category": category,
             "split": "test" if i in test else "train",
         }
-        for i, (category, text) in enumerate(rows)
+        for i, (category, text) in enumerate(rows + held_out)
     ]
 
 
@@ -447,7 +451,8 @@ def build(out: Path) -> dict[str, int]:
         "instructions.jsonl": build_instructions(),
         "quotes.jsonl": build_quotes(),
         "prompts.jsonl": prompts,
-        "preferences.jsonl": build_preferences(prompts),
+        # the hand-written held-out prompts stay out of every training set, the bundled preference pairs included
+        "preferences.jsonl": build_preferences(prompts[: len(prompt_rows())]),
     }
     for name, rows in files.items():
         write_jsonl(out / name, rows)

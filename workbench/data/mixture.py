@@ -79,9 +79,8 @@ def load_raw(spec: DatasetSpec, where: str):
         raise UserError(f"{where}: could not load dataset {spec.path!r}: {error}") from error
 
 
-def load_one(spec: DatasetSpec, where: str):
-    """One dataset in TRL format (messages, prompt/completion or text), checked, with its kind."""
-    dataset = load_raw(spec, where)
+def select_rows(dataset, spec: DatasetSpec, where: str):
+    """The rows `spec` keeps: those whose columns equal `spec.where`, then the first `max_samples` (none: an error)."""
     if spec.where:
         formats.check_columns(dataset.column_names, list(spec.where), where)
         wanted = dict(spec.where)
@@ -90,6 +89,12 @@ def load_one(spec: DatasetSpec, where: str):
         raise UserError(f"{where}: dataset {spec.path!r} has no rows (after `where: {spec.where}`)")
     if spec.max_samples is not None:
         dataset = dataset.select(range(min(spec.max_samples, len(dataset))))
+    return dataset
+
+
+def load_one(spec: DatasetSpec, where: str):
+    """One dataset in TRL format (messages, prompt/completion or text), checked, with its kind."""
+    dataset = select_rows(load_raw(spec, where), spec, where)
     if spec.template or spec.prompt_template:
         needed = formats.template_columns(spec.template or "") + formats.template_columns(spec.prompt_template or "")
         needed += formats.template_columns(spec.completion_template or "")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from workbench.data import formats
-from workbench.data.mixture import DatasetSpec, load_raw, mixture_counts, take_rows
+from workbench.data.mixture import DatasetSpec, load_raw, mixture_counts, select_rows, take_rows
 from workbench.errors import UserError
 
 REQUIRED = ("chosen", "rejected")
@@ -67,14 +67,7 @@ def sidecar_manifest(path: str) -> dict | None:
 def load_one(spec: DatasetSpec, where: str, use_margin: bool):
     dataset = load_raw(spec, where)
     formats.check_columns(dataset.column_names, list(REQUIRED), where)
-    if spec.where:
-        formats.check_columns(dataset.column_names, list(spec.where), where)
-        wanted = dict(spec.where)
-        dataset = dataset.filter(lambda row: all(row[k] == v for k, v in wanted.items()))
-    if len(dataset) == 0:
-        raise UserError(f"{where}: dataset {spec.path!r} has no rows (after `where: {spec.where}`)")
-    if spec.max_samples is not None:
-        dataset = dataset.select(range(min(spec.max_samples, len(dataset))))
+    dataset = select_rows(dataset, spec, where)
     kind = check_rows(dataset, where)
     keep = [c for c in ("prompt", "chosen", "rejected") if c in dataset.column_names]
     has_margin = use_margin and "margin" in dataset.column_names

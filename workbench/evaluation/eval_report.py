@@ -59,14 +59,18 @@ def win_rate_plot(win_rates: dict[str, dict], baseline: str, path: Path) -> Path
     figure, axis = plt.subplots(figsize=(2 + 1.5 * len(names), 4))
     for offset, judge in enumerate(judges):
         rates = [100 * (win_rates[n].get(judge, {}).get("rate") or 0.0) for n in names]
-        errors = [200 * (win_rates[n].get(judge, {}).get("stderr") or 0.0) for n in names]
+        intervals = [win_rates[n].get(judge, {}).get("ci95") or [None, None] for n in names]
+        errors = [
+            [max(0.0, r - 100 * (low if low is not None else r / 100)) for r, (low, _) in zip(rates, intervals)],
+            [max(0.0, 100 * (high if high is not None else r / 100) - r) for r, (_, high) in zip(rates, intervals)],
+        ]
         xs = [i + (offset - (len(judges) - 1) / 2) * width for i in range(len(names))]
         bars = axis.bar(xs, rates, width, yerr=errors, capsize=3, label=f"by {judge}")
         axis.bar_label(bars, fmt="%.0f%%", padding=2)
     axis.axhline(50, color="grey", linestyle="--", linewidth=1)
     axis.set_xticks(range(len(names)), names)
     axis.set_ylim(0, 119)
-    axis.set_ylabel(f"win rate vs {baseline} (%; ties half; ±2 s.e.)")
+    axis.set_ylabel(f"win rate vs {baseline} (%; ties half; bootstrap 95% CI)")
     axis.set_title(f"Win rate against {baseline}")
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(judges), frameon=False)
     _save(figure, path)
@@ -78,12 +82,49 @@ def _number(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _percent_interval(interval) -> str:
+    low, high = interval
+    return "—" if low is None else f"{100 * low:.0f}–{100 * high:.0f}%"
+
+
+def verdict(metrics: dict) -> list[str]:
+    """Plain words first: does each policy beat the baseline, by the gold rubric when judged (else the reward model),
+    with the paired bootstrap 95% intervals. "Beats" only when the whole interval is above 50%."""
+    baseline, lines = metrics["settings"]["baseline"], []
+    for name, judges in metrics["win_rates"].items():
+        judge = "gold_rubric" if "gold_rubric" in judges else "reward_model"
+        rate = judges[judge]
+        if rate["rate"] is None:
+            continue
+        low, high = rate["ci95"]
+        if low is not None and low > 0.5:
+            word = "beats"
+        elif high is not None and high < 0.5:
+            word = "loses to"
+        else:
+            word = "cannot be told apart from"
+        difference = rate.get("difference") or {}
+        gap = ""
+        if difference.get("mean") is not None:
+            d_low, d_high = difference["ci95"]
+            gap = f"; mean {judge.replace('_', ' ')} score {difference['mean']:+.3f}"
+            gap += f" (95% CI {d_low:+.3f} to {d_high:+.3f})" if d_low is not None else ""
+        lines.append(
+            f"- **{name} {word} {baseline}** by the {judge.replace('_', ' ')}: it wins {100 * rate['rate']:.1f}% of "
+            f"{rate['n']} held-out prompts (ties half; paired bootstrap 95% CI "
+            f"{_percent_interval(rate['ci95'])}){gap}."
+        )
+    return lines
+
+
 def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_rows: int = 3) -> str:
     """The human-readable report: settings, a table per policy, win rates, the plots and a few answers."""
     settings, policies = metrics["settings"], metrics["policies"]
     reference, baseline = settings["reference"], settings["baseline"]
     lines = [
         "# Evaluation report",
+        "",
+        *verdict(metrics),
         "",
         f"{settings['prompts']} held-out prompts ({settings['prompt_source']}), one answer per prompt per policy "
         f"({settings['decoding']}, up to {settings['max_new_tokens']} new tokens), all policies on one base "
@@ -102,13 +143,33 @@ def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_r
             f"| {_number(row.get('kl_per_token_mean'), 4)} | {_number(row.get('tokens_mean'), 1)} "
             f"| {_number(row.get('words_mean'), 1)} |"
         )
-    lines += ["", f"## Win rate against `{baseline}` (ties count half)", "", "| policy | judge | rate | W / T / L |"]
-    lines.append("|---|---|---|---|")
+    best_of = settings.get("best_of")
+    if best_of:
+        lines += [
+            "",
+            f"`best_of_{best_of['n']}`: {best_of['n']} answers of {reference} sampled at temperature "
+            f"{best_of['temperature']}, the reward model keeps one. Its KL column reads 0 (scored under {reference}); "
+            f"its true KL to {reference} is at most log N − (N−1)/N = {best_of['kl_bound']:.3f}.",
+        ]
+    lines += [
+        "",
+        f"## Win rate against `{baseline}` (ties count half; paired bootstrap 95% intervals over prompts)",
+        "",
+    ]
+    lines += [
+        "| policy | judge | rate | 95% CI | W / T / L | mean score difference (95% CI) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, judges in metrics["win_rates"].items():
         for judge, rate in judges.items():
+            difference = rate.get("difference") or {}
+            gap = "—"
+            if difference.get("mean") is not None and difference["ci95"][0] is not None:
+                gap = f"{difference['mean']:+.3f} ({difference['ci95'][0]:+.3f} to {difference['ci95'][1]:+.3f})"
+            rate_text = "—" if rate["rate"] is None else f"{100 * rate['rate']:.1f}%"
             lines.append(
-                f"| {name} | {judge} | {100 * rate['rate']:.1f}% ± {200 * rate['stderr']:.1f} "
-                f"| {rate['wins']} / {rate['ties']} / {rate['losses']} |"
+                f"| {name} | {judge} | {rate_text} | {_percent_interval(rate['ci95'])} "
+                f"| {rate['wins']} / {rate['ties']} / {rate['losses']} | {gap} |"
             )
     agreement = metrics.get("reward_model_vs_gold")
     if agreement and agreement["pairs"]:

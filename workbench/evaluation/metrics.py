@@ -30,11 +30,42 @@ def summary(values: Sequence[float]) -> dict:
     }
 
 
+def bootstrap_interval(values: Sequence[float], level: float = 0.95, resamples: int = 4000, seed: int = 0) -> list:
+    """Percentile bootstrap interval of the mean of per-prompt `values` (resampling prompts with replacement).
+
+    Paired comparisons pass one value per prompt (an outcome, or a score difference), so the interval is over prompts
+    with each prompt's two answers kept together. Seeded: the same values give the same interval.
+    """
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    if len(data) < 2:
+        return [None, None]
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
+    tail = (1.0 - level) / 2
+    return [float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))]
+
+
+def mean_difference(candidate: Sequence[float], baseline: Sequence[float]) -> dict:
+    """Mean paired difference candidate - baseline over the same prompts, with its paired bootstrap 95% interval."""
+    if len(candidate) != len(baseline):
+        raise ValueError(f"mean_difference needs paired scores; got {len(candidate)} and {len(baseline)}")
+    differences = [mine - theirs for mine, theirs in zip(candidate, baseline)]
+    if not differences:
+        return {"n": 0, "mean": None, "ci95": [None, None]}
+    return {
+        "n": len(differences),
+        "mean": sum(differences) / len(differences),
+        "ci95": bootstrap_interval(differences),
+    }
+
+
 def win_rate(candidate: Sequence[float], baseline: Sequence[float], tolerance: float = 0.0) -> dict:
     """How often `candidate` beats `baseline` on the same prompts: (wins + ties / 2) / n.
 
-    A pair within `tolerance` of each other is a tie. `stderr` is the standard error of the per-prompt outcomes
-    (1, 0.5 or 0), so `rate ± 2 stderr` is a rough 95% interval.
+    A pair within `tolerance` of each other is a tie. `ci95` is the paired bootstrap 95% interval over prompts of the
+    per-prompt outcomes (1, 0.5 or 0); `stderr` their standard error.
     """
     if len(candidate) != len(baseline):
         raise ValueError(f"win_rate needs paired scores; got {len(candidate)} and {len(baseline)}")
@@ -46,7 +77,7 @@ def win_rate(candidate: Sequence[float], baseline: Sequence[float], tolerance: f
             outcomes.append(1.0 if mine > theirs else 0.0)
     n = len(outcomes)
     if n == 0:
-        return {"n": 0, "rate": None, "wins": 0, "ties": 0, "losses": 0, "stderr": None}
+        return {"n": 0, "rate": None, "wins": 0, "ties": 0, "losses": 0, "stderr": None, "ci95": [None, None]}
     rate = sum(outcomes) / n
     spread = math.sqrt(sum((o - rate) ** 2 for o in outcomes) / (n - 1)) if n > 1 else 0.0
     return {
@@ -56,6 +87,7 @@ def win_rate(candidate: Sequence[float], baseline: Sequence[float], tolerance: f
         "ties": outcomes.count(0.5),
         "losses": outcomes.count(0.0),
         "stderr": spread / math.sqrt(n),
+        "ci95": bootstrap_interval(outcomes),
     }
 
 
@@ -113,11 +145,13 @@ def compare(samples: Sequence[dict], names: Sequence[str], baseline: str, judges
         if [s["prompt_id"] for s in rows] != order:
             raise ValueError(f"policy {name!r} answered other prompts than the baseline {baseline!r}")
     per_policy = {name: policy_metrics(rows) for name, rows in by_policy.items()}
+
+    def against_baseline(rows, judge):
+        mine, theirs = [s[JUDGES[judge]] for s in rows], [s[JUDGES[judge]] for s in by_policy[baseline]]
+        return {**win_rate(mine, theirs), "difference": mean_difference(mine, theirs)}
+
     win_rates = {
-        name: {
-            judge: win_rate([s[JUDGES[judge]] for s in rows], [s[JUDGES[judge]] for s in by_policy[baseline]])
-            for judge in judges
-        }
+        name: {judge: against_baseline(rows, judge) for judge in judges}
         for name, rows in by_policy.items()
         if name != baseline
     }

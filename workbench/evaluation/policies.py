@@ -37,7 +37,7 @@ def load(reward_adapter, policies: Sequence[dict], args):
     tokenizer = loading.load_tokenizer(args, padding_side="left")
     model = loading.load_model(args)
     for policy in policies:
-        if policy["adapter"] is not None:
+        if policy["adapter"] is not None and policy["runs_as"] == policy["name"]:
             model = adapters.attach(model, policy["name"], path=policy["adapter"], trainable=False)
     model = heads.attach_scalar_adapter(model, REWARD, reward_adapter, trainable=False)
     model.eval()
@@ -80,7 +80,7 @@ def summed_logprobs(model, policy: dict, queries, responses, pad_id: int, batch_
 
     device = next(model.parameters()).device
     sums, per_token = [], []
-    with _no_grad(), active(model, policy["name"], policy["adapter"]):
+    with _no_grad(), active(model, policy["runs_as"], policy["adapter"]):
         for start in range(0, len(queries), batch_size):
             query_ids, query_mask = left_pad(queries[start : start + batch_size], pad_id)
             response_ids, response_mask = right_pad(responses[start : start + batch_size], pad_id)
@@ -110,6 +110,18 @@ def reward_scores(model, tokenizer, prompts, answers, batch_size: int) -> list[f
             chunk = slice(start, start + batch_size)
             scores += score_batch(model, tokenizer, prompts[chunk], answers[chunk], device).tolist()
     return scores
+
+
+def best_by_reward(model, tokenizer, prompts, candidates: list[list[str]], batch_size: int) -> list[str]:
+    """Per prompt, the candidate the reward model scores highest (the first of equals): best-of-N."""
+    flat_prompts = [prompt for prompt, texts in zip(prompts, candidates) for _ in texts]
+    flat_texts = [text for texts in candidates for text in texts]
+    scores = iter(reward_scores(model, tokenizer, flat_prompts, flat_texts, batch_size))
+    picks = []
+    for texts in candidates:
+        mine = [next(scores) for _ in texts]
+        picks.append(texts[mine.index(max(mine))])
+    return picks
 
 
 def judge(

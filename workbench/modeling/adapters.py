@@ -86,6 +86,8 @@ def get_peft_config(args: ModelArguments, task_type: str = "CAUSAL_LM"):
     if task_type not in TaskType.__members__:
         raise ValueError(f"task_type must be one of {list(TaskType.__members__)}; got {task_type!r}")
     method, targets = args.peft_method, args.lora_target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"  # PEFT knows the shorthand only as a string; a one-name list stays a name (not a regex)
     if method == "lora":
         if args.lora_r <= 0:
             raise UserError(f"lora_r must be a positive integer; got {args.lora_r}")
@@ -104,7 +106,7 @@ def get_peft_config(args: ModelArguments, task_type: str = "CAUSAL_LM"):
         )
     if method == "ia3":
         # IA3 needs to know which targets are feed-forward; PEFT's per-architecture defaults know that.
-        targets = None if targets in (None, "all-linear", ["all-linear"]) else targets
+        targets = None if targets in (None, "all-linear") else targets
         return IA3Config(task_type=task_type, target_modules=targets, modules_to_save=args.lora_modules_to_save)
     if method == "prompt_tuning":
         if args.num_virtual_tokens < 1:

@@ -74,6 +74,24 @@ class Sampling:
             }
         return {**kwargs, "do_sample": False}
 
+    def generate(self, model, tokenizer, input_ids, attention_mask, stop_ids: list[int] | None = None):
+        """`model.generate` under these settings and nothing else: the model's own `generation_config` (Qwen2.5-
+        Instruct ships repetition_penalty 1.05, others top_k/top_p/min_p...) is set aside for the call, so the tokens
+        come from exactly softmax(logits / T) truncated by our top_k/top_p, the distribution that PPO's log-probs, KL
+        and ratio describe (tests/test_sampling_distribution.py)."""
+        from transformers import GenerationConfig
+
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        saved = inner.generation_config
+        # transformers fills every setting left None from model.generation_config: an empty one contributes nothing
+        inner.generation_config = GenerationConfig()
+        try:
+            return model.generate(
+                input_ids=input_ids, attention_mask=attention_mask.long(), **self.generate_kwargs(tokenizer, stop_ids)
+            )
+        finally:
+            inner.generation_config = saved
+
 
 def generate_completions(
     model,
@@ -93,7 +111,6 @@ def generate_completions(
 
     if k < 1 or batch_size < 1:
         raise UserError(f"k and batch_size must be >= 1; got {k}, {batch_size}")
-    generate_kwargs = sampling.generate_kwargs(tokenizer)
     encoded = encode_prompts(tokenizer, prompts)
     jobs = [(index, ids) for index, ids in enumerate(encoded) for _ in range(k)]
     results: list[list[str]] = [[] for _ in prompts]
@@ -104,11 +121,7 @@ def generate_completions(
         input_ids, attention_mask = left_pad([ids for _, ids in batch], tokenizer.pad_token_id)
         torch.manual_seed(seed + number)
         with torch.inference_mode():
-            output = model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=attention_mask.long().to(model.device),
-                **generate_kwargs,
-            )
+            output = sampling.generate(model, tokenizer, input_ids.to(model.device), attention_mask.to(model.device))
         new_tokens = output[:, input_ids.shape[1] :]
         for (index, _), tokens in zip(batch, new_tokens):
             results[index].append(tokenizer.decode(tokens, skip_special_tokens=True).strip())

@@ -26,6 +26,13 @@ class PipelineConfig:
         default="smollm2-135m-instruct",
         metadata={"help": "Base model for every stage: a local checkpoint, a hub id or an alias (tiny-llama)."},
     )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "One seed for the whole run: every stage's `seed` (SFT data order, candidate sampling, reward "
+            "data split and order, PPO rollouts, eval sampling) and the simulated annotators' noise derive from it."
+        },
+    )
     sft_recipe: str | None = field(default=None, metadata={"help": "Base recipe for the sft stage (optional)."})
     generate_recipe: str | None = field(default=None, metadata={"help": "Base recipe for generate (optional)."})
     reward_recipe: str | None = field(default=None, metadata={"help": "Base recipe for reward (optional)."})

@@ -101,6 +101,7 @@ class Planner:
             recipe = load_recipe(Path(base_path))
         tracking = {key: getattr(self.tracking, key) for key in self.tracking_given if key != "wandb_job_type"}
         recipe.update({**tracking, "wandb_group": self.state["wandb_group"], "wandb_job_type": name})
+        recipe["seed"] = self.cfg.seed  # one seed reaches every stage (overrides.<stage>.seed still wins)
         recipe.update({key: value for key, value in owned.items() if value is not None})
         recipe.update((self.cfg.overrides or {}).get(name) or {})
         return recipe
@@ -123,6 +124,10 @@ class Planner:
         candidates = self.path("generate", "candidates.jsonl")
         digest = hashlib.sha256(candidates.read_bytes()).hexdigest()[:8] if candidates.exists() else "pending"
         return f"{user_name(self.run.name)}-{digest}", self.cfg.argilla_workspace
+
+    def annotator_seed(self, index: int) -> int:
+        """Simulated annotator `index` (1-based)'s noise seed: distinct per annotator and per pipeline seed."""
+        return self.cfg.seed * 1000 + index
 
     def rankings_per_record(self) -> int:
         if self.cfg.rankings_per_record is not None:
@@ -182,12 +187,12 @@ class Planner:
         config = {"dataset": dataset, "labelers": cfg.labelers, "annotators": cfg.annotators}
         commands = []
         if cfg.labelers == "simulated":
-            config["noise"] = cfg.annotator_noise
+            config |= {"noise": cfg.annotator_noise, "seed": cfg.seed}
             for index in range(1, cfg.annotators + 1):
                 commands.append(
                     ["label", "simulate", "--dataset", dataset, "--workspace", workspace]
                     + ["--annotator", f"{user_name(self.run.name)}-{index}", "--noise", str(cfg.annotator_noise)]
-                    + ["--seed", str(index), *self._argilla_args()]
+                    + ["--seed", str(self.annotator_seed(index)), *self._argilla_args()]
                 )
         else:
             config["labels_needed"] = cfg.labels_needed

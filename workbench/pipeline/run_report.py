@@ -237,6 +237,11 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
     f.get("Eval reward model orders them as the gold rubric", "eval/metrics.json", f"{agreement}.rate")
     plots["win_rates"] = plot_win_rates(evaluation, run_dir / "plots" / "win_rates.png")
 
+    if evaluation.get("win_rates"):
+        from workbench.evaluation.eval_report import verdict
+
+        summary = ["## Did the policy get better?", "", "From `eval/metrics.json` (`win_rates`):", ""]
+        lines[2:2] = [*summary, *verdict(evaluation), ""]
     lines += ["## Key figures", "", "| figure | value | source |", "|---|---:|---|"]
     lines += [f"| {label} | {value} | {where} |" for label, value, where in f.rows]
     sections = [

@@ -60,8 +60,10 @@ class PPOConfig:
     kl_horizon: float = field(default=10000.0, metadata={"help": "Adaptive KL: horizon in samples."})
     max_new_tokens: int = field(default=48, metadata={"help": "Longest response, in tokens."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probs use it too)."})
-    top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 turns it off (PPO wants the full policy)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling; 1.0 turns it off."})
+    top_k: int = field(
+        default=0, metadata={"help": "Must stay 0: log-probs, KL and ratio assume the full softmax(logits / T)."}
+    )
+    top_p: float = field(default=1.0, metadata={"help": "Must stay 1.0, for the same reason as top_k."})
     max_prompt_length: int = field(default=256, metadata={"help": "Keep the last this many prompt tokens."})
     stop_tokens: list[str] | None = field(
         default=None, metadata={"help": "Tokens that end a response; default the tokenizer's EOS (chat end of turn)."}
@@ -95,6 +97,13 @@ class PPOConfig:
             raise UserError(f"optim must be one of {OPTIMIZERS}; got {self.optim!r}")
         if self.missing_eos_mode not in ("subtract", "replace"):
             raise UserError(f"missing_eos_mode must be subtract or replace; got {self.missing_eos_mode!r}")
+        if self.top_k != 0 or self.top_p != 1.0:
+            # Truncated sampling draws from another distribution than the one the old log-probs, the KL and the
+            # ratio describe: the PPO maths would be wrong without a word. Refuse rather than mis-train.
+            raise UserError(
+                f"top_k must be 0 and top_p 1.0 for PPO rollouts (the log-probs, KL and ratio assume the full "
+                f"softmax(logits / temperature)); got top_k {self.top_k}, top_p {self.top_p}"
+            )
         if self.temperature <= 0 or self.max_new_tokens < 1 or self.save_steps < 1:
             raise UserError("temperature must be > 0, max_new_tokens and save_steps >= 1")
         for key in ("sft_adapter", "reward_adapter"):

@@ -52,14 +52,11 @@ def collect(
     pad_id = tokenizer.pad_token_id
     query_ids, query_mask = left_pad(encode_prompts(tokenizer, prompts, max_prompt_length), pad_id)
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
-    generate_kwargs = sampling.generate_kwargs(tokenizer, stop_ids)
 
     responses = []
     with adapters.use_adapter(model, POLICY):
         for rows in _chunks(len(prompts), chunk):
-            generated = model.generate(
-                input_ids=query_ids[rows], attention_mask=query_mask[rows].long(), **generate_kwargs
-            )
+            generated = sampling.generate(model, tokenizer, query_ids[rows], query_mask[rows], stop_ids)
             responses.append(generated[:, query_ids.shape[1] :])
     width = max(r.shape[1] for r in responses)
     raw = torch.cat([pad_to_length(r, width, pad_id) for r in responses])

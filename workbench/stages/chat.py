@@ -27,9 +27,7 @@ def answer(model, tokenizer, messages: list[dict], sampling) -> str:
 
     input_ids = torch.tensor(encode_prompts(tokenizer, [messages]), device=model.device)
     with torch.inference_mode():
-        output = model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **sampling.generate_kwargs(tokenizer)
-        )
+        output = sampling.generate(model, tokenizer, input_ids, torch.ones_like(input_ids))
     return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
 
 

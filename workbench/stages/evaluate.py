@@ -14,6 +14,7 @@ Output folder: `metrics.json`, `samples.jsonl` (one row per prompt and policy), 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,17 @@ class EvalConfig:
     )
     baseline: str | None = field(default=None, metadata={"help": "Policy win rates are against; default reference."})
     gold_rubric: bool = field(default=True, metadata={"help": "Also judge by the gold rubric (labeling/rubric.py)."})
+    best_of: int = field(
+        default=0,
+        metadata={
+            "help": "N > 1 adds a reference row `best_of_N`: N sampled answers of the reference policy, the reward "
+            "model picks one. It tells a weak reward model (best-of-N does not beat the reference by gold) from a "
+            "policy that does not optimise it (best-of-N does, the aligned policy does not)."
+        },
+    )
+    best_of_temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of best-of-N's candidates (top_k/top_p off)."}
+    )
     prompts: str = field(
         default="bundled:prompts", metadata={"help": "Prompts: bundled:prompts, a file or a save_to_disk folder."}
     )
@@ -79,7 +91,9 @@ class EvalConfig:
                     f"policies[{index}] ({name}): {adapter} is a {manifest.task_type} adapter, not a policy"
                 )
             stage = "base" if manifest is None else manifest.stage
-            policies.append({"name": name, "adapter": None if adapter is None else str(adapter), "stage": stage})
+            path = None if adapter is None else str(adapter)
+            # runs_as: the adapter name the policy answers under (best-of-N answers with its reference's adapter)
+            policies.append({"name": name, "adapter": path, "stage": stage, "runs_as": name})
         if self.reference is None:
             self.reference = next((p["name"] for p in policies if p["stage"] == "sft"), policies[0]["name"])
         self.baseline = self.baseline or self.reference
@@ -88,6 +102,17 @@ class EvalConfig:
                 raise UserError(f"{key} {getattr(self, key)!r} is not one of the policies {sorted(names)}")
         if self.batch_size < 1:
             raise UserError(f"batch_size must be a positive integer; got {self.batch_size}")
+        if self.best_of < 0 or self.best_of == 1 or self.best_of_temperature <= 0:
+            raise UserError(
+                f"best_of must be 0 (off) or at least 2, best_of_temperature > 0; got {self.best_of}, "
+                f"{self.best_of_temperature}"
+            )
+        if self.best_of:
+            name = f"best_of_{self.best_of}"
+            if name in names:
+                raise UserError(f"policies: the name {name!r} is taken by the best-of-N row (best_of: {self.best_of})")
+            reference = next(p for p in policies if p["name"] == self.reference)
+            policies.append({**reference, "name": name, "stage": "best_of_n"})
         return policies
 
 
@@ -122,7 +147,7 @@ def main(argv: list[str]) -> int:
     from workbench.evaluation import metrics as measures
     from workbench.evaluation import policies as scoring
     from workbench.fileio import write_json_atomic, write_jsonl_atomic
-    from workbench.modeling.generation import generate_completions
+    from workbench.modeling.generation import Sampling, generate_completions
     from workbench.modeling.loading import Quantization
     from workbench.output_dir import prepare_output_dir
     from workbench.recipe import resolved_recipe, write_resolved_recipe
@@ -142,11 +167,18 @@ def main(argv: list[str]) -> int:
     # ── answers: every policy under the same seeds ───────────────────────────────────────────────────────────────
     answers = {}
     for policy in policies:
-        with scoring.active(model, policy["name"], policy["adapter"]):
-            texts = generate_completions(
-                model, tokenizer, prompts, 1, sampling, cfg.batch_size, cfg.seed, progress=False
-            )
-        answers[policy["name"]] = [t[0] for t in texts]
+        with scoring.active(model, policy["runs_as"], policy["adapter"]):
+            if policy["stage"] == "best_of_n":
+                candidates = Sampling(sampling.max_new_tokens, cfg.best_of_temperature)
+                texts = generate_completions(
+                    model, tokenizer, prompts, cfg.best_of, candidates, cfg.batch_size, cfg.seed, progress=False
+                )
+                answers[policy["name"]] = scoring.best_by_reward(model, tokenizer, prompts, texts, cfg.batch_size)
+            else:
+                texts = generate_completions(
+                    model, tokenizer, prompts, 1, sampling, cfg.batch_size, cfg.seed, progress=False
+                )
+                answers[policy["name"]] = [t[0] for t in texts]
         print(f"workbench eval: {policy['name']} answered")
 
     # ── judge: reward model, gold rubric, log-ratio to the reference ─────────────────────────────────────────────
@@ -181,6 +213,11 @@ def main(argv: list[str]) -> int:
         "logprob_temperature": temperature,
         "gold": rubric.RUBRIC_VERSION if cfg.gold_rubric else None,
     }
+    if cfg.best_of:
+        # its answers are scored under the reference's log-probs (KL 0 in the table); the true KL of best-of-N to
+        # its sampler is at most log N - (N - 1) / N (Beirami et al. 2024)
+        n = cfg.best_of
+        settings["best_of"] = {"n": n, "temperature": cfg.best_of_temperature, "kl_bound": math.log(n) - (n - 1) / n}
     metrics = {
         "settings": settings,
         "policies": {p["name"]: {**p, **per_policy[p["name"]]} for p in policies},
