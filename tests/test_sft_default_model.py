@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory, default_model_path):
     output_dir = tmp_path_factory.mktemp("sft-default")
     command = [sys.executable, "-m", "workbench.cli", "sft", "--config", str(RECIPE), "--output_dir", str(output_dir)]
+    command += ["--max_steps", "20", "--save_steps", "10"]  # half the recipe's steps: minutes on a 2-core CPU
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-4000:]
     return output_dir
