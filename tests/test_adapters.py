@@ -138,3 +138,29 @@ def test_bad_peft_options():
         lora(peft_method="lokr")
     with pytest.raises(UserError, match="lora_r"):
         lora(r=0)
+
+
+def test_reward_lora_starts_from_the_sft_lora_with_a_fresh_head(tiny_model_path, tmp_path):
+    """init_lora_from (the reward stage's init_from_sft): every LoRA tensor equals the SFT adapter's, the head is
+    untouched, and a LoRA of another rank is refused naming the key."""
+    from safetensors.torch import load_file
+
+    policy = adapters.attach(load(tiny_model_path), "default", config=lora(r=4, alpha=8))
+    randomise(policy, "default", 1)
+    sft_dir = adapters.save(policy, "default", tmp_path / "sft", manifest_for(policy, "sft"))
+    saved = load_file(sft_dir / "adapter_model.safetensors")
+
+    reward = load(tiny_model_path, head="scalar", pad_token_id=0)
+    reward = adapters.attach(reward, "default", config=lora(task_type="SEQ_CLS", r=4, alpha=8))
+    head = {k: p.detach().clone() for k, p in reward.named_parameters() if "score" in k}
+    assert head
+    assert adapters.init_lora_from(reward, "default", sft_dir) == len(saved)
+    weights = {k.replace(".default.", "."): p for k, p in reward.named_parameters() if "lora_" in k}
+    assert weights.keys() == saved.keys()
+    assert all(torch.equal(weights[k], saved[k]) for k in saved)
+    assert all(torch.equal(p, head[k]) for k, p in reward.named_parameters() if "score" in k)
+
+    other = load(tiny_model_path, head="scalar", pad_token_id=0)
+    other = adapters.attach(other, "default", config=lora(task_type="SEQ_CLS", r=8, alpha=8))
+    with pytest.raises(UserError, match="adapter_config.json: r is 4; the adapter it initialises has 8"):
+        adapters.init_lora_from(other, "default", sft_dir)

@@ -32,7 +32,9 @@ OVERRIDES = {
     },
     "generate": {"max_new_tokens": 8, "min_new_tokens": 4, "batch_size": 8},
     "reward": {"per_device_train_batch_size": 4, "max_length": 96, "logging_steps": 1, "dtype": "float32"},
-    "ppo": {"batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "ppo_epochs": 1, "dtype": "float32"},
+    # one critic warm-up step: the default recipe's 2 would leave none of the 2 PPO steps to the policy
+    "ppo": {"batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "ppo_epochs": 1, "dtype": "float32"}
+    | {"critic_warmup_steps": 1},
     "eval": {"max_new_tokens": 8, "batch_size": 4},
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
@@ -98,6 +100,23 @@ def test_bad_override_key_fails_before_any_stage_runs(tmp_path):
     message = str(error.value)
     assert "stage reward" in message and "'learning_rat'" in message and "learning_rate" in message
     assert "recipes/reward.yaml:" in message and f"overrides.reward in {recipe}" in message
+    assert not (tmp_path / "run" / "sft").exists()
+
+
+def test_a_ppo_recipe_that_cannot_work_fails_before_any_stage_runs(tmp_path):
+    """ppo_steps 2 with the default recipe's 2 critic warm-up steps: the policy would never train."""
+    from workbench.stages import pipeline as stage
+
+    recipe = tiny_recipe(
+        tmp_path / "p.yaml",
+        tmp_path / "run",
+        tmp_path / "argilla",
+        6999,
+        **{"overrides.ppo": {"critic_warmup_steps": 2}},
+    )
+    with pytest.raises(UserError) as error:
+        stage.main(["--config", str(recipe)])
+    assert "stage ppo: critic_warmup_steps (2) must be below total_steps (2)" in str(error.value)
     assert not (tmp_path / "run" / "sft").exists()
 
 

@@ -161,16 +161,26 @@ def test_bad_input_exits_2_naming_the_key(tmp_path, tiny_adapters):
     assert not (output_dir / "adapter").exists()
 
 
+# every lever with state in the checkpoint: the schedule's position (10 warm-up optimizer steps span PPO steps 1-3),
+# the running score moments, the critic warm-up
+LEVERS = ["--critic_warmup_steps", "1", "--warmup_steps", "10", "--value_learning_rate", "3e-3"]
+LEVERS += ["--value_max_grad_norm", "0.5", "--use_score_scaling", "true", "--use_score_norm", "true"]
+LEVERS += ["--score_clip", "2.0"]
+
+
 def test_kill_9_then_resume_gives_the_same_metrics(tmp_path, tiny_adapters):
     """4 steps straight vs a run killed after its step-2 checkpoint and resumed: steps 3 and 4 match exactly."""
     straight_recipe, straight_dir = write_recipe(tmp_path, "straight", tiny_adapters, steps=4)
-    straight = run(ppo_command(straight_recipe))
+    straight = run(ppo_command(straight_recipe, *LEVERS))
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     # The killed run is told to go on for long, so that it is surely still running when the kill comes.
     recipe, output_dir = write_recipe(tmp_path, "killed", tiny_adapters, steps=4)
     process = subprocess.Popen(
-        ppo_command(recipe, "--total_steps", "1000"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
+        ppo_command(recipe, "--total_steps", "1000", *LEVERS),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
     )
     deadline = time.time() + 300
     while not (output_dir / "checkpoint-2" / "complete").exists():
@@ -181,7 +191,7 @@ def test_kill_9_then_resume_gives_the_same_metrics(tmp_path, tiny_adapters):
     process.wait()
     assert not (output_dir / "adapter").exists() and not (output_dir / "checkpoint-4").exists()
 
-    resumed = run(ppo_command(recipe, "--resume"))
+    resumed = run(ppo_command(recipe, "--resume", *LEVERS))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from checkpoint-2" in resumed.stdout
     expected = json.loads((straight_dir / "metrics.json").read_text())["history"]
@@ -194,5 +204,7 @@ def test_kill_9_then_resume_gives_the_same_metrics(tmp_path, tiny_adapters):
             assert math.isclose(have[key], value, rel_tol=1e-6, abs_tol=1e-7), (want["step"], key, have[key], value)
     # The steps after the checkpoint really changed things (equal metrics are not trivially equal).
     assert expected[3]["reward/mean"] != expected[1]["reward/mean"]
+    assert [row["policy/frozen"] for row in got] == [1.0, 0.0, 0.0, 0.0]
+    assert expected[2]["learning_rate"] < expected[3]["learning_rate"]  # step 3 still warming up, step 4 not
     trained = (output_dir / "adapter" / "adapter_model.safetensors").read_bytes()
     assert trained == (straight_dir / "adapter" / "adapter_model.safetensors").read_bytes()

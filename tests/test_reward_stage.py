@@ -310,3 +310,12 @@ def test_default_model_learns_the_rubric(tmp_path, default_model_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["eval_pairs"] >= 50  # the recipe holds out 60 pairs
     assert metrics["eval_accuracy"] >= 0.75, metrics
+
+
+def test_init_from_sft_without_an_sft_lora_exits_2_naming_the_key(tmp_path, labeled_data):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(data=labeled_data, max_steps=1, save_steps=10, output_dir=tmp_path / "o"))
+    result = run(reward_command("--config", str(recipe), "--init_from_sft", "true", "--use_peft", "true"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "init_from_sft: true needs sft_adapter" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -178,6 +178,57 @@ def attach(model, name: str, *, config=None, path: str | Path | None = None, tra
     return model
 
 
+LORA_SHAPE_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")
+
+
+def init_lora_from(model, name: str, source: str | Path) -> int:
+    """Copy the LoRA weights of the adapter saved in `source` into the freshly attached adapter `name`.
+
+    InstructGPT starts its reward model from the SFT model; on one 4-bit base the same start is the reward LoRA
+    initialised with the SFT LoRA (same rank, alpha and target modules), while the heads (`modules_to_save`, e.g. the
+    reward's `score`) keep their fresh initialisation. Returns the number of tensors copied; a LoRA of another shape or
+    with no layer in common is refused.
+    """
+    import torch
+    from peft.utils import load_peft_weights
+
+    source = Path(source)
+    try:
+        saved = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserError(f"{source}/adapter_config.json: expected a PEFT adapter config; {error}") from None
+    config = model.peft_config[name]
+    if str(saved.get("peft_type", "")).upper() != "LORA" or config.peft_type.value != "LORA":
+        raise UserError(f"{source}: only a LoRA adapter can initialise a LoRA; found {saved.get('peft_type')!r}")
+    for key in LORA_SHAPE_KEYS:
+        if saved.get(key, False) != getattr(config, key):
+            raise UserError(
+                f"{source}/adapter_config.json: {key} is {saved.get(key)!r}; the adapter it initialises has "
+                f"{getattr(config, key)!r} (use the same LoRA settings in both recipes)"
+            )
+    weights = {k: v for k, v in load_peft_weights(str(source), device="cpu").items() if "lora_" in k}
+    if not weights:
+        raise UserError(f"{source}: the adapter holds no LoRA weights")
+    # saved: ...q_proj.lora_A.weight; attached: ...q_proj.lora_A.<name>.weight (PEFT's naming)
+    own = {k: p for k, p in model.named_parameters() if "lora_" in k and f".{name}." in k}
+    if len(own) != len(weights):
+        raise UserError(
+            f"{source}: holds {len(weights)} LoRA tensors, adapter {name!r} has {len(own)}; both adapters must "
+            "target the same modules of the same base"
+        )
+    with torch.no_grad():
+        for key, value in weights.items():
+            stem, leaf = key.rsplit(".", 1)
+            target = own.get(f"{stem}.{name}.{leaf}")
+            if target is None or target.shape != value.shape:
+                raise UserError(
+                    f"{source}: LoRA tensor {key} has no counterpart of shape {tuple(value.shape)} in adapter "
+                    f"{name!r}; both adapters must target the same modules of the same base"
+                )
+            target.copy_(value.to(target.dtype))
+    return len(weights)
+
+
 def switch(model, name: str) -> None:
     """Make `name` the active adapter; frozen adapters stay frozen (PEFT's set_adapter would unfreeze them)."""
     if name not in model.peft_config:

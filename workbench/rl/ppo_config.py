@@ -11,6 +11,7 @@ from workbench.errors import UserError
 from workbench.rl.kl import KL_ESTIMATORS
 
 OPTIMIZERS = ("adamw_torch", "paged_adamw_8bit")
+SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
@@ -47,6 +48,45 @@ class PPOConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this."})
     optim: str = field(default="adamw_torch", metadata={"help": f"Optimizer: one of {', '.join(OPTIMIZERS)}."})
+    lr_scheduler_type: str = field(
+        default="constant",
+        metadata={"help": f"Learning-rate schedule over all optimizer steps: one of {', '.join(SCHEDULES)}."},
+    )
+    warmup_steps: int = field(
+        default=0, metadata={"help": "Optimizer steps of linear learning-rate warm-up from 0 (any schedule)."}
+    )
+    value_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the value adapter and head (OpenRLHF's critic_learning_rate); default "
+            "learning_rate."
+        },
+    )
+    value_max_grad_norm: float | None = field(
+        default=None,
+        metadata={
+            "help": "Clip the value gradients to this norm and the policy's to max_grad_norm, each on its own; "
+            "default: one global norm over both (TRL 1.12's)."
+        },
+    )
+    critic_warmup_steps: int = field(
+        default=0,
+        metadata={
+            "help": "First PPO steps in which only the value adapter learns (the policy is frozen and answers are "
+            "still sampled), so the advantages are not noise when the policy starts moving (OpenRLHF's "
+            "freezing_actor_steps)."
+        },
+    )
+    use_score_scaling: bool = field(
+        default=False,
+        metadata={"help": "Divide reward-model scores by their running standard deviation (TRL <0.12's option)."},
+    )
+    use_score_norm: bool = field(
+        default=False, metadata={"help": "With use_score_scaling: also subtract the running mean (normalise)."}
+    )
+    score_clip: float | None = field(
+        default=None, metadata={"help": "Clip (scaled) scores to [-score_clip, score_clip] before the EOS penalty."}
+    )
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
     cliprange: float = field(default=0.2, metadata={"help": "PPO policy ratio clip epsilon."})
     cliprange_value: float = field(default=0.2, metadata={"help": "Value clip range around the rollout values."})
@@ -95,6 +135,24 @@ class PPOConfig:
             raise UserError(f"kl_estimator must be one of {KL_ESTIMATORS}; got {self.kl_estimator!r}")
         if self.optim not in OPTIMIZERS:
             raise UserError(f"optim must be one of {OPTIMIZERS}; got {self.optim!r}")
+        if self.lr_scheduler_type not in SCHEDULES:
+            raise UserError(f"lr_scheduler_type must be one of {SCHEDULES}; got {self.lr_scheduler_type!r}")
+        if self.warmup_steps < 0 or self.critic_warmup_steps < 0:
+            raise UserError(
+                f"warmup_steps and critic_warmup_steps must be >= 0; got {self.warmup_steps}, "
+                f"{self.critic_warmup_steps}"
+            )
+        if self.critic_warmup_steps >= self.total_steps:
+            raise UserError(
+                f"critic_warmup_steps ({self.critic_warmup_steps}) must be below total_steps ({self.total_steps}): "
+                "the policy would never train"
+            )
+        for key in ("learning_rate", "value_learning_rate", "max_grad_norm", "value_max_grad_norm", "score_clip"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise UserError(f"{key} must be > 0; got {value}")
+        if self.use_score_norm and not self.use_score_scaling:
+            raise UserError("use_score_norm: true needs use_score_scaling: true (normalising is scaling and centring)")
         if self.missing_eos_mode not in ("subtract", "replace"):
             raise UserError(f"missing_eos_mode must be subtract or replace; got {self.missing_eos_mode!r}")
         if self.top_k != 0 or self.top_p != 1.0:

@@ -33,6 +33,7 @@ from workbench.rl.masked import masked_mean, masked_sum
 from workbench.rl.ppo_config import PPOConfig
 from workbench.rl.rewards import apply_missing_eos_penalty, per_token_rewards
 from workbench.rl.rollout import collect
+from workbench.rl.score_scaling import RunningMoments, scale_scores
 
 
 class PromptStream:
@@ -76,23 +77,41 @@ def disable_dropout(model) -> None:
             module.p = 0.0
 
 
-def trained_tensors(model) -> dict[str, torch.nn.Parameter]:
-    """Every tensor PPO trains: the policy LoRA, the value LoRA and the value head (by adapter name)."""
-    pattern = re.compile(rf"\.({POLICY}|{VALUE})(\.|$)")
+def adapter_tensors(model, name: str) -> dict[str, torch.nn.Parameter]:
+    """The float tensors of adapter `name` (its LoRA, and its head for the value)."""
+    pattern = re.compile(rf"\.{name}(\.|$)")
     found = {n: p for n, p in model.named_parameters() if p.is_floating_point() and pattern.search(n)}
-    for name in (POLICY, VALUE):
-        if not any(re.search(rf"\.{name}(\.|$)", n) for n in found):
-            raise UserError(f"no trainable tensors for adapter {name!r}: attach it before building the PPO trainer")
+    if not found:
+        raise UserError(f"no trainable tensors for adapter {name!r}: attach it before building the PPO trainer")
     return found
 
 
-def build_optimizer(parameters, config: PPOConfig):
-    parameters = list(parameters)
+def build_optimizer(policy, value, config: PPOConfig):
+    """AdamW over two parameter groups, policy then value (the value one at value_learning_rate if given)."""
+    groups = [
+        {"params": list(policy), "lr": config.learning_rate},
+        {"params": list(value), "lr": config.value_learning_rate or config.learning_rate},
+    ]
     if config.optim == "paged_adamw_8bit":
         import bitsandbytes as bnb
 
-        return bnb.optim.PagedAdamW8bit(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        return bnb.optim.PagedAdamW8bit(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def optimizer_steps(config: PPOConfig) -> int:
+    """Optimizer steps in the whole run: one per minibatch, ppo_epochs passes per PPO step."""
+    return config.total_steps * config.ppo_epochs * (config.batch_size // config.mini_batch_size)
+
+
+def build_scheduler(optimizer, config: PPOConfig):
+    """transformers' schedule `lr_scheduler_type` with `warmup_steps`, stepped after every optimizer step."""
+    from transformers import get_scheduler
+
+    name = "constant_with_warmup" if config.lr_scheduler_type == "constant" else config.lr_scheduler_type
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=optimizer_steps(config)
+    )
 
 
 class PPOTrainer:
@@ -105,8 +124,11 @@ class PPOTrainer:
         self.accelerator = accelerator
         self.device = accelerator.device
         disable_dropout(model)
-        self.tensors = trained_tensors(model)
-        self.optimizer = build_optimizer(self.tensors.values(), config)
+        self.policy_tensors, self.value_tensors = adapter_tensors(model, POLICY), adapter_tensors(model, VALUE)
+        self.tensors = {**self.policy_tensors, **self.value_tensors}
+        self.optimizer = build_optimizer(self.policy_tensors.values(), self.value_tensors.values(), config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.score_moments = RunningMoments() if config.use_score_scaling else None
         if config.adaptive_kl:
             self.kl_controller = AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
         else:
@@ -137,16 +159,17 @@ class PPOTrainer:
         )
         rollout_seconds = time.perf_counter() - started
         batch, mask = rollout.batch, rollout.batch.response_mask
-        scores = apply_missing_eos_penalty(
-            batch.scores, rollout.ended, config.missing_eos_penalty, config.missing_eos_mode
-        )
+        if self.score_moments is not None:
+            self.score_moments.update(self.accelerator.gather(batch.scores))  # the same moments on every process
+        scaled = scale_scores(batch.scores, self.score_moments, config.use_score_norm, config.score_clip)
+        scores = apply_missing_eos_penalty(scaled, rollout.ended, config.missing_eos_penalty, config.missing_eos_mode)
         kl = per_token_kl(batch.logprobs, batch.ref_logprobs, mask, config.kl_estimator)
         token_rewards = per_token_rewards(scores, kl, mask, self.kl_controller.value)
         gae = compute_gae(token_rewards.rewards, batch.values, mask, config.gamma, config.lam)
         advantages = whiten(gae.advantages, mask) if config.whiten_advantages else gae.advantages
         batch = dataclasses.replace(batch, rewards=token_rewards.rewards, advantages=advantages, returns=gae.returns)
 
-        updates = self.update(batch)
+        updates = self.update(batch, train_policy=self.step_count >= config.critic_warmup_steps)
 
         gather = self.accelerator.gather
         kl_per_response = gather(masked_sum(kl, mask, dim=1))
@@ -163,6 +186,7 @@ class PPOTrainer:
             "reward/mean": raw_scores.mean().item(),
             "reward/std": raw_scores.std().item() if len(raw_scores) > 1 else 0.0,
             "reward/penalised_mean": penalised.mean().item(),
+            **self._scale_metrics(),
             "objective/kl": kl_per_response.mean().item(),
             "objective/kl_coef": self.kl_controller.value,
             "objective/non_score_reward": non_score.mean().item(),
@@ -181,11 +205,20 @@ class PPOTrainer:
         self.samples += [[self.step_count, prompt[-1]["content"], response, score] for prompt, response, score in rows]
         return metrics
 
-    def update(self, batch) -> dict:
-        """ppo_epochs passes over shuffled minibatches; each minibatch is one optimizer step over its micro-batches."""
+    def _scale_metrics(self) -> dict:
+        if self.score_moments is None:
+            return {}
+        return {"reward/running_mean": self.score_moments.mean, "reward/running_std": self.score_moments.std}
+
+    def update(self, batch, train_policy: bool = True) -> dict:
+        """ppo_epochs passes over shuffled minibatches; each minibatch is one optimizer step over its micro-batches.
+
+        `train_policy` False (critic warm-up): only the value loss is computed and only the value tensors move.
+        """
         config, model = self.config, self.model
         micro_size = config.mini_batch_size // config.gradient_accumulation_steps
         stats: dict[str, list[float]] = defaultdict(list)
+        stats["policy/frozen"].append(0.0 if train_policy else 1.0)
         model.train()  # dropout is off (disable_dropout); train mode only lets gradient checkpointing work
         for _ in range(config.ppo_epochs):
             for minibatch in batch.minibatches(config.mini_batch_size, self.minibatch_generator):
@@ -194,29 +227,42 @@ class PPOTrainer:
                     rows = torch.arange(start, start + micro_size, device=minibatch.query_ids.device)
                     part = minibatch.select(rows).trimmed()
                     inputs = (part.query_ids, part.query_mask, part.response_ids, part.response_mask)
-                    with adapters.use_adapter(model, POLICY):
-                        logprobs, _ = response_logprobs(model, *inputs, config.temperature)
-                        policy = clipped_policy_loss(
-                            logprobs, part.logprobs, part.advantages, part.response_mask, config.cliprange
-                        )
-                        self.accelerator.backward(policy.loss / config.gradient_accumulation_steps)
+                    if train_policy:
+                        with adapters.use_adapter(model, POLICY):
+                            logprobs, _ = response_logprobs(model, *inputs, config.temperature)
+                            policy = clipped_policy_loss(
+                                logprobs, part.logprobs, part.advantages, part.response_mask, config.cliprange
+                            )
+                            self.accelerator.backward(policy.loss / config.gradient_accumulation_steps)
+                        stats["policy/loss"].append(policy.loss.item())
+                        stats["policy/clip_fraction"].append(policy.clip_fraction.item())
+                        stats["policy/approx_kl"].append(policy.approx_kl.item())
                     with adapters.use_adapter(model, VALUE):
                         values = response_values(model, *inputs)
                         value = clipped_value_loss(
                             values, part.values, part.returns, part.response_mask, config.cliprange_value
                         )
                         self.accelerator.backward(config.vf_coef * value.loss / config.gradient_accumulation_steps)
-                    stats["policy/loss"].append(policy.loss.item())
-                    stats["policy/clip_fraction"].append(policy.clip_fraction.item())
-                    stats["policy/approx_kl"].append(policy.approx_kl.item())
                     stats["value/loss"].append(value.loss.item())
                     stats["value/clip_fraction"].append(value.clip_fraction.item())
                 self._average_gradients()
-                grad_norm = torch.nn.utils.clip_grad_norm_(list(self.tensors.values()), config.max_grad_norm)
-                stats["grad_norm"].append(grad_norm.item())
+                for name, norm in self._clip_gradients().items():
+                    stats[name].append(norm)
+                stats["learning_rate"].append(self.scheduler.get_last_lr()[0])
                 self.optimizer.step()
+                self.scheduler.step()
         model.eval()
         return {name: sum(values) / len(values) for name, values in stats.items()}
+
+    def _clip_gradients(self) -> dict[str, float]:
+        """One global norm over policy and value (TRL 1.12's), or each on its own when value_max_grad_norm is set."""
+        config, clip = self.config, torch.nn.utils.clip_grad_norm_
+        if config.value_max_grad_norm is None:
+            return {"grad_norm": clip(list(self.tensors.values()), config.max_grad_norm).item()}
+        return {
+            "grad_norm": clip(list(self.policy_tensors.values()), config.max_grad_norm).item(),
+            "value/grad_norm": clip(list(self.value_tensors.values()), config.value_max_grad_norm).item(),
+        }
 
     def _average_gradients(self) -> None:
         if self.accelerator.num_processes == 1:
@@ -232,6 +278,8 @@ class PPOTrainer:
             "step": self.step_count,
             "episodes": self.episodes,
             "kl_controller": self.kl_controller.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "score_moments": self.score_moments.state_dict() if self.score_moments is not None else None,
             "prompt_stream": self.stream.state_dict(),
             "history": self.history,
             "samples": self.samples,
@@ -263,6 +311,11 @@ class PPOTrainer:
         )
         self.step_count, self.episodes = state["step"], state["episodes"]
         self.kl_controller.load_state_dict(state["kl_controller"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        if self.score_moments is not None:
+            if state.get("score_moments") is None:
+                raise UserError(f"{checkpoint}: saved without use_score_scaling; resume with the recipe it ran with")
+            self.score_moments.load_state_dict(state["score_moments"])
         self.stream.load_state_dict(state["prompt_stream"])
         self.history, self.samples = state["history"], state["samples"]
 

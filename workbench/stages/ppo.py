@@ -32,7 +32,9 @@ def parse(argv: list[str]):
         model_groups=("base", "device", "precision"),
         unread_why="the policy continues the SFT adapter and the value the reward adapter, with their own settings",
     )
-    return (*parser.parse(argv), parser.given)
+    parsed = parser.parse(argv)
+    parsed[0].check()  # here, so that `workbench pipeline` refuses a PPO recipe that cannot work before any stage runs
+    return (*parsed, parser.given)
 
 
 def parent(role: str, adapter_dir: str, manifest) -> dict:
@@ -48,7 +50,6 @@ def parent(role: str, adapter_dir: str, manifest) -> dict:
 def main(argv: list[str]) -> int:
     ppo_cfg, model_args, run_args, tracking_cfg, given = parse(argv)
     configs = (ppo_cfg, model_args, tracking_cfg)
-    ppo_cfg.check()
 
     import torch
     from accelerate import Accelerator

@@ -48,7 +48,14 @@ class RewardDataConfig:
         default=None,
         metadata={
             "help": "The SFT adapter this reward model belongs with: checked against the base and recorded as a "
-            "parent in the manifest. The reward LoRA itself starts from the base."
+            "parent in the manifest. The reward LoRA starts from the base unless init_from_sft."
+        },
+    )
+    init_from_sft: bool = field(
+        default=False,
+        metadata={
+            "help": "Start the reward LoRA from sft_adapter's LoRA weights (InstructGPT starts its reward model from "
+            "the SFT model); the score head starts fresh. Needs the same LoRA settings as the SFT recipe."
         },
     )
     calibration_bins: int = field(default=10, metadata={"help": "Confidence bins for the calibration report."})
@@ -98,6 +105,10 @@ def main(argv: list[str]) -> int:
         return reward_score.main(argv[1:])
     data_cfg, model_args, run_args, tracking_cfg, reward_cfg, given = parse(argv)
     configs = (data_cfg, model_args, tracking_cfg, reward_cfg)
+    if data_cfg.init_from_sft and not (data_cfg.sft_adapter and model_args.use_peft):
+        from workbench.errors import UserError
+
+        raise UserError("init_from_sft: true needs sft_adapter (the SFT adapter folder) and use_peft: true")
 
     import torch
     from transformers import set_seed
@@ -158,6 +169,9 @@ def main(argv: list[str]) -> int:
     peft_config = adapters.get_peft_config(model_args, task_type="SEQ_CLS")
     if peft_config is not None:
         model = adapters.attach(model, "default", config=peft_config)
+        if data_cfg.init_from_sft:
+            copied = adapters.init_lora_from(model, "default", data_cfg.sft_adapter)
+            print(f"workbench reward: LoRA initialised from {data_cfg.sft_adapter} ({copied} tensors)")
         model.print_trainable_parameters()
 
     # ── trainer ──────────────────────────────────────────────────────────────────────────────────────────────────

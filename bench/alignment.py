@@ -1,0 +1,342 @@
+"""Ablation of the alignment levers over seeds: what each does to the reward model's agreement with the gold rubric.
+
+    python bench/alignment.py reward --run outputs/quickstart [--variants baseline init_sft ...] [--seeds 0 1 2]
+                                     [--prompts 48] [--work /tmp/alignment-bench]
+                                     [--out bench/results/alignment-reward-<machine>.json]
+
+`reward`: the reward stage of a finished pipeline run (its recipes/reward.yaml, the labelers' preference pairs, the
+SFT adapter) is trained again once per variant and seed, each variant a few recipe keys on top of the run's recipe
+(VARIANTS below). Every reward model then scores one fixed agreement set: `--prompts` held-out prompts (bundled
+prompts, split test: never labeled, never trained on) with 4 answers each sampled from the run's SFT policy at T=1,
+the answers PPO starts from. Agreement: of the answer pairs to one prompt whose gold-rubric scores differ by at least
+0.25, the share the reward model orders as the rubric does (the eval stage's `reward_model_vs_gold`). The rubric is
+only the measuring stick here; the reward models learn from the labelers' rankings alone.
+
+The JSON gives every (variant, seed) row (agreement, the stage's held-out pairwise accuracy on labeler pairs, train
+seconds) and, per variant, the paired difference to `baseline` over the same pairs and seeds with a bootstrap 95%
+interval over prompts. Prints one JSON object; `--out` also writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+# each variant: recipe keys applied on top of the run's reward recipe; (key, factor): factor x the run's value of key
+VARIANTS = {
+    "baseline": {},
+    "init_sft": {"init_from_sft": True},
+    "no_margin": {"use_margin": False},
+    "lr_2e-4": {"learning_rate": 2.0e-4},
+    "steps_x2": {"max_steps": ("max_steps", 2)},  # twice the run's steps (twice the time)
+}
+# PPO variants: keys on top of the run's ppo recipe (the run's SFT and reward adapters stay)
+PPO_VARIANTS = {
+    "baseline": {},
+    # running score normalisation and clipping, 2 value-only steps, the value at 4x the policy's learning rate with
+    # its own gradient clipping
+    "levers": {
+        "use_score_scaling": True,
+        "use_score_norm": True,
+        "score_clip": 3.0,
+        "critic_warmup_steps": 2,
+        "value_learning_rate": ("learning_rate", 4),
+        "value_max_grad_norm": 1.0,
+    },
+    "score_norm": {"use_score_scaling": True, "use_score_norm": True, "score_clip": 3.0},
+    "critic_warmup": {
+        "critic_warmup_steps": 2,
+        "value_learning_rate": ("learning_rate", 4),
+        "value_max_grad_norm": 1.0,
+    },
+}
+MIN_GOLD_GAP = 0.25
+
+
+def run(command: list[str], log: Path) -> float:
+    started = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise SystemExit(f"bench/alignment.py: {' '.join(command)} failed ({done.returncode}):\n" + "\n".join(tail))
+    return time.perf_counter() - started
+
+
+def agreement_set(run_dir: Path, work: Path, prompts: int) -> Path:
+    """Held-out prompts x 4 SFT samples at T=1, generated once per run and kept in `work`."""
+    target = work / "agreement-set" / "candidates.jsonl"
+    if target.exists():
+        return target
+    recipe = yaml.safe_load((run_dir / "recipes" / "generate.yaml").read_text())
+    recipe.update(
+        prompts="bundled:prompts",
+        prompts_where={"split": "test"},
+        max_prompts=prompts,
+        num_completions=4,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        dtype="float32",
+        output_dir=str(target.parent),
+        wandb_mode="disabled",
+    )
+    recipe.pop("wandb_group", None)
+    config = work / "agreement-set.yaml"
+    config.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    print(f"bench/alignment.py: generating the agreement set ({prompts} prompts x 4)", file=sys.stderr)
+    run(["workbench", "generate", "--config", str(config), "--overwrite"], work / "agreement-set.log")
+    return target
+
+
+def gold_pairs(candidates: Path) -> list[dict]:
+    """Every answer pair to one prompt whose gold scores differ by MIN_GOLD_GAP or more: (prompt_id, i, j, sign)."""
+    from labeling import rubric
+
+    pairs = []
+    for row in map(json.loads, candidates.read_text().splitlines()):
+        gold = [rubric.score(row["prompt"], text) for text in row["completions"]]
+        for i in range(len(gold)):
+            for j in range(i + 1, len(gold)):
+                if abs(gold[i] - gold[j]) >= MIN_GOLD_GAP:
+                    pairs.append(
+                        {"prompt_id": row["prompt_id"], "i": i, "j": j, "sign": 1 if gold[i] > gold[j] else -1}
+                    )
+    return pairs
+
+
+def outcomes(scored: Path, pairs: list[dict]) -> list[float]:
+    scores = {row["prompt_id"]: row["scores"] for row in map(json.loads, scored.read_text().splitlines())}
+    return [
+        1.0 if p["sign"] * (scores[p["prompt_id"]][p["i"]] - scores[p["prompt_id"]][p["j"]]) > 0 else 0.0
+        for p in pairs
+    ]
+
+
+def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates: Path, pairs: list[dict]) -> dict:
+    folder = work / f"{name}-seed{seed}"
+    overrides = {**VARIANTS[name], "seed": seed, "output_dir": str(folder), "save_steps": 10_000}
+    config = write_recipe(run_dir, "reward", overrides, work / f"{name}-seed{seed}.yaml")
+    if not (folder / "metrics.json").exists():
+        print(f"bench/alignment.py: training {name} seed {seed}", file=sys.stderr)
+        seconds = run(["workbench", "reward", "--config", str(config), "--overwrite"], work / f"{name}-seed{seed}.log")
+        (folder / "bench-seconds.json").write_text(json.dumps({"seconds": seconds}))
+    scored = folder / "agreement-scored.jsonl"
+    if not scored.exists():
+        command = ["workbench", "reward", "score", "--adapter", str(folder / "adapter"), "--input", str(candidates)]
+        run(command + ["--output", str(scored), "--batch_size", "32"], folder / "score.log")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    agree = outcomes(scored, pairs)
+    return {
+        "variant": name,
+        "seed": seed,
+        "overrides": VARIANTS[name],
+        "agreement": sum(agree) / len(agree),
+        "agreement_pairs": len(agree),
+        "held_out_accuracy": metrics.get("eval_accuracy"),
+        "held_out_pairs": metrics.get("eval_pairs"),
+        "train_seconds": json.loads((folder / "bench-seconds.json").read_text())["seconds"],
+        "outcomes": agree,
+    }
+
+
+def paired_difference(rows: list[dict], pairs: list[dict], name: str) -> dict:
+    """Variant minus baseline agreement over the same pairs and seeds; bootstrap 95% interval over prompts."""
+    from workbench.evaluation.metrics import bootstrap_interval
+
+    by_seed = {(r["variant"], r["seed"]): r["outcomes"] for r in rows}
+    seeds = sorted(s for v, s in by_seed if v == name and ("baseline", s) in by_seed)
+    per_prompt: dict[str, list[float]] = {}
+    for seed in seeds:
+        for pair, mine, theirs in zip(pairs, by_seed[(name, seed)], by_seed[("baseline", seed)]):
+            per_prompt.setdefault(pair["prompt_id"], []).append(mine - theirs)
+    values = [sum(v) / len(v) for v in per_prompt.values()]
+    if not values:
+        return {"seeds": [], "mean": None, "ci95": [None, None]}
+    pooled = [d for v in per_prompt.values() for d in v]
+    return {
+        "seeds": seeds,
+        "mean": sum(pooled) / len(pooled),
+        "ci95": bootstrap_interval(values),
+        "prompts": len(values),
+    }
+
+
+def per_variant(rows: list[dict], names: list[str], key: str, **more: str) -> dict:
+    """Per variant: every seed's `key` (and the `more` keys) and the mean of `key` over seeds."""
+    summary = {}
+    for name in names:
+        mine = [r for r in rows if r["variant"] == name]
+        summary[name] = {
+            f"{key}_per_seed": [r[key] for r in mine],
+            f"{key}_mean": sum(r[key] for r in mine) / len(mine),
+        }
+        summary[name] |= {f"{label}_per_seed": [r[field] for r in mine] for label, field in more.items()}
+    return summary
+
+
+def gold_difference(rows: list[dict], name: str) -> dict:
+    """Variant minus baseline gold score per held-out prompt, averaged over the seeds both ran; bootstrap 95% interval
+    over prompts (each seed's variant and baseline start from the same SFT policy and answer the same prompts)."""
+    from workbench.evaluation.metrics import bootstrap_interval
+
+    runs = {(r["variant"], r["seed"]): r["gold_by_prompt"] for r in rows}
+    seeds = sorted(s for v, s in runs if v == name and ("baseline", s) in runs)
+    if not seeds:
+        return {"seeds": [], "mean": None, "ci95": [None, None]}
+    prompts = sorted(runs[(name, seeds[0])])
+    values = [sum(runs[(name, s)][p] - runs[("baseline", s)][p] for s in seeds) / len(seeds) for p in prompts]
+    return {
+        "seeds": seeds,
+        "prompts": len(values),
+        "mean": sum(values) / len(values),
+        "ci95": bootstrap_interval(values),
+    }
+
+
+def write_recipe(run_dir: Path, stage: str, overrides: dict, path: Path) -> Path:
+    """The run's recipe for `stage` with `overrides` (a (key, factor) value: factor x the run's `key`), no W&B."""
+    recipe = yaml.safe_load((run_dir / "recipes" / f"{stage}.yaml").read_text())
+    for key, value in overrides.items():
+        recipe[key] = recipe[value[0]] * value[1] if isinstance(value, tuple) else value
+    recipe["wandb_mode"] = "disabled"
+    recipe.pop("wandb_group", None)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def ppo_part(run_dir: Path, work: Path, names: list[str], seeds: list[int], prompts: int) -> dict:
+    """Each PPO variant and seed from the run's SFT policy and reward model, then per seed one eval of that seed's
+    variants and the SFT policy on the same held-out prompts (greedy, the run's eval recipe without best-of-N)."""
+    sft = {"name": "sft", "adapter": str(run_dir / "sft" / "adapter")}
+    rows, sft_gold = [], None
+    for seed in seeds:
+        policies = [sft]
+        for name in names:
+            folder = work / f"ppo-{name}-seed{seed}"
+            overrides = {**PPO_VARIANTS[name], "seed": seed, "output_dir": str(folder)}
+            config = write_recipe(run_dir, "ppo", overrides, work / f"ppo-{name}-seed{seed}.yaml")
+            if not (folder / "metrics.json").exists():
+                print(f"bench/alignment.py: PPO {name} seed {seed}", file=sys.stderr)
+                command = ["workbench", "ppo", "--config", str(config), "--overwrite"]
+                seconds = run(command, work / f"ppo-{name}-seed{seed}.log")
+                (folder / "bench-seconds.json").write_text(json.dumps({"seconds": seconds}))
+            policies.append({"name": f"{name}-seed{seed}", "adapter": str(folder / "adapter")})
+        folder = work / f"eval-seed{seed}-{'-'.join(names)}"
+        overrides = dict(policies=policies, best_of=0, max_prompts=prompts, output_dir=str(folder))
+        config = write_recipe(run_dir, "eval", overrides, work / f"{folder.name}.yaml")
+        if not (folder / "metrics.json").exists():
+            print(
+                f"bench/alignment.py: eval of seed {seed}: {len(policies)} policies, {prompts} prompts",
+                file=sys.stderr,
+            )
+            run(["workbench", "eval", "--config", str(config), "--overwrite"], work / f"{folder.name}.log")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        sft_gold = metrics["policies"]["sft"].get("gold_mean")
+        gold_by_prompt = {}
+        for sample in map(json.loads, (folder / "samples.jsonl").read_text().splitlines()):
+            gold_by_prompt.setdefault(sample["policy"], {})[sample["prompt_id"]] = sample["gold"]
+        for name in names:
+            trained = work / f"ppo-{name}-seed{seed}"
+            policy = f"{name}-seed{seed}"
+            gold, mine = metrics["win_rates"][policy]["gold_rubric"], metrics["policies"][policy]
+            rows.append(
+                {
+                    "variant": name,
+                    "seed": seed,
+                    "overrides": PPO_VARIANTS[name],
+                    "gold_win_rate": gold["rate"],
+                    "gold_win_rate_ci95": gold["ci95"],
+                    "gold_difference": gold["difference"]["mean"],
+                    "gold_difference_ci95": gold["difference"]["ci95"],
+                    "reward_model_win_rate": metrics["win_rates"][policy]["reward_model"]["rate"],
+                    "kl_per_answer": mine.get("kl_mean"),
+                    "kl_per_token": mine.get("kl_per_token_mean"),
+                    "train": json.loads((trained / "metrics.json").read_text())["summary"],
+                    "train_seconds": json.loads((trained / "bench-seconds.json").read_text())["seconds"],
+                    "gold_by_prompt": gold_by_prompt[policy],
+                }
+            )
+    settings = metrics["settings"]
+    return {
+        "eval": {"prompts": settings["prompts"], "decoding": settings["decoding"]},
+        "sft_gold_mean": sft_gold,
+        "rows": rows,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=["reward", "ppo"])
+    parser.add_argument("--run", required=True, help="a finished `workbench pipeline` run folder")
+    parser.add_argument("--variants", nargs="+", default=["baseline"], help="names from VARIANTS or PPO_VARIANTS")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--prompts", type=int, default=None, help="held-out prompts (default 48 reward, 120 ppo)")
+    parser.add_argument("--work", default="/tmp/alignment-bench", help="scratch folder (reused: finished runs stay)")
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
+    run_dir, work = Path(args.run), Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    known = VARIANTS if args.part == "reward" else PPO_VARIANTS
+    unknown = sorted(set(args.variants) - set(known))
+    if unknown:
+        raise SystemExit(f"bench/alignment.py: unknown {args.part} variants {unknown}; known: {sorted(known)}")
+    for needed in ("recipes/reward.yaml", "recipes/generate.yaml", "preferences/preferences.jsonl", "sft/adapter"):
+        if not (run_dir / needed).exists():
+            raise SystemExit(f"bench/alignment.py: --run {run_dir}: no {needed}; run `workbench pipeline` first")
+    names = ["baseline"] + [v for v in args.variants if v != "baseline"]
+
+    from ppo_memory import machine
+
+    from workbench.fileio import write_json_atomic
+
+    result = {"benchmark": f"alignment-{args.part}", "command": "python " + " ".join(sys.argv), "run": str(run_dir)}
+    if args.part == "ppo":
+        result |= {"variants": {n: PPO_VARIANTS[n] for n in names}, "seeds": args.seeds}
+        result |= ppo_part(run_dir, work, names, args.seeds, args.prompts or 120)
+        more = dict(gold_win_rate_ci95="gold_win_rate_ci95", kl_per_answer="kl_per_answer")
+        result["summary"] = per_variant(result["rows"], names, "gold_win_rate", **more)
+        for name in names[1:]:
+            result["summary"][name]["gold_difference_to_baseline"] = gold_difference(result["rows"], name)
+        result["rows"] = [{k: v for k, v in r.items() if k != "gold_by_prompt"} for r in result["rows"]]
+    else:
+        prompts = args.prompts or 48
+        candidates = agreement_set(run_dir, work, prompts)
+        pairs = gold_pairs(candidates)
+        rows = [train_and_score(run_dir, work, n, s, candidates, pairs) for s in args.seeds for n in names]
+        summary = per_variant(rows, names, "agreement", held_out_accuracy="held_out_accuracy")
+        for name in names[1:]:
+            summary[name]["difference_to_baseline"] = paired_difference(rows, pairs, name)
+        result |= {
+            "variants": {n: VARIANTS[n] for n in names},
+            "seeds": args.seeds,
+            "agreement_set": {
+                "prompts": prompts,
+                "answers_per_prompt": 4,
+                "pairs": len(pairs),
+                "min_gold_gap": MIN_GOLD_GAP,
+            },
+            "summary": summary,
+            "rows": [{k: v for k, v in r.items() if k != "outcomes"} for r in rows],
+        }
+    result["machine"] = machine()
+    result["versions"] = {m: __import__(m).__version__ for m in ("torch", "transformers", "trl", "peft")}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        write_json_atomic(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""The PPO levers beyond TRL 1.12, on a tiny real 4-bit single base: critic warm-up, per-group learning rates and
+gradient clipping, learning-rate schedules, score scaling. Exact resume with all of them on is in test_ppo_stage."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from model_args import margs, quant
+
+from workbench.errors import UserError
+from workbench.modeling import loading
+from workbench.modeling.single_base import load_single_base
+from workbench.rl.ppo_config import PPOConfig
+from workbench.rl.trainer import PPOTrainer
+
+PROMPTS = [[{"role": "user", "content": text}] for text in ("Hi there.", "Name a colour.", "Count to 3.", "Why?")]
+
+
+@pytest.fixture(scope="module")
+def tiny_adapters(tiny_model_path, tmp_path_factory):
+    from test_single_base import make_adapters
+
+    return make_adapters(tiny_model_path, tmp_path_factory.mktemp("lever-adapters"))
+
+
+def trainer_for(tiny_model_path, tiny_adapters, **overrides) -> PPOTrainer:
+    from accelerate import Accelerator
+
+    sft, reward = tiny_adapters
+    settings = dict(total_steps=2, batch_size=4, mini_batch_size=2, ppo_epochs=2, max_new_tokens=4)
+    settings |= dict(temperature=1.0, learning_rate=1e-2, seed=3)
+    config = PPOConfig(sft_adapter=str(sft), reward_adapter=str(reward), **(settings | overrides))
+    model = load_single_base(
+        margs(tiny_model_path, quant(load_in_4bit=True, dtype="float32")), sft_adapter=sft, reward_adapter=reward
+    )
+    tokenizer = loading.load_tokenizer(str(tiny_model_path), padding_side="left")
+    return PPOTrainer(model, tokenizer, PROMPTS, config, Accelerator(cpu=True))
+
+
+def snapshot(tensors: dict) -> dict:
+    return {name: tensor.detach().clone() for name, tensor in tensors.items()}
+
+
+def moved(before: dict, tensors: dict) -> bool:
+    return any(not torch.equal(before[name], tensor) for name, tensor in tensors.items())
+
+
+def test_critic_warmup_moves_only_the_value_then_both(tiny_model_path, tiny_adapters):
+    trainer = trainer_for(tiny_model_path, tiny_adapters, critic_warmup_steps=1)
+    policy, value = snapshot(trainer.policy_tensors), snapshot(trainer.value_tensors)
+    first = trainer.step()
+    assert first["policy/frozen"] == 1.0 and "policy/loss" not in first
+    assert not moved(policy, trainer.policy_tensors), "the policy moved during critic warm-up"
+    assert moved(value, trainer.value_tensors)
+    second = trainer.step()
+    assert second["policy/frozen"] == 0.0 and "policy/loss" in second
+    assert moved(policy, trainer.policy_tensors)
+
+
+def test_value_learning_rate_and_a_cosine_schedule_with_warmup_per_optimizer_step(tiny_model_path, tiny_adapters):
+    trainer = trainer_for(
+        tiny_model_path, tiny_adapters, value_learning_rate=3e-2, lr_scheduler_type="cosine", warmup_steps=2
+    )
+    assert [group["lr"] for group in trainer.optimizer.param_groups] == [0.0, 0.0]  # warm-up starts at 0
+    rates = []
+    for _ in range(2):
+        trainer.step()
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    # 2 PPO steps x 2 epochs x 2 minibatches = 8 optimizer steps; after step k of them the policy's rate is
+    # 1e-2 * (k / 2) during warm-up, then 1e-2 * (1 + cos(pi * (k - 2) / 6)) / 2
+    expected = [1e-2 * 0.5 * (1 + math.cos(math.pi * (k - 2) / 6)) for k in (4, 8)]
+    assert rates == pytest.approx(expected)
+    assert trainer.optimizer.param_groups[1]["lr"] == pytest.approx(3 * rates[-1])  # the value's, 3x, same shape
+    logged = [row["learning_rate"] for row in trainer.history]  # mean of the rates the 4 updates of each step used
+    assert logged[0] == pytest.approx(1e-2 * (0 + 0.5 + 1 + 0.5 * (1 + math.cos(math.pi / 6))) / 4)
+
+
+def test_separate_gradient_clipping_bounds_policy_and_value_each(tiny_model_path, tiny_adapters):
+    joint = trainer_for(tiny_model_path, tiny_adapters, max_grad_norm=1.0)
+    split = trainer_for(tiny_model_path, tiny_adapters, max_grad_norm=1.0, value_max_grad_norm=0.25)
+    for trainer in (joint, split):
+        for tensors, size in ((trainer.policy_tensors, 100.0), (trainer.value_tensors, 1.0)):
+            for tensor in tensors.values():
+                tensor.grad = torch.full_like(tensor, size)
+
+    def norm(tensors):
+        return torch.linalg.vector_norm(torch.stack([t.grad.norm() for t in tensors.values()])).item()
+
+    joint_norms = joint._clip_gradients()
+    assert norm(joint.tensors) == pytest.approx(1.0, rel=1e-4)  # one global norm: the value's share nearly vanishes
+    assert norm(joint.value_tensors) < 0.25 and set(joint_norms) == {"grad_norm"}
+    split_norms = split._clip_gradients()
+    assert norm(split.policy_tensors) == pytest.approx(1.0, rel=1e-4)
+    assert norm(split.value_tensors) == pytest.approx(0.25, rel=1e-4)
+    assert split_norms["value/grad_norm"] > 0.25 and split_norms["grad_norm"] > 1.0  # the norms before clipping
+
+
+def test_score_scaling_logs_running_moments_of_every_score_seen(tiny_model_path, tiny_adapters):
+    trainer = trainer_for(tiny_model_path, tiny_adapters, use_score_scaling=True, use_score_norm=True, score_clip=1.0)
+    first, second = trainer.step(), trainer.step()
+    assert trainer.score_moments.count == 8
+    assert second["reward/running_mean"] == pytest.approx((first["reward/mean"] + second["reward/mean"]) / 2)
+    assert first["reward/running_std"] == pytest.approx(first["reward/std"])  # the first batch: its own spread
+    # normalised and clipped, the penalised scores (no EOS penalty here) lie in [-1, 1]
+    assert -1.0 <= first["reward/penalised_mean"] <= 1.0
+
+
+def test_lever_settings_that_cannot_work_are_refused_naming_the_key():
+    base = dict(sft_adapter="a", reward_adapter="b", total_steps=4)
+    cases = [
+        (dict(critic_warmup_steps=4), "critic_warmup_steps \\(4\\) must be below total_steps \\(4\\)"),
+        (dict(lr_scheduler_type="exponential"), "lr_scheduler_type must be one of"),
+        (dict(use_score_norm=True), "use_score_norm: true needs use_score_scaling: true"),
+        (dict(score_clip=0.0), "score_clip must be > 0"),
+        (dict(value_learning_rate=-1e-4), "value_learning_rate must be > 0"),
+        (dict(warmup_steps=-1), "warmup_steps and critic_warmup_steps must be >= 0"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(UserError, match=message):
+            PPOConfig(**(base | overrides)).check()
