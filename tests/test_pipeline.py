@@ -169,11 +169,13 @@ def argilla_home(tmp_path_factory, tiny_model_path):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, argilla_home):
-    """A run whose PPO stage fails (bad batch sizes), then is fixed and resumed."""
+    """A run whose PPO stage fails (its prompt file is missing: found only when the stage runs, unlike a bad size,
+    which the pipeline refuses before any stage), then is fixed and resumed."""
     home, port = argilla_home
     folder = tmp_path_factory.mktemp("pipeline")
     run_dir = folder / "run"
-    broken = tiny_recipe(folder / "broken.yaml", run_dir, home, port, **{"overrides.ppo": {"mini_batch_size": 3}})
+    missing = {"prompts": [{"path": str(folder / "missing-prompts.jsonl")}]}
+    broken = tiny_recipe(folder / "broken.yaml", run_dir, home, port, **{"overrides.ppo": missing})
     failed = pipeline(broken)
     recipe = tiny_recipe(folder / "fixed.yaml", run_dir, home, port)
     resumed = pipeline(recipe)
@@ -186,7 +188,7 @@ def test_failing_stage_stops_with_its_log_and_keeps_earlier_outputs(finished_run
     output = failed.stdout + failed.stderr
     assert failed.returncode == 1, output
     assert "stage 'ppo' failed" in output and str(run_dir / "logs" / "ppo.log") in output
-    assert "mini_batch_size (3) must divide batch_size (4)" in output  # the log's last lines say why
+    assert "missing-prompts.jsonl does not exist" in output  # the log's last lines say why
     assert "Traceback" not in failed.stdout
     assert state_of(run_dir)["stages"]["ppo"]["attempts"] == 2  # the failed attempt and the resumed one
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from workbench.errors import UserError
 from workbench.fileio import atomic_directory
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -127,7 +128,13 @@ def load_checkpoint(
     with torch.no_grad():
         for name, tensor in tensors.items():
             tensor.copy_(saved[name].to(tensor.dtype))
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
+    try:
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
+    except ValueError as error:  # e.g. a checkpoint of an older workbench: one parameter group, not policy + value
+        raise UserError(
+            f"{checkpoint}/optimizer.pt does not fit this run's optimizer ({error}); it was written by another "
+            "version or recipe: start again with --overwrite"
+        ) from None
     rng_file = checkpoint / f"rng-{rank}.pt"
     if not rng_file.exists():
         rng_file = checkpoint.parent / f".rng-{checkpoint.name.split('-')[-1]}-{rank}.pt"

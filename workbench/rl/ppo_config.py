@@ -119,8 +119,8 @@ class PPOConfig:
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest this many checkpoints."})
     sample_rows: int = field(default=2, metadata={"help": "Prompt/response rows per step for the W&B samples table."})
 
-    def check(self) -> None:
-        """Fail early, naming the key, on sizes and choices that cannot work."""
+    def check(self, inputs: bool = True) -> None:
+        """Fail early, naming the key, on sizes and choices that cannot work (and on missing adapters if `inputs`)."""
         for key in ("total_steps", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key} must be a positive integer; got {getattr(self, key)}")
@@ -164,6 +164,6 @@ class PPOConfig:
             )
         if self.temperature <= 0 or self.max_new_tokens < 1 or self.save_steps < 1:
             raise UserError("temperature must be > 0, max_new_tokens and save_steps >= 1")
-        for key in ("sft_adapter", "reward_adapter"):
+        for key in ("sft_adapter", "reward_adapter") if inputs else ():
             if not getattr(self, key):
                 raise UserError(f"{key} is required: the folder a `workbench {key.split('_')[0]}` run wrote")

@@ -33,7 +33,7 @@ def parse(argv: list[str]):
         unread_why="the policy continues the SFT adapter and the value the reward adapter, with their own settings",
     )
     parsed = parser.parse(argv)
-    parsed[0].check()  # here, so that `workbench pipeline` refuses a PPO recipe that cannot work before any stage runs
+    parsed[0].check(inputs=False)  # here too: `workbench pipeline` refuses a recipe that cannot work before any stage
     return (*parsed, parser.given)
 
 
@@ -50,6 +50,7 @@ def parent(role: str, adapter_dir: str, manifest) -> dict:
 def main(argv: list[str]) -> int:
     ppo_cfg, model_args, run_args, tracking_cfg, given = parse(argv)
     configs = (ppo_cfg, model_args, tracking_cfg)
+    ppo_cfg.check()
 
     import torch
     from accelerate import Accelerator

@@ -105,7 +105,11 @@ def main(argv: list[str]) -> int:
         return reward_score.main(argv[1:])
     data_cfg, model_args, run_args, tracking_cfg, reward_cfg, given = parse(argv)
     configs = (data_cfg, model_args, tracking_cfg, reward_cfg)
-    if data_cfg.init_from_sft and not (data_cfg.sft_adapter and model_args.use_peft):
+    # SEQ_CLS: PEFT adds the `score` head to modules_to_save, so it is trained and saved with the adapter
+    from workbench.modeling import adapters
+
+    peft_config = adapters.get_peft_config(model_args, task_type="SEQ_CLS")
+    if data_cfg.init_from_sft and not (data_cfg.sft_adapter and peft_config is not None):
         from workbench.errors import UserError
 
         raise UserError("init_from_sft: true needs sft_adapter (the SFT adapter folder) and use_peft: true")
@@ -118,7 +122,7 @@ def main(argv: list[str]) -> int:
     from workbench.data.preference_data import held_out_split, load_preferences
     from workbench.evaluation.pairwise import evaluate_pairs, log_metrics
     from workbench.fileio import write_json_atomic
-    from workbench.modeling import adapters, loading
+    from workbench.modeling import loading
     from workbench.output_dir import prepare_output_dir, trainer_checkpoint
     from workbench.recipe import resolved_recipe, write_resolved_recipe
 
@@ -165,8 +169,6 @@ def main(argv: list[str]) -> int:
         parents.append({"kind": "adapter", "stage": sft_manifest.stage, "path": path, "role": "policy"})
 
     # ── adapters ─────────────────────────────────────────────────────────────────────────────────────────────────
-    # SEQ_CLS: PEFT adds the `score` head to modules_to_save, so it is trained and saved with the adapter
-    peft_config = adapters.get_peft_config(model_args, task_type="SEQ_CLS")
     if peft_config is not None:
         model = adapters.attach(model, "default", config=peft_config)
         if data_cfg.init_from_sft:
