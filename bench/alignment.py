@@ -1,8 +1,8 @@
 """Ablation of the alignment levers over seeds: what each does to the reward model's agreement with the gold rubric.
 
-    python bench/alignment.py reward --run outputs/quickstart [--variants baseline init_sft ...] [--seeds 0 1 2]
-                                     [--prompts 48] [--work /tmp/alignment-bench]
-                                     [--out bench/results/alignment-reward-<machine>.json]
+    python bench/alignment.py reward|ppo --run outputs/quickstart [--variants baseline init_sft ...]
+                                         [--seeds 0 1 2] [--prompts N] [--work /tmp/alignment-bench]
+                                         [--out bench/results/alignment-<part>-<machine>.json]
 
 `reward`: the reward stage of a finished pipeline run (its recipes/reward.yaml, the labelers' preference pairs, the
 SFT adapter) is trained again once per variant and seed, each variant a few recipe keys on top of the run's recipe
@@ -14,7 +14,14 @@ only the measuring stick here; the reward models learn from the labelers' rankin
 
 The JSON gives every (variant, seed) row (agreement, the stage's held-out pairwise accuracy on labeler pairs, train
 seconds) and, per variant, the paired difference to `baseline` over the same pairs and seeds with a bootstrap 95%
-interval over prompts. Prints one JSON object; `--out` also writes it.
+interval over prompts.
+
+`ppo`: PPO is trained again once per variant (PPO_VARIANTS) and seed from the run's SFT policy and reward model; per
+seed, one eval answers `--prompts` (default 120) held-out prompts greedily with SFT and that seed's variants. Rows:
+the gold win rate against SFT with its interval, the mean gold difference, the reward model's win rate, KL per
+answer and per token; per variant, the paired gold difference to `baseline` over prompts, pooled over seeds.
+
+Finished runs in `--work` are reused. Prints one JSON object; `--out` also writes it.
 """
 
 from __future__ import annotations
@@ -79,52 +86,36 @@ def agreement_set(run_dir: Path, work: Path, prompts: int) -> Path:
     target = work / "agreement-set" / "candidates.jsonl"
     if target.exists():
         return target
-    recipe = yaml.safe_load((run_dir / "recipes" / "generate.yaml").read_text())
-    recipe.update(
-        prompts="bundled:prompts",
-        prompts_where={"split": "test"},
-        max_prompts=prompts,
-        num_completions=4,
-        temperature=1.0,
-        top_p=1.0,
-        top_k=0,
-        dtype="float32",
-        output_dir=str(target.parent),
-        wandb_mode="disabled",
-    )
-    recipe.pop("wandb_group", None)
-    config = work / "agreement-set.yaml"
-    config.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    overrides = dict(prompts="bundled:prompts", prompts_where={"split": "test"}, max_prompts=prompts)
+    overrides |= dict(num_completions=4, temperature=1.0, top_p=1.0, top_k=0, dtype="float32")
+    config = write_recipe(run_dir, "generate", overrides | {"output_dir": str(target.parent)}, work / "agreement.yaml")
     print(f"bench/alignment.py: generating the agreement set ({prompts} prompts x 4)", file=sys.stderr)
     run(["workbench", "generate", "--config", str(config), "--overwrite"], work / "agreement-set.log")
     return target
 
 
-def gold_pairs(candidates: Path) -> list[dict]:
-    """Every answer pair to one prompt whose gold scores differ by MIN_GOLD_GAP or more: (prompt_id, i, j, sign)."""
+def gold_scores(candidates: Path) -> list[list[float]]:
+    """The gold-rubric score of every answer in the agreement set, row by row."""
     from labeling import rubric
 
-    pairs = []
-    for row in map(json.loads, candidates.read_text().splitlines()):
-        gold = [rubric.score(row["prompt"], text) for text in row["completions"]]
-        for i in range(len(gold)):
-            for j in range(i + 1, len(gold)):
-                if abs(gold[i] - gold[j]) >= MIN_GOLD_GAP:
-                    pairs.append(
-                        {"prompt_id": row["prompt_id"], "i": i, "j": j, "sign": 1 if gold[i] > gold[j] else -1}
-                    )
-    return pairs
+    rows = map(json.loads, candidates.read_text().splitlines())
+    return [[rubric.score(row["prompt"], text) for text in row["completions"]] for row in rows]
 
 
-def outcomes(scored: Path, pairs: list[dict]) -> list[float]:
-    scores = {row["prompt_id"]: row["scores"] for row in map(json.loads, scored.read_text().splitlines())}
-    return [
-        1.0 if p["sign"] * (scores[p["prompt_id"]][p["i"]] - scores[p["prompt_id"]][p["j"]]) > 0 else 0.0
-        for p in pairs
+def outcomes(scored: Path, gold: list[list[float]]) -> list[tuple[str, float]]:
+    """(prompt_id, agreed) for every answer pair whose gold scores differ by MIN_GOLD_GAP or more (the eval's rule)."""
+    from workbench.evaluation.metrics import agreement_outcomes
+
+    rows = map(json.loads, scored.read_text().splitlines())
+    samples = [
+        {"prompt_id": row["prompt_id"], "reward": reward, "gold": value}
+        for row, golds in zip(rows, gold)
+        for reward, value in zip(row["scores"], golds)
     ]
+    return agreement_outcomes(samples, min_gap=MIN_GOLD_GAP)
 
 
-def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates: Path, pairs: list[dict]) -> dict:
+def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates: Path, gold: list) -> dict:
     folder = work / f"{name}-seed{seed}"
     overrides = {**VARIANTS[name], "seed": seed, "output_dir": str(folder), "save_steps": 10_000}
     config = write_recipe(run_dir, "reward", overrides, work / f"{name}-seed{seed}.yaml")
@@ -137,12 +128,12 @@ def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates:
         command = ["workbench", "reward", "score", "--adapter", str(folder / "adapter"), "--input", str(candidates)]
         run(command + ["--output", str(scored), "--batch_size", "32"], folder / "score.log")
     metrics = json.loads((folder / "metrics.json").read_text())
-    agree = outcomes(scored, pairs)
+    agree = outcomes(scored, gold)
     return {
         "variant": name,
         "seed": seed,
         "overrides": VARIANTS[name],
-        "agreement": sum(agree) / len(agree),
+        "agreement": sum(outcome for _, outcome in agree) / len(agree),
         "agreement_pairs": len(agree),
         "held_out_accuracy": metrics.get("eval_accuracy"),
         "held_out_pairs": metrics.get("eval_pairs"),
@@ -151,16 +142,17 @@ def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates:
     }
 
 
-def paired_difference(rows: list[dict], pairs: list[dict], name: str) -> dict:
-    """Variant minus baseline agreement over the same pairs and seeds; bootstrap 95% interval over prompts."""
+def paired_difference(rows: list[dict], name: str, key: str) -> dict:
+    """Variant minus baseline over the same items (`row[key]`: (prompt_id, value) pairs in a fixed order) and the
+    seeds both ran: the pooled mean, and a bootstrap 95% interval over prompts of each prompt's mean difference."""
     from workbench.evaluation.metrics import bootstrap_interval
 
-    by_seed = {(r["variant"], r["seed"]): r["outcomes"] for r in rows}
+    by_seed = {(r["variant"], r["seed"]): r[key] for r in rows}
     seeds = sorted(s for v, s in by_seed if v == name and ("baseline", s) in by_seed)
     per_prompt: dict[str, list[float]] = {}
     for seed in seeds:
-        for pair, mine, theirs in zip(pairs, by_seed[(name, seed)], by_seed[("baseline", seed)]):
-            per_prompt.setdefault(pair["prompt_id"], []).append(mine - theirs)
+        for (prompt_id, mine), (_, theirs) in zip(by_seed[(name, seed)], by_seed[("baseline", seed)]):
+            per_prompt.setdefault(prompt_id, []).append(mine - theirs)
     values = [sum(v) / len(v) for v in per_prompt.values()]
     if not values:
         return {"seeds": [], "mean": None, "ci95": [None, None]}
@@ -184,25 +176,6 @@ def per_variant(rows: list[dict], names: list[str], key: str, **more: str) -> di
         }
         summary[name] |= {f"{label}_per_seed": [r[field] for r in mine] for label, field in more.items()}
     return summary
-
-
-def gold_difference(rows: list[dict], name: str) -> dict:
-    """Variant minus baseline gold score per held-out prompt, averaged over the seeds both ran; bootstrap 95% interval
-    over prompts (each seed's variant and baseline start from the same SFT policy and answer the same prompts)."""
-    from workbench.evaluation.metrics import bootstrap_interval
-
-    runs = {(r["variant"], r["seed"]): r["gold_by_prompt"] for r in rows}
-    seeds = sorted(s for v, s in runs if v == name and ("baseline", s) in runs)
-    if not seeds:
-        return {"seeds": [], "mean": None, "ci95": [None, None]}
-    prompts = sorted(runs[(name, seeds[0])])
-    values = [sum(runs[(name, s)][p] - runs[("baseline", s)][p] for s in seeds) / len(seeds) for p in prompts]
-    return {
-        "seeds": seeds,
-        "prompts": len(values),
-        "mean": sum(values) / len(values),
-        "ci95": bootstrap_interval(values),
-    }
 
 
 def write_recipe(run_dir: Path, stage: str, overrides: dict, path: Path) -> Path:
@@ -265,7 +238,7 @@ def ppo_part(run_dir: Path, work: Path, names: list[str], seeds: list[int], prom
                     "kl_per_token": mine.get("kl_per_token_mean"),
                     "train": json.loads((trained / "metrics.json").read_text())["summary"],
                     "train_seconds": json.loads((trained / "bench-seconds.json").read_text())["seconds"],
-                    "gold_by_prompt": gold_by_prompt[policy],
+                    "gold_by_prompt": sorted(gold_by_prompt[policy].items()),
                 }
             )
     settings = metrics["settings"]
@@ -308,23 +281,25 @@ def main() -> int:
         more = dict(gold_win_rate_ci95="gold_win_rate_ci95", kl_per_answer="kl_per_answer")
         result["summary"] = per_variant(result["rows"], names, "gold_win_rate", **more)
         for name in names[1:]:
-            result["summary"][name]["gold_difference_to_baseline"] = gold_difference(result["rows"], name)
+            result["summary"][name]["gold_difference_to_baseline"] = paired_difference(
+                result["rows"], name, "gold_by_prompt"
+            )
         result["rows"] = [{k: v for k, v in r.items() if k != "gold_by_prompt"} for r in result["rows"]]
     else:
         prompts = args.prompts or 48
         candidates = agreement_set(run_dir, work, prompts)
-        pairs = gold_pairs(candidates)
-        rows = [train_and_score(run_dir, work, n, s, candidates, pairs) for s in args.seeds for n in names]
+        gold = gold_scores(candidates)
+        rows = [train_and_score(run_dir, work, n, s, candidates, gold) for s in args.seeds for n in names]
         summary = per_variant(rows, names, "agreement", held_out_accuracy="held_out_accuracy")
         for name in names[1:]:
-            summary[name]["difference_to_baseline"] = paired_difference(rows, pairs, name)
+            summary[name]["difference_to_baseline"] = paired_difference(rows, name, "outcomes")
         result |= {
             "variants": {n: VARIANTS[n] for n in names},
             "seeds": args.seeds,
             "agreement_set": {
                 "prompts": prompts,
                 "answers_per_prompt": 4,
-                "pairs": len(pairs),
+                "pairs": rows[0]["agreement_pairs"],
                 "min_gold_gap": MIN_GOLD_GAP,
             },
             "summary": summary,

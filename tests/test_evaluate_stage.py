@@ -18,7 +18,14 @@ import torch
 from model_args import lora, margs, quant
 
 from workbench.errors import UserError
-from workbench.evaluation.metrics import bootstrap_interval, compare, judge_agreement, mean_difference, win_rate
+from workbench.evaluation.metrics import (
+    agreement_outcomes,
+    bootstrap_interval,
+    compare,
+    judge_agreement,
+    mean_difference,
+    win_rate,
+)
 
 RECIPE = """\
 policies:
@@ -112,6 +119,8 @@ def test_judge_agreement_by_hand():
     assert (result["pairs"], result["agree"]) == (4, 2)
     assert result["rate"] == 0.5 and result["stderr"] == pytest.approx(0.25)
     assert judge_agreement(rows[:1])["rate"] is None
+    # the pairs behind it, in sample order with their prompts (bench/alignment.py pairs them across reward models)
+    assert agreement_outcomes(rows, min_gap=0.25) == [("a", 1.0), ("a", 1.0), ("a", 0.0), ("c", 0.0)]
 
 
 def test_compare_needs_the_same_prompts_in_the_same_order():

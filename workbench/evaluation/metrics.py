@@ -103,24 +103,33 @@ def policy_metrics(rows: Sequence[dict]) -> dict:
     return out
 
 
-def judge_agreement(samples: Sequence[dict], judge: str = "reward", gold: str = "gold", min_gap: float = 0.25) -> dict:
-    """How often `judge` orders two answers to the same prompt as `gold` does.
-
-    Every pair of answers to one prompt (from any policies) whose gold scores differ by at least `min_gap` counts;
-    a judge tie counts as wrong. This tells whether the reward model's win rates can stand in for the gold ones: a
-    policy optimised against a judge that agrees with gold 60% of the time can rise by the judge and not by gold.
-    """
+def agreement_outcomes(
+    samples: Sequence[dict], judge: str = "reward", gold: str = "gold", min_gap: float = 0.25
+) -> list[tuple[str, float]]:
+    """(prompt_id, 1.0 or 0.0) for every pair of answers to one prompt whose `gold` scores differ by at least
+    `min_gap`: 1.0 when `judge` orders the pair as `gold` does (a judge tie counts as wrong). In sample order, so two
+    judges of the same samples give outcomes for the same pairs."""
     by_prompt: dict = {}
     for row in samples:
         if row.get(judge) is not None and row.get(gold) is not None:
             by_prompt.setdefault(row["prompt_id"], []).append(row)
     outcomes = []
-    for rows in by_prompt.values():
+    for prompt_id, rows in by_prompt.items():
         for i, first in enumerate(rows):
             for second in rows[i + 1 :]:
                 gold_gap = first[gold] - second[gold]
                 if abs(gold_gap) >= min_gap:
-                    outcomes.append(1.0 if gold_gap * (first[judge] - second[judge]) > 0 else 0.0)
+                    outcomes.append((prompt_id, 1.0 if gold_gap * (first[judge] - second[judge]) > 0 else 0.0))
+    return outcomes
+
+
+def judge_agreement(samples: Sequence[dict], judge: str = "reward", gold: str = "gold", min_gap: float = 0.25) -> dict:
+    """How often `judge` orders two answers to the same prompt as `gold` does (`agreement_outcomes`, summarised).
+
+    This tells whether the reward model's win rates can stand in for the gold ones: a policy optimised against a judge
+    that agrees with gold 60% of the time can rise by the judge and not by gold.
+    """
+    outcomes = [outcome for _, outcome in agreement_outcomes(samples, judge, gold, min_gap)]
     n = len(outcomes)
     if n == 0:
         return {"pairs": 0, "agree": 0, "rate": None, "stderr": None, "min_gold_gap": min_gap}
