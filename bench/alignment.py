@@ -3,6 +3,7 @@
     python bench/alignment.py reward|ppo --run outputs/quickstart [--variants baseline init_sft ...]
                                          [--seeds 0 1 2] [--prompts N] [--work /tmp/alignment-bench]
                                          [--out bench/results/alignment-<part>-<machine>.json]
+    python bench/alignment.py runs --run outputs/quickstart --others outputs/other-run ...
 
 `reward`: the reward stage of a finished pipeline run (its recipes/reward.yaml, the labelers' preference pairs, the
 SFT adapter) is trained again once per variant and seed, each variant a few recipe keys on top of the run's recipe
@@ -21,7 +22,12 @@ seed, one eval answers `--prompts` (default 120) held-out prompts greedily with 
 the gold win rate against SFT with its interval, the mean gold difference, the reward model's win rate, KL per
 answer and per token; per variant, the paired gold difference to `baseline` over prompts, pooled over seeds.
 
-Finished runs in `--work` are reused. Prints one JSON object; `--out` also writes it.
+`runs`: whole pipeline runs side by side (say, 32, 64 and 128 labeled prompts from the same SFT policy): each run's
+reward model on the same agreement set, its held-out accuracy, its eval's gold win rates against SFT, stage times.
+
+Reward rows also split the agreement by the rubric part that makes most of each pair's gold gap (`agreement_by_part`):
+which of the labelers' reasons the reward model has picked up. Finished runs in `--work` are reused. Prints one JSON
+object; `--out` also writes it.
 """
 
 from __future__ import annotations
@@ -47,6 +53,11 @@ VARIANTS = {
     "no_margin": {"use_margin": False},
     "lr_2e-4": {"learning_rate": 2.0e-4},
     "steps_x2": {"max_steps": ("max_steps", 2)},  # twice the run's steps (twice the time)
+    # each ranking's pairs as one batch element, every answer scored once; 4 rankings (<= 16 answers) per step cost
+    # what 8 pairs (16 answers) did, so the same steps see about 3x the pairs
+    "rankings": {"group_rankings": True, "per_device_train_batch_size": 4},
+    "rankings_half": {"group_rankings": True, "per_device_train_batch_size": 4, "max_steps": ("max_steps", 0.5)},
+    "pairs": {"group_rankings": False, "per_device_train_batch_size": 8},  # the reverse, for a run that groups
 }
 # PPO variants: keys on top of the run's ppo recipe (the run's SFT and reward adapters stay)
 PPO_VARIANTS = {
@@ -115,6 +126,34 @@ def outcomes(scored: Path, gold: list[list[float]]) -> list[tuple[str, float]]:
     return agreement_outcomes(samples, min_gap=MIN_GOLD_GAP)
 
 
+def agreement_by_part(candidates: Path, scored: Path) -> dict:
+    """Agreement split by the rubric part that makes most of each pair's gold gap (a diagnosis of what the reward
+    model has learned: finished answers, length, repetition, staying on topic)."""
+    import itertools
+
+    from labeling import rubric
+
+    counts: dict[str, list[int]] = {}
+    for row, scores in zip(map(json.loads, candidates.read_text().splitlines()), map(json.loads, scored.open())):
+        parts = [rubric.parts(row["prompt"], text) for text in row["completions"]]
+        gold = [rubric.score(row["prompt"], text) for text in row["completions"]]
+        for i, j in itertools.combinations(range(len(gold)), 2):
+            if abs(gold[i] - gold[j]) < MIN_GOLD_GAP:
+                continue
+            gaps = {k: rubric.WEIGHTS[k] * (parts[i][k] - parts[j][k]) for k in rubric.WEIGHTS}
+            part = max(gaps, key=lambda k: abs(gaps[k]))
+            agreed = (scores["scores"][i] - scores["scores"][j]) * (gold[i] - gold[j]) > 0
+            counts.setdefault(part, [0, 0])[0] += agreed
+            counts[part][1] += 1
+    return {k: {"pairs": n, "agreement": right / n} for k, (right, n) in sorted(counts.items())}
+
+
+def score_agreement_set(adapter: Path, candidates: Path, scored: Path) -> None:
+    if not scored.exists():
+        command = ["workbench", "reward", "score", "--adapter", str(adapter), "--input", str(candidates)]
+        run(command + ["--output", str(scored), "--batch_size", "32"], scored.with_suffix(".log"))
+
+
 def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates: Path, gold: list) -> dict:
     folder = work / f"{name}-seed{seed}"
     overrides = {**VARIANTS[name], "seed": seed, "output_dir": str(folder), "save_steps": 10_000}
@@ -124,9 +163,7 @@ def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates:
         seconds = run(["workbench", "reward", "--config", str(config), "--overwrite"], work / f"{name}-seed{seed}.log")
         (folder / "bench-seconds.json").write_text(json.dumps({"seconds": seconds}))
     scored = folder / "agreement-scored.jsonl"
-    if not scored.exists():
-        command = ["workbench", "reward", "score", "--adapter", str(folder / "adapter"), "--input", str(candidates)]
-        run(command + ["--output", str(scored), "--batch_size", "32"], folder / "score.log")
+    score_agreement_set(folder / "adapter", candidates, scored)
     metrics = json.loads((folder / "metrics.json").read_text())
     agree = outcomes(scored, gold)
     return {
@@ -135,6 +172,7 @@ def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates:
         "overrides": VARIANTS[name],
         "agreement": sum(outcome for _, outcome in agree) / len(agree),
         "agreement_pairs": len(agree),
+        "agreement_by_part": agreement_by_part(candidates, scored),
         "held_out_accuracy": metrics.get("eval_accuracy"),
         "held_out_pairs": metrics.get("eval_pairs"),
         "train_seconds": json.loads((folder / "bench-seconds.json").read_text())["seconds"],
@@ -182,7 +220,7 @@ def write_recipe(run_dir: Path, stage: str, overrides: dict, path: Path) -> Path
     """The run's recipe for `stage` with `overrides` (a (key, factor) value: factor x the run's `key`), no W&B."""
     recipe = yaml.safe_load((run_dir / "recipes" / f"{stage}.yaml").read_text())
     for key, value in overrides.items():
-        recipe[key] = recipe[value[0]] * value[1] if isinstance(value, tuple) else value
+        recipe[key] = type(recipe[value[0]])(recipe[value[0]] * value[1]) if isinstance(value, tuple) else value
     recipe["wandb_mode"] = "disabled"
     recipe.pop("wandb_group", None)
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -249,10 +287,52 @@ def ppo_part(run_dir: Path, work: Path, names: list[str], seeds: list[int], prom
     }
 
 
+def runs_part(run_dirs: list[Path], work: Path, candidates: Path) -> list[dict]:
+    """Whole pipeline runs side by side (e.g. more labeled prompts): each run's reward model on the agreement set,
+    its reward stage's held-out accuracy, and its eval's gold win rates against SFT as the run's report gives them."""
+    from labeling import rubric
+
+    rows = []
+    for run_dir in run_dirs:
+        recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+        scored = work / f"run-{run_dir.name}-agreement-scored.jsonl"
+        score_agreement_set(run_dir / "reward" / "adapter", candidates, scored)
+        agree = outcomes(scored, gold_scores(candidates))
+        reward = json.loads((run_dir / "reward" / "metrics.json").read_text())
+        eval_file = run_dir / "eval" / "metrics.json"  # a run stopped after its reward stage has none
+        evaluation = json.loads(eval_file.read_text()) if eval_file.exists() else {"policies": {}, "win_rates": {}}
+        stages = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+        wins = {
+            name: {k: by["gold_rubric"][k] for k in ("rate", "ci95", "n", "difference")}
+            for name, by in evaluation["win_rates"].items()
+        }
+        rows.append(
+            {
+                "run": str(run_dir),
+                "seed": recipe.get("seed", 0),
+                "num_prompts": recipe["num_prompts"],
+                "reward_overrides": recipe.get("overrides", {}).get("reward", {}),
+                "preference_pairs": len((run_dir / "preferences" / "preferences.jsonl").read_text().splitlines()),
+                "agreement": sum(o for _, o in agree) / len(agree),
+                "agreement_pairs": len(agree),
+                "agreement_by_part": agreement_by_part(candidates, scored),
+                "held_out_accuracy": reward.get("eval_accuracy"),
+                "held_out_pairs": reward.get("eval_pairs"),
+                "eval_reward_model_vs_gold": evaluation.get("reward_model_vs_gold", {}).get("rate"),
+                "eval_gold_win_rates_vs_sft": wins,
+                "eval_gold_means": {n: p.get("gold_mean") for n, p in evaluation["policies"].items()},
+                "stage_seconds": {n: round(s["seconds"]) for n, s in stages.items() if "seconds" in s},
+                "rubric": rubric.RUBRIC_VERSION,
+            }
+        )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["reward", "ppo"])
+    parser.add_argument("part", choices=["reward", "ppo", "runs"])
     parser.add_argument("--run", required=True, help="a finished `workbench pipeline` run folder")
+    parser.add_argument("--others", nargs="*", default=[], help="runs: more finished runs to set beside --run")
     parser.add_argument("--variants", nargs="+", default=["baseline"], help="names from VARIANTS or PPO_VARIANTS")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--prompts", type=int, default=None, help="held-out prompts (default 48 reward, 120 ppo)")
@@ -261,7 +341,7 @@ def main() -> int:
     args = parser.parse_args()
     run_dir, work = Path(args.run), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    known = VARIANTS if args.part == "reward" else PPO_VARIANTS
+    known = VARIANTS if args.part in ("reward", "runs") else PPO_VARIANTS
     unknown = sorted(set(args.variants) - set(known))
     if unknown:
         raise SystemExit(f"bench/alignment.py: unknown {args.part} variants {unknown}; known: {sorted(known)}")
@@ -285,6 +365,11 @@ def main() -> int:
                 result["rows"], name, "gold_by_prompt"
             )
         result["rows"] = [{k: v for k, v in r.items() if k != "gold_by_prompt"} for r in result["rows"]]
+    elif args.part == "runs":
+        prompts = args.prompts or 48
+        candidates = agreement_set(run_dir, work, prompts)
+        result["rows"] = runs_part([run_dir, *map(Path, args.others)], work, candidates)
+        result["agreement_set"] = {"prompts": prompts, "answers_per_prompt": 4, "min_gold_gap": MIN_GOLD_GAP}
     else:
         prompts = args.prompts or 48
         candidates = agreement_set(run_dir, work, prompts)

@@ -55,6 +55,7 @@ def manifest_for(prefs: Preferences, client, dataset, method: str, min_agreement
             "discarded_ignored": prefs.responses["discarded"],
             "pairs": len(prefs.rows),
             "pairs_below_agreement": prefs.pairs_below_agreement,
+            "pairs_identical_texts": prefs.pairs_identical,
         },
         "agreement": {"krippendorff_alpha_ordinal": prefs.alpha, "mean_kendalls_w": prefs.mean_kendalls_w},
         "files": {"preferences": "preferences.jsonl", "agreement": "agreement.jsonl"},

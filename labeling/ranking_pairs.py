@@ -28,6 +28,7 @@ class Preferences:
     rounds: set = field(default_factory=set)
     alpha: float | None = None
     pairs_below_agreement: int = 0
+    pairs_identical: int = 0  # two candidates with the same text: ranked apart, they teach nothing
 
     @property
     def records_ranked(self) -> int:
@@ -79,9 +80,11 @@ def build_preferences(
         prompt_id = str(metadata.get("prompt_id") or record.get("external_id") or record["id"])
         annotators = sorted(rankings)
         pairs = pairs_for_record([rankings[name] for name in annotators], method)
-        kept = [pair for pair in pairs if pair.agreement >= min_agreement - 1e-9]
-        result.pairs_below_agreement += len(pairs) - len(kept)
         fields = record["fields"]
+        distinct = [pair for pair in pairs if fields[pair.chosen] != fields[pair.rejected]]
+        result.pairs_identical += len(pairs) - len(distinct)
+        kept = [pair for pair in distinct if pair.agreement >= min_agreement - 1e-9]
+        result.pairs_below_agreement += len(distinct) - len(kept)
         for pair in kept:
             result.rows.append(
                 {

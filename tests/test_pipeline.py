@@ -255,13 +255,26 @@ def test_complete_stages_are_skipped_and_an_interrupted_stage_resumes(finished_r
     assert all(f"{name}: complete, skipped" in again.stdout for name in STAGES[:-1])
     assert adapter.stat().st_mtime_ns == before
 
+    # Started with SIGINT ignored, as a background job of a non-interactive shell (CI's, often) starts it: the stage
+    # must still stop at once. Before the pipeline reset SIGINT in its stages, the eval ran on through the SIGINT and
+    # wrote metrics.json while the pipeline recorded it as interrupted (whenever it finished within the 30 s the
+    # pipeline waits before SIGTERM).
     command = [sys.executable, "-m", "workbench.cli", "pipeline", "--config", str(recipe), "--force", "eval"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     deadline = time.monotonic() + 300
     while state_of(run_dir)["stages"]["eval"]["status"] != "running" and time.monotonic() < deadline:
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
     output = process.communicate(timeout=120)[0]
+    assert time.monotonic() - started < 25, "the stage should stop on the SIGINT, not after the pipeline's patience"
     assert process.returncode == 130, output
     assert "interrupted during stage eval" in output
     assert state_of(run_dir)["stages"]["eval"]["status"] == "interrupted"

@@ -185,6 +185,45 @@ def test_score_command_scores_and_ranks_candidates(trained, tmp_path):
     assert single_scores == pytest.approx(scored[0]["scores"], abs=1e-4)
 
 
+def test_rankings_train_as_groups_and_resume(tmp_path, tiny_model_path):
+    """group_rankings: 5 rankings of 3 answers (15 pairs) are 5 training rows; 2 steps of 2 rankings train, save and
+    resume from the step-1 checkpoint to the same adapter."""
+    data = tmp_path / "rankings.jsonl"
+    rows = []
+    for p in range(5):
+        answers = [f"Answer {p} is long and ends well.", f"answer {p}", f"{p} {p} {p}"]
+        for i, j in ((0, 1), (1, 2), (0, 2)):
+            rows.append({"prompt": f"Question {p}?", "chosen": answers[i], "rejected": answers[j], "margin": j - i})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model_name_or_path: tiny-llama\ndtype: float32\nbf16: false\ndatasets: [{{path: {data}}}]\n"
+        f"eval_datasets: [{{path: {BUNDLED_PREFERENCES}, where: {{split: test}}, max_samples: 8}}]\n"
+        "group_rankings: true\nper_device_train_batch_size: 2\nmax_steps: 2\nsave_steps: 1\nlearning_rate: 1.0e-3\n"
+        f"max_length: 256\ndataloader_num_workers: 0\noutput_dir: {tmp_path / 'o'}\n"
+    )
+    result = run(reward_command("--config", str(recipe)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "workbench reward: 5 rankings (groups of pairs sharing answers) per epoch" in result.stdout
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["global_step"] == 2 and metrics["eval_pairs"] > 0
+    first = load_file(tmp_path / "o" / "adapter" / "adapter_model.safetensors")
+    shutil.rmtree(tmp_path / "o" / "checkpoint-2")
+    for name in ("adapter", "metrics.json"):
+        target = tmp_path / "o" / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    again = run(reward_command("--config", str(recipe), "--resume"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = load_file(tmp_path / "o" / "adapter" / "adapter_model.safetensors")
+    at_one = load_file(tmp_path / "o" / "checkpoint-1" / "adapter_model.safetensors")
+
+    def distance(x, y):
+        return sum(((x[k].float() - y[k].float()) ** 2).sum().item() for k in x) ** 0.5
+
+    assert first.keys() == second.keys()
+    assert distance(at_one, first) > 10 * distance(second, first)  # step 2 again, up to bf16 rounding
+
+
 def test_missing_chosen_column_exits_2_naming_it(tmp_path, tiny_model_path):
     data = tmp_path / "bad.jsonl"
     data.write_text(json.dumps({"prompt": "Hi", "answer": "Hello.", "rejected": "Go away."}) + "\n")
@@ -262,6 +301,10 @@ def test_preference_loader_checks_columns_kinds_and_margins(tmp_path):
             {"prompt": "Q", "chosen": [{"role": "assistant", "content": "A."}], "rejected": "b"}
         ],
         "'margin' must hold numbers": [{"prompt": "Q", "chosen": "A.", "rejected": "b", "margin": "big"}],
+        "row 1 has the same answer as chosen and rejected": [
+            {"prompt": "Q", "chosen": "A.", "rejected": "b"},
+            {"prompt": "Q", "chosen": "A.", "rejected": "A."},
+        ],
     }
     for message, rows in cases.items():
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):

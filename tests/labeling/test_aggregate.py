@@ -67,6 +67,17 @@ def test_min_agreement_leaves_out_split_pairs_and_counts_them():
         build_preferences(records, {}, min_agreement=1.5)
 
 
+def test_two_candidates_with_the_same_text_give_no_pair_and_are_counted():
+    record = _rest_record("b", B)
+    record["fields"]["r3"] = "one"  # r1 and r3 are the same answer: r1 > r3 would teach nothing
+    prefs = build_preferences([record], {"x": "x", "y": "y"})
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in prefs.rows] == [
+        ("one", "two"),
+        ("two", "one"),
+    ]
+    assert prefs.pairs_identical == 1 and prefs.pairs_below_agreement == 0
+
+
 def test_borda_gives_half_points_for_ties():
     # A: points r1 = 2 + 1, r2 = 1 + 2, r3 = 0: r1 and r2 tie (no pair), each beats r3 by 3 / 2 annotators.
     assert pairs_for_record(list(A.values()), "borda") == [Pair("r1", "r3", 1.5, 1.0), Pair("r2", "r3", 1.5, 1.0)]

@@ -150,6 +150,7 @@ def test_two_annotators_pull_with_documented_numbers(argilla_env, tmp_path, caps
         "discarded_ignored": 1,
         "pairs": 5,
         "pairs_below_agreement": 0,
+        "pairs_identical_texts": 0,
     }
     assert manifest["agreement"]["krippendorff_alpha_ordinal"] == pytest.approx(1829 / 3204)
     assert manifest["agreement"]["mean_kendalls_w"] == pytest.approx((0.75 + 13 / 14) / 2)

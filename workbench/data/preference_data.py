@@ -39,6 +39,8 @@ def check_rows(dataset, where: str) -> str:
             if not row[column]:
                 raise UserError(f"{where}: column {column!r} is empty in row {index}")
             kinds.add(_kind(row[column], f"{where} row {index} column {column!r}"))
+        if "chosen" in row and row["chosen"] == row["rejected"]:
+            raise UserError(f"{where}: row {index} has the same answer as chosen and rejected; a pair needs two")
     if len(kinds) > 1:
         raise UserError(f"{where}: mixes message lists and plain strings across prompt/chosen/rejected; use one")
     return kinds.pop()

@@ -196,7 +196,9 @@ class Runner:
         tail = LogTail(log_path)
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environment)
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=environment, preexec_fn=interruptible
+            )
         columns = (SpinnerColumn(), TextColumn(f"[bold]{name}"), TimeElapsedColumn(), TextColumn("{task.description}"))
         try:
             with Progress(
@@ -218,6 +220,14 @@ class Runner:
 def child_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def interruptible() -> None:
+    """Run in a stage's process before it starts: SIGINT back to its default action, so that Python turns it into
+    KeyboardInterrupt and `stop_child`'s SIGINT stops the stage. A pipeline started as a background job of a
+    non-interactive shell inherits SIGINT ignored, and so would its stages: they then ran on through the SIGINT and
+    finished writing their outputs while the pipeline recorded them as interrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop_child(process: subprocess.Popen) -> None:

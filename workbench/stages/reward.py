@@ -58,6 +58,14 @@ class RewardDataConfig:
             "the SFT model); the score head starts fresh. Needs the same LoRA settings as the SFT recipe."
         },
     )
+    group_rankings: bool = field(
+        default=False,
+        metadata={
+            "help": "Train each ranking's pairs together, every distinct answer scored once (InstructGPT's K-choose-2 "
+            "batching, workbench/modeling/ranking_batches.py): the same pairwise loss at a third of the passes for "
+            "rankings of 4. per_device_train_batch_size then counts rankings (groups of pairs sharing answers)."
+        },
+    )
     calibration_bins: int = field(default=10, metadata={"help": "Confidence bins for the calibration report."})
     eval_base: bool = field(
         default=True,
@@ -69,8 +77,9 @@ def trainer_class():
     from trl import RewardTrainer
 
     from workbench.modeling.adapters import ResumeKeepsAdapterDtype
+    from workbench.modeling.ranking_batches import RankingLossMixin
 
-    class WorkbenchRewardTrainer(ResumeKeepsAdapterDtype, RewardTrainer):
+    class WorkbenchRewardTrainer(ResumeKeepsAdapterDtype, RankingLossMixin, RewardTrainer):
         def __init__(self, *args, head_dtype=None, **kwargs):
             super().__init__(*args, **kwargs)
             # TRL casts every trainable parameter of a quantized model to bf16, the scalar head too; the head must
@@ -189,7 +198,10 @@ def main(argv: list[str]) -> int:
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         head_dtype=getattr(torch, quant.compute_dtype),
+        group_rankings=data_cfg.group_rankings,
     )
+    if data_cfg.group_rankings:
+        print(f"workbench reward: {len(trainer.train_dataset)} rankings (groups of pairs sharing answers) per epoch")
 
     # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
     metrics: dict = {}
