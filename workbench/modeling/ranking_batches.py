@@ -146,10 +146,11 @@ class RankingLossMixin:
             self._total_train_tokens += tokens // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         with torch.no_grad():
-            every = self.accelerator.gather(rewards.detach())
-            self._metrics[mode]["min_reward"].append(every.min().item())
-            self._metrics[mode]["mean_reward"].append(every.mean().item())
-            self._metrics[mode]["max_reward"].append(every.max().item())
+            # groups differ in size, so each process gathers its scalars (gather needs one shape on every process)
+            gather = self.accelerator.gather_for_metrics
+            self._metrics[mode]["min_reward"].append(gather(rewards.min().reshape(1)).min().item())
+            self._metrics[mode]["mean_reward"].append(gather(rewards.mean().reshape(1)).mean().item())
+            self._metrics[mode]["max_reward"].append(gather(rewards.max().reshape(1)).max().item())
             accuracy = self.accelerator.gather_for_metrics((difference > 0).float().mean()).mean().item()
             self._metrics[mode]["accuracy"].append(accuracy)
             self._metrics[mode]["margin"].append(self.accelerator.gather_for_metrics(difference.mean()).mean().item())
