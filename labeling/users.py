@@ -9,6 +9,7 @@ import argparse
 import getpass
 import os
 import re
+import sys
 import warnings
 
 from workbench.errors import UserError
@@ -85,6 +86,21 @@ def list_users(client) -> list[dict]:
     ]
 
 
+def _new_password(args: argparse.Namespace) -> str | None:
+    """The password for `users add`: stdin (--password-stdin), else $WORKBENCH_NEW_USER_PASSWORD, else None."""
+    if args.password is not None:
+        raise UserError(
+            "--password: a password on the command line shows in `ps` and shell history; pipe it to "
+            "--password-stdin, set WORKBENCH_NEW_USER_PASSWORD, or answer the prompt"
+        )
+    if args.password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise UserError("--password-stdin: expected the password on the first line of stdin, found nothing")
+        return line
+    return os.environ.get("WORKBENCH_NEW_USER_PASSWORD")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="workbench label users", description="Manage the labeling team.")
     parser.add_argument("--home", default=None, help="embedded Argilla home (when ARGILLA_API_URL is not set)")
@@ -94,10 +110,12 @@ def main(argv: list[str]) -> int:
     add.add_argument("--role", choices=ROLES, default="annotator")
     add.add_argument("--workspace", action="append", default=[], help="workspace to join (repeatable; created if new)")
     add.add_argument(
-        "--password",
-        default=None,
-        help="the user's UI password (8+ characters); default $WORKBENCH_NEW_USER_PASSWORD, else asked for",
+        "--password-stdin",
+        action="store_true",
+        help="read the user's UI password (8+ characters) from the first line of stdin; default "
+        "$WORKBENCH_NEW_USER_PASSWORD, else asked for (never on the command line: `ps` and shell history show it)",
     )
+    add.add_argument("--password", default=None, help=argparse.SUPPRESS)  # refused below, with the ways that work
     actions.add_parser("list", help="list users, their roles and workspaces")
     args = parser.parse_args(argv)
 
@@ -107,11 +125,12 @@ def main(argv: list[str]) -> int:
             print(f"{row['username']:<24} {row['role']:<10} {', '.join(row['workspaces']) or '-'}")
         return 0
 
-    password = args.password or os.environ.get("WORKBENCH_NEW_USER_PASSWORD")
+    password = _new_password(args)
     if password is None and _quietly(client.users, args.username) is None:
         if not os.isatty(0):
             raise UserError(
-                f"no password for new user {args.username!r}: pass --password or WORKBENCH_NEW_USER_PASSWORD"
+                f"no password for new user {args.username!r}: pipe it to --password-stdin or set "
+                "WORKBENCH_NEW_USER_PASSWORD"
             )
         password = getpass.getpass(f"password for {args.username}: ")
     user, _ = add_user(client, args.username, password or "", args.role, args.workspace)

@@ -167,18 +167,53 @@ def argilla_home(tmp_path_factory, tiny_model_path):
     stop(ArgillaHome.at(home), log=lambda message: None)
 
 
+class CommandLines:
+    """Every process command line on the machine (what `ps` shows), sampled every 0.1 s while a block runs."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        with open(f"/proc/{entry.name}/cmdline", "rb") as file:
+                            self.seen.add(file.read().replace(b"\0", b" ").decode(errors="replace"))
+                    except OSError:  # the process ended meanwhile
+                        pass
+            self._stop.wait(0.1)
+
+    def __enter__(self):
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, argilla_home):
+def command_lines() -> CommandLines:
+    return CommandLines()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, argilla_home, command_lines):
     """A run whose PPO stage fails (its prompt file is missing: found only when the stage runs, unlike a bad size,
-    which the pipeline refuses before any stage), then is fixed and resumed."""
+    which the pipeline refuses before any stage), then is fixed and resumed. `command_lines` sees both runs."""
     home, port = argilla_home
     folder = tmp_path_factory.mktemp("pipeline")
     run_dir = folder / "run"
     missing = {"prompts": [{"path": str(folder / "missing-prompts.jsonl")}]}
     broken = tiny_recipe(folder / "broken.yaml", run_dir, home, port, **{"overrides.ppo": missing})
-    failed = pipeline(broken)
-    recipe = tiny_recipe(folder / "fixed.yaml", run_dir, home, port)
-    resumed = pipeline(recipe)
+    with command_lines:
+        failed = pipeline(broken)
+        recipe = tiny_recipe(folder / "fixed.yaml", run_dir, home, port)
+        resumed = pipeline(recipe)
     return run_dir, recipe, failed, resumed
 
 
@@ -213,6 +248,35 @@ def test_rerun_resumes_at_the_failed_stage(finished_run):
     assert sorted(labels["progress"]["annotators"]) == ["sim-run-1", "sim-run-2"]
     reward_manifest = json.loads((run_dir / "reward" / "adapter" / "workbench.json").read_text())
     assert any("preferences" in str(parent.get("path", "")) for parent in reward_manifest["parents"])
+
+
+@pytest.mark.argilla
+def test_no_secret_in_outputs_logs_wandb_files_or_command_lines(finished_run, argilla_home, command_lines):
+    """The owner's password, API key and token secret and every annotator's API key: in no file the run wrote (its
+    stage outputs, logs, recipes, W&B offline runs), no log of the server, no output of the pipeline, and no process
+    command line seen while it ran (stages, `label` subprocesses, the server's processes)."""
+    from labeling.connection import connect
+    from labeling.server.home import ArgillaHome
+    from labeling.users import api_key_of
+
+    run_dir, _, failed, resumed = finished_run
+    home = ArgillaHome.at(argilla_home[0])
+    credentials = home.read_credentials()
+    client = connect(home=str(home.root))
+    annotators = [user for user in client.users if user.role == "annotator"]
+    assert len(annotators) >= 2  # the run's simulated annotators
+    secrets = {name: credentials[name] for name in ("password", "api_key", "auth_secret_key")}
+    secrets |= {f"api key of {user.username}": api_key_of(client, user.id) for user in annotators}
+
+    files = [path for path in [*run_dir.rglob("*"), *home.logs_dir.rglob("*")] if path.is_file()]
+    assert any("wandb" in path.parts for path in files) and any(path.suffix == ".wandb" for path in files)
+    assert len(command_lines.seen) > 20 and any("workbench.cli" in line for line in command_lines.seen)
+    for name, secret in secrets.items():
+        assert len(secret) >= 16
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), f"{name} in {path}"
+        assert not [line for line in command_lines.seen if secret in line], f"{name} in a command line"
+        assert secret not in failed.stdout + failed.stderr + resumed.stdout + resumed.stderr, name
 
 
 @pytest.mark.argilla

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
+from .database import DATABASE_URL_ENV, requested_database
 from .home import ArgillaHome
 from .launcher import serve, status, stop
 
@@ -31,11 +33,18 @@ def serve_main(argv: list[str]) -> int:
         help="the argilla-server venv, shared by all homes "
         "(default $WORKBENCH_ARGILLA_VENV or ~/.cache/workbench/venvs/argilla-server-2.8.0)",
     )
+    parser.add_argument(
+        "--database",
+        default=None,
+        help="keep the data in this PostgreSQL database, postgresql://USER@HOST[:PORT]/DBNAME, instead of SQLite in "
+        f"the home (bound on first serve; no password here: ~/.pgpass, PGPASSWORD or ${DATABASE_URL_ENV})",
+    )
     args = parser.parse_args(argv)
+    database = requested_database(args.database, dict(os.environ))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding {args.host}: anyone who can reach this address can reach the Argilla login page")
     venv_dir = Path(args.venv).expanduser() if args.venv else None
-    serve(ArgillaHome.at(args.home), host=args.host, port=args.port, venv_dir=venv_dir)
+    serve(ArgillaHome.at(args.home), host=args.host, port=args.port, venv_dir=venv_dir, database=database)
     return 0
 
 
@@ -54,6 +63,7 @@ def status_main(argv: list[str]) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"home: {report['home']}")
+        print(f"  database {report['database']}")
         for name in ("redis", "worker", "server"):
             pid = report[name]
             print(f"  {name:<7} {'running (pid ' + str(pid) + ')' if pid else 'not running'}")

@@ -2,8 +2,9 @@
 
 Layout under the home (created 0700):
   credentials.json   owner username, password, API key and the UI's token-signing secret (0600)
+  database.json      the PostgreSQL URL when the home was served with --database (0600; see database.py)
   server.json        the URL of the last `serve` (host, port)
-  data/              ARGILLA_HOME_PATH: the SQLite database argilla.db
+  data/              ARGILLA_HOME_PATH: the SQLite database argilla.db (when no database.json)
   redis/             redis.conf, its dump and its unix socket
   run/               pid files          logs/  one log per process          tmp/  the server's scratch space
 """
@@ -51,6 +52,7 @@ class ArgillaHome:
         return cls(Path(root).expanduser().absolute() if root else default_home())
 
     credentials_file = property(lambda self: self.root / "credentials.json")
+    database_file = property(lambda self: self.root / "database.json")
     state_file = property(lambda self: self.root / "server.json")
     data_dir = property(lambda self: self.root / "data")
     redis_dir = property(lambda self: self.root / "redis")

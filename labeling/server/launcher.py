@@ -23,6 +23,7 @@ from pathlib import Path
 import labeling
 from workbench.errors import UserError
 
+from .database import argilla_database_url, bind_database, describe_database
 from .home import ArgillaHome, mask_secret, url_for
 from .processes import ManagedProcess
 from .venv import ensure_venv
@@ -91,7 +92,7 @@ def server_environment(home: ArgillaHome, credentials: dict) -> dict[str, str]:
         {
             "PYTHONPATH": str(home.pythonpath_dir),
             "ARGILLA_HOME_PATH": str(home.data_dir),
-            "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{home.data_dir / 'argilla.db'}?check_same_thread=False",
+            "ARGILLA_DATABASE_URL": argilla_database_url(home),
             "ARGILLA_SEARCH_ENGINE": SEARCH_ENGINE_NAME,
             "ARGILLA_REDIS_URL": f"unix://{home.redis_socket}",
             # A fixed secret keeps UI logins valid across restarts; a random default would sign everyone out.
@@ -214,10 +215,20 @@ def _scratch_environment(home: ArgillaHome, environment: dict[str, str], name: s
 
 
 def serve(
-    home: ArgillaHome, host: str = "127.0.0.1", port: int = 6900, venv_dir: Path | None = None, log=print
+    home: ArgillaHome,
+    host: str = "127.0.0.1",
+    port: int = 6900,
+    venv_dir: Path | None = None,
+    log=print,
+    database: str | None = None,
 ) -> str:
-    """Start whatever part of the embedded Argilla is not running; return its URL."""
+    """Start whatever part of the embedded Argilla is not running; return its URL.
+
+    `database`: a normalized PostgreSQL URL (labeling/server/database.py) that the home is, or becomes, bound to;
+    None keeps the home's database (SQLite in the home unless it was bound before).
+    """
     with _home_lock(home):
+        bind_database(home, database)
         return _serve_locked(home, host, port, venv_dir, log)
 
 
@@ -282,6 +293,7 @@ def _ensure_running(home: ArgillaHome, parts: Components, host: str, port: int, 
 def print_login(home: ArgillaHome, url: str, credentials: dict, log=print) -> None:
     log(
         f"\nArgilla UI and API: {url}\n"
+        f"  database:   {describe_database(home)}\n"
         f"  log in as:  {credentials['username']}  (password and API key {mask_secret(credentials['api_key'])} "
         f"are in {home.credentials_file}, mode 0600)\n"
         f"  for tools:  export ARGILLA_API_URL={url}  ARGILLA_API_KEY=<api_key from that file>\n"
@@ -311,7 +323,7 @@ def status(home: ArgillaHome) -> dict:
     """Each part's pid (None when not running), the URL, and whether the server answers it."""
     parts = Components.of(home)
     state = home.read_state()
-    report = {"home": str(home.root), "url": state["url"] if state else None}
+    report = {"home": str(home.root), "url": state["url"] if state else None, "database": describe_database(home)}
     for part in parts.all():
         report[part.name] = part.read_pid()
     report["responding"] = False

@@ -79,6 +79,10 @@ def _build(venv_dir: Path, log) -> None:
         "--no-input",
         ARGILLA_SERVER_REQUIREMENT,
         "click<8.2",
+        # PostgreSQL drivers for `serve --database` (argilla-server's `postgresql` extra, with psycopg2's binary
+        # wheel: the source package needs libpq's headers and a compiler)
+        "asyncpg",
+        "psycopg2-binary",
         "-c",
         str(CONSTRAINTS_FILE),
     ]

@@ -1,8 +1,11 @@
 """The `argilla_server` fixture: one real embedded Argilla (server, rq worker, Redis) for the whole test session.
 
-It runs in a temporary home on a free port and is stopped at the end. The argilla-server venv is the shared one
-(`WORKBENCH_ARGILLA_VENV` or ~/.cache/workbench/venvs/argilla-server-2.8.0): the first run on a machine creates it
-(about a minute). Contract used by other test modules: `api_url`, `api_key` (the owner's), `home`, and
+It runs in a temporary home on a free port and is stopped at the end. `argilla_server_postgresql` is a second one
+whose data lives in a real PostgreSQL server (Debian's `postgresql`, started here in a temporary folder, password
+authentication on 127.0.0.1); `backend_server` runs a test module once on each (the search backend's conformance).
+The argilla-server venv is the shared one (`WORKBENCH_ARGILLA_VENV` or
+~/.cache/workbench/venvs/argilla-server-2.8.0): the first run on a machine creates it (about a minute). Contract
+used by other test modules: `api_url`, `api_key` (the owner's), `home`, and
 `create_user(username, password, role="annotator", workspace=None) -> (user_id, api_key)`.
 """
 
@@ -40,11 +43,11 @@ class EmbeddedArgilla:
         return str(user.id), api_key
 
 
-def start_embedded(home: Path, log=print) -> EmbeddedArgilla:
+def start_embedded(home: Path, log=print, database: str | None = None) -> EmbeddedArgilla:
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (Debian: apt-get install -y redis-server)")
     argilla_home = ArgillaHome.at(home)
-    url = serve(argilla_home, host="127.0.0.1", port=free_local_port(), log=log)
+    url = serve(argilla_home, host="127.0.0.1", port=free_local_port(), log=log, database=database)
     return EmbeddedArgilla(api_url=url, api_key=argilla_home.read_credentials()["api_key"], home=argilla_home.root)
 
 
@@ -55,6 +58,36 @@ def argilla_server(tmp_path_factory):
         yield server
     finally:
         stop(ArgillaHome.at(server.home))
+
+
+@pytest.fixture(scope="session")
+def postgresql():
+    """A real PostgreSQL server for this test session: `PostgresServer` (url without the password, password)."""
+    from postgres_server import start_postgres
+
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def argilla_server_postgresql(tmp_path_factory, postgresql):
+    from labeling.server.database import normalize_postgres_url
+
+    url = normalize_postgres_url(postgresql.url_with_password, "test", password_allowed=True)
+    server = start_embedded(tmp_path_factory.mktemp("argilla-pg"), database=url)
+    try:
+        yield server
+    finally:
+        stop(ArgillaHome.at(server.home))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend_server(request):
+    """The module's tests once against the SQLite-backed server, once against the PostgreSQL-backed one."""
+    return request.getfixturevalue("argilla_server" if request.param == "sqlite" else "argilla_server_postgresql")
 
 
 @pytest.fixture(scope="session")

@@ -131,8 +131,8 @@ class Labeling:
 
 
 @pytest.fixture(scope="module")
-def labeling(argilla_server) -> Labeling:
-    return Labeling(argilla_server)
+def labeling(backend_server) -> Labeling:
+    return Labeling(backend_server)
 
 
 def terms(entity: str, values: list, **scope) -> dict:
@@ -192,19 +192,19 @@ def test_queue_pages_are_disjoint_and_complete(labeling):
     assert labeling.queue(labeling.bob_key, "pending", offset=20, limit=4) == ([], 9)
 
 
-def test_queue_follows_submit_draft_discard_and_delete(argilla_server):
-    labeling = Labeling(argilla_server)
+def test_queue_follows_submit_draft_discard_and_delete(backend_server):
+    labeling = Labeling(backend_server)
     assert labeling.queue(labeling.alice_key, "pending")[1] == 7
     labeling.respond(labeling.alice_key, 5, "submitted", {"label": "a"})  # bob also submitted r5: completed
     draft_id = labeling.respond(labeling.alice_key, 6, "draft", {"label": "a"})
     assert labeling.queue(labeling.alice_key, "pending")[1] == 5
     assert labeling.queue(labeling.bob_key, "pending")[1] == 9  # bob's own answers did not change
     assert sorted(labeling.queue(labeling.alice_key, "draft")[0]) == [3, 6]
-    progress = labeling.get(argilla_server.api_key, f"/api/v1/datasets/{labeling.id}/progress")
+    progress = labeling.get(backend_server.api_key, f"/api/v1/datasets/{labeling.id}/progress")
     assert (progress["total"], progress["completed"], progress["pending"]) == (N, 2, N - 2)
     # Deleting a response puts the record back in the queue.
     deleted = httpx.delete(
-        f"{argilla_server.api_url}/api/v1/responses/{draft_id}", headers={"X-Argilla-Api-Key": labeling.alice_key}
+        f"{backend_server.api_url}/api/v1/responses/{draft_id}", headers={"X-Argilla-Api-Key": labeling.alice_key}
     )
     assert deleted.status_code == 200, deleted.text
     assert labeling.queue(labeling.alice_key, "pending")[1] == 6

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.argilla
 
 
 @pytest.fixture(scope="module")
-def multivalued(argilla_server):
-    client = rg.Argilla(api_url=argilla_server.api_url, api_key=argilla_server.api_key)
+def multivalued(backend_server):
+    client = rg.Argilla(api_url=backend_server.api_url, api_key=backend_server.api_key)
     workspace = client.workspaces.add(rg.Workspace(name=f"mv-{uuid.uuid4().hex[:8]}"))
     settings = rg.Settings(
         fields=[rg.TextField(name="text")],
@@ -44,20 +44,20 @@ def multivalued(argilla_server):
             for i in range(4)
         ]
     )
-    headers = {"X-Argilla-Api-Key": argilla_server.api_key}
-    listed = httpx.get(f"{argilla_server.api_url}/api/v1/datasets/{dataset.id}/records", headers=headers).json()
+    headers = {"X-Argilla-Api-Key": backend_server.api_key}
+    listed = httpx.get(f"{backend_server.api_url}/api/v1/datasets/{dataset.id}/records", headers=headers).json()
     ids = {item["external_id"]: item["id"] for item in listed["items"]}
     for external, topics in [("m0", ["x", "z"]), ("m2", ["y"])]:
         answer = {"status": "submitted", "values": {"topics": {"value": topics}}}
         created = httpx.post(
-            f"{argilla_server.api_url}/api/v1/records/{ids[external]}/responses", headers=headers, json=answer
+            f"{backend_server.api_url}/api/v1/records/{ids[external]}/responses", headers=headers, json=answer
         )
         assert created.status_code == 201, created.text
 
     def search(*filters: dict) -> list[str]:
         by_id = {v: k for k, v in ids.items()}
         response = httpx.post(
-            f"{argilla_server.api_url}/api/v1/datasets/{dataset.id}/records/search",
+            f"{backend_server.api_url}/api/v1/datasets/{dataset.id}/records/search",
             headers=headers,
             json={"filters": {"and": list(filters)}},
         )
@@ -67,10 +67,10 @@ def multivalued(argilla_server):
         return sorted(by_id[item["record"]["id"]] for item in body["items"])
 
     tags_property = httpx.get(
-        f"{argilla_server.api_url}/api/v1/me/datasets/{dataset.id}/metadata-properties", headers=headers
+        f"{backend_server.api_url}/api/v1/me/datasets/{dataset.id}/metadata-properties", headers=headers
     ).json()["items"][0]
     metrics = httpx.get(
-        f"{argilla_server.api_url}/api/v1/metadata-properties/{tags_property['id']}/metrics", headers=headers
+        f"{backend_server.api_url}/api/v1/metadata-properties/{tags_property['id']}/metrics", headers=headers
     ).json()
     return search, metrics
 

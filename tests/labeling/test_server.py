@@ -219,6 +219,26 @@ def test_users_cli_adds_and_lists(argilla_server, monkeypatch, capsys):
     assert login.status_code == 201 and "access_token" in login.json()
 
 
+@pytest.mark.argilla
+def test_a_new_users_password_comes_from_stdin_never_from_the_command_line(argilla_server):
+    name = f"stdin-{uuid.uuid4().hex[:6]}"
+    command = [sys.executable, "-m", "workbench.cli", "label", "users", "--home", str(argilla_server.home), "add"]
+    env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_NEW_USER_PASSWORD"}
+    refused = subprocess.run([*command, name, "--password", "on-argv-123"], env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--password-stdin" in refused.stderr and "on-argv-123" not in refused.stderr
+    assert "Traceback" not in refused.stderr
+    added = subprocess.run(
+        [*command, name, "--password-stdin"], input="from-stdin-123\n", env=env, capture_output=True, text=True
+    )
+    assert added.returncode == 0, added.stderr
+    login = {"username": name, "password": "from-stdin-123"}
+    assert httpx.post(f"{argilla_server.api_url}/api/v1/token", data=login, timeout=10).status_code == 201
+    empty = subprocess.run(
+        [*command, f"{name}x", "--password-stdin"], input="", env=env, capture_output=True, text=True
+    )
+    assert empty.returncode == 2 and "expected the password on the first line of stdin" in empty.stderr
+
+
 # --- a server of its own: stop, kill -9, restart ---------------------------------------------------------------------
 
 

@@ -192,8 +192,15 @@ class SQLSearchEngine(SearchEngine):
         value = json.extract(Record.metadata_, keys)
         counts: dict[str, int] = {}
         if json.is_postgres:
-            rows = await db.execute(select(value, func.count()).where(in_dataset, value.is_not(None)).group_by(value))
-            counts = {str(term): n for term, n in rows}
+            elements, is_scalar, term = json.pg_scalar_elements(Record.metadata_, keys)
+            query = (
+                select(term, func.count(Record.id.distinct()))
+                .select_from(Record)
+                .join(elements, literal_column("true"))
+                .where(in_dataset, is_scalar)
+                .group_by(term)
+            )
+            counts = {str(term): n for term, n in await db.execute(query)}
         else:
             # Both queries read only the expression index. JSON text of a list starts with '[', and so sorts in
             # ['[', '\\'): values outside that range are scalars, grouped directly; values inside it are expanded by

@@ -72,6 +72,15 @@ class JsonSql:
         )
         return or_(scalar_match, list_match)
 
+    def pg_scalar_elements(self, column: ColumnElement, keys: Sequence[str]):
+        """PostgreSQL: the value at `keys` as rows of text, one per element of a list or one for a scalar (JSON
+        nulls, objects and nested lists give none), for a lateral join: (table, its text column)."""
+        at_path = cast(column, _pg_jsonb()).op("#>")(_pg_path(keys))
+        as_list = case((func.jsonb_typeof(at_path) == "array", at_path), else_=func.jsonb_build_array(at_path))
+        elements = func.jsonb_array_elements(as_list).table_valued("value").lateral()
+        scalar = func.jsonb_typeof(elements.c.value).in_(["string", "number", "boolean"])
+        return elements, scalar, elements.c.value.op("#>>")(_pg_path([]))
+
     def any_in_range(
         self, column: ColumnElement, keys: Sequence[str], ge: float | None, le: float | None
     ) -> ColumnElement:
@@ -86,7 +95,11 @@ class JsonSql:
             return and_(*conditions)
 
         if self.is_postgres:
-            return bounded(self.extract_number(column, keys))
+            # a scalar (a number, or text that reads as one), or any number in a list there
+            elements, _, element_text = self.pg_scalar_elements(column, keys)
+            numbers = func.jsonb_typeof(elements.c.value) == "number"
+            in_list = select(1).select_from(elements).where(numbers, bounded(cast(element_text, Float)))
+            return or_(bounded(self.extract_number(column, keys)), exists(in_list))
         path = self._sqlite_path(keys)
         value = func.json_extract(column, path)
         elements = func.json_each(column, path).table_valued("value", "type")
