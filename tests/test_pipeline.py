@@ -1,6 +1,7 @@
 """`workbench pipeline` end to end on tiny-llama against a real embedded Argilla: a failing stage stops the run and a
-re-run resumes there, complete stages are skipped, an interrupted stage resumes, human labelers get logins and the
-pipeline waits for their rankings, and every number in report.md is the one in the stage outputs."""
+re-run resumes there, a kill -9 in any stage loses and duplicates nothing, complete stages are skipped, an interrupted
+stage resumes, one pipeline per run_dir, human labelers get logins and the pipeline waits for their rankings, no
+secret leaks into files or command lines, and every number in report.md is the one in the stage outputs."""
 
 from __future__ import annotations
 
@@ -73,6 +74,44 @@ def pipeline(recipe: Path, *extra: str, timeout: int = 900) -> subprocess.Comple
 
 def state_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "pipeline.json").read_text())
+
+
+def processes_of(run_dir: Path) -> list[str]:
+    """Command lines of live processes working on `run_dir` (a stage names its recipe or output under it)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as file:
+                line = file.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if entry.name.isdigit() and str(run_dir) in line and int(entry.name) != os.getpid():
+            found.append(line)
+    return found
+
+
+def kill_9_during(recipe: Path, stage: str, run_dir: Path) -> None:
+    """Start the pipeline and `kill -9` it once `stage` is at work (its log shows the stage's command and output
+    after it); the stage's own process dies with it. Leaves the stage recorded as running, not done."""
+    log = run_dir / "logs" / f"{stage}.log"
+    offset = log.stat().st_size if log.exists() else 0
+    command = [sys.executable, "-m", "workbench.cli", "pipeline", "--config", str(recipe)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.monotonic() + 600
+    while True:
+        assert process.poll() is None, f"the pipeline ended before {stage} got to work"
+        assert time.monotonic() < deadline, f"{stage} never got to work"
+        new = log.read_bytes()[offset:].decode(errors="replace") if log.exists() else ""  # offset counts bytes
+        if "$ workbench" in new and len(new.split("$ workbench", 1)[1].strip().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state_of(run_dir)["stages"][stage]["status"] == "running"
+    deadline = time.monotonic() + 15
+    while processes_of(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not processes_of(run_dir), "a stage outlived its killed pipeline"
 
 
 # ── fast checks: no model, no server ────────────────────────────────────────────────────────────────────────────────
@@ -156,6 +195,20 @@ def test_one_seed_reaches_every_stage_and_the_simulated_annotators(tmp_path):
     assert default.stage("sft").recipe["seed"] == 0 and default.stage("sft").sha() != seeded.stage("sft").sha()
 
 
+def test_one_pipeline_per_run_dir(tmp_path):
+    from workbench.pipeline.runner import hold_run_dir
+
+    with hold_run_dir(tmp_path / "run"):
+        assert (tmp_path / "run" / ".pipeline.lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(
+            UserError, match=f"another `workbench pipeline` is running on this run_dir \\(pid {os.getpid()}\\)"
+        ):
+            with hold_run_dir(tmp_path / "run"):
+                pass
+    with hold_run_dir(tmp_path / "run"):  # released when the first one ended
+        pass
+
+
 # ── end to end against the embedded Argilla ──────────────────────────────────────────────────────────────────────────
 @pytest.fixture(scope="module")
 def argilla_home(tmp_path_factory, tiny_model_path):
@@ -203,16 +256,20 @@ def command_lines() -> CommandLines:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, argilla_home, command_lines):
-    """A run whose PPO stage fails (its prompt file is missing: found only when the stage runs, unlike a bad size,
-    which the pipeline refuses before any stage), then is fixed and resumed. `command_lines` sees both runs."""
+    """A run killed with `kill -9` during each stage from sft to PPO and run again each time; its PPO stage fails (its
+    prompt file is missing: found only when the stage runs, unlike a bad size, which the pipeline refuses before any
+    stage), then is fixed, killed during PPO, and resumed. `command_lines` sees every run."""
     home, port = argilla_home
     folder = tmp_path_factory.mktemp("pipeline")
     run_dir = folder / "run"
     missing = {"prompts": [{"path": str(folder / "missing-prompts.jsonl")}]}
     broken = tiny_recipe(folder / "broken.yaml", run_dir, home, port, **{"overrides.ppo": missing})
+    recipe = tiny_recipe(folder / "fixed.yaml", run_dir, home, port)
     with command_lines:
+        for stage in ("sft", "generate", "push", "label", "pull", "reward"):
+            kill_9_during(broken, stage, run_dir)
         failed = pipeline(broken)
-        recipe = tiny_recipe(folder / "fixed.yaml", run_dir, home, port)
+        kill_9_during(recipe, "ppo", run_dir)
         resumed = pipeline(recipe)
     return run_dir, recipe, failed, resumed
 
@@ -225,7 +282,7 @@ def test_failing_stage_stops_with_its_log_and_keeps_earlier_outputs(finished_run
     assert "stage 'ppo' failed" in output and str(run_dir / "logs" / "ppo.log") in output
     assert "missing-prompts.jsonl does not exist" in output  # the log's last lines say why
     assert "Traceback" not in failed.stdout
-    assert state_of(run_dir)["stages"]["ppo"]["attempts"] == 2  # the failed attempt and the resumed one
+    assert state_of(run_dir)["stages"]["ppo"]["attempts"] == 3  # the failed attempt, the killed one, the resumed one
 
 
 @pytest.mark.argilla
@@ -344,12 +401,49 @@ def test_complete_stages_are_skipped_and_an_interrupted_stage_resumes(finished_r
     assert state_of(run_dir)["stages"]["eval"]["status"] == "interrupted"
     assert not (run_dir / "eval" / "metrics.json").exists()
 
+    kill_9_during(recipe, "eval", run_dir)  # the resumed eval killed in turn: the next run resumes it again
+    assert not (run_dir / "eval" / "metrics.json").exists()
     resumed = pipeline(recipe, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert (
-        "eval: running (resuming after interrupted)" in resumed.stdout and "ppo: complete, skipped" in resumed.stdout
-    )
+    assert "eval: running (resuming after an unfinished run)" in resumed.stdout
+    assert "ppo: complete, skipped" in resumed.stdout
     assert (run_dir / "eval" / "metrics.json").exists()
+
+
+@pytest.mark.argilla
+def test_kill_9_in_every_stage_duplicates_and_loses_nothing(finished_run, argilla_home, tmp_path):
+    """After a kill -9 in each stage (finished_run): every prompt pushed once, every annotator's ranking of every
+    record there once, and the pulled pairs exactly what a fresh pull of that dataset gives."""
+    from labeling import api
+    from labeling.connection import connect
+    from workbench.pipeline.plan import Planner
+    from workbench.pipeline.runner import load_state
+    from workbench.stages.pipeline import TRACKING_KEYS, parse
+
+    run_dir, recipe, _, _ = finished_run
+    # each stage was killed while recorded as running (kill_9_during); a stage that had written all its outputs
+    # just before the kill is found complete and recorded as done by the next run, the others ran again
+    assert all(record["status"] == "done" for record in state_of(run_dir)["stages"].values())
+    pushed = json.loads((run_dir / "labels" / "push.json").read_text())
+    client = connect(home=str(argilla_home[0]))
+    records = list(api.iter_records(client, api.find_dataset(client, pushed["dataset"], pushed["workspace"]).id))
+    prompts = [json.loads(line)["prompt_id"] for line in (run_dir / "generate" / "candidates.jsonl").open()]
+    assert len(prompts) == len(set(prompts)) == 6 == pushed["records"]
+    assert sorted(record["metadata"]["prompt_id"] for record in records) == sorted(prompts)
+    usernames = {str(user.id): user.username for user in client.users}
+    for record in records:
+        submitted = [usernames[str(r["user_id"])] for r in record["responses"] if r["status"] == "submitted"]
+        assert sorted(submitted) == ["sim-run-1", "sim-run-2"], record["metadata"]["prompt_id"]
+
+    # the pipeline's own pull command, into another folder
+    cfg, tracking_cfg, given = parse(["--config", str(recipe)])
+    planner = Planner(cfg, tracking_cfg, given & TRACKING_KEYS, load_state(run_dir, None), recipe)
+    command = list(planner.stage("pull").commands[0])
+    command[command.index("--output") + 1] = str(tmp_path / "pull")
+    done = subprocess.run([sys.executable, "-m", "workbench.cli", *command], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    pulled = (run_dir / "preferences" / "preferences.jsonl").read_text()
+    assert pulled == (tmp_path / "pull" / "preferences.jsonl").read_text() and pulled.count("\n") > 0
 
 
 @pytest.mark.argilla

@@ -8,7 +8,10 @@ configuration it completed with.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -101,6 +104,11 @@ class Runner:
             elif name in self.force:
                 fresh, why = True, "forced"
             elif complete and not upstream_ran:
+                if record.get("status") != "done":
+                    # its outputs were all written, but the pipeline died (kill -9) before it recorded that
+                    record.update(status="done", config_sha=stage.sha(), finished_at=now())
+                    self.state["stages"][name] = record
+                    self.save()
                 self.console.print(f"[{index}/{len(STAGES)}] {name}: complete, skipped ({stage.folder})")
                 continue
             elif upstream_ran:
@@ -222,12 +230,49 @@ def child_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def interruptible() -> None:
-    """Run in a stage's process before it starts: SIGINT back to its default action, so that Python turns it into
-    KeyboardInterrupt and `stop_child`'s SIGINT stops the stage. A pipeline started as a background job of a
-    non-interactive shell inherits SIGINT ignored, and so would its stages: they then ran on through the SIGINT and
-    finished writing their outputs while the pipeline recorded them as interrupted."""
+    """Run in a stage's process before it starts.
+
+    SIGINT goes back to its default action, so that Python turns it into KeyboardInterrupt and `stop_child`'s SIGINT
+    stops the stage. A pipeline started as a background job of a non-interactive shell inherits SIGINT ignored, and
+    so would its stages: they then ran on through the SIGINT and finished writing their outputs while the pipeline
+    recorded them as interrupted.
+
+    And a stage never outlives its pipeline: when the pipeline dies (kill -9, the OOM killer), the kernel sends the
+    stage SIGKILL (Linux's PR_SET_PDEATHSIG), so a rerun never races an orphaned stage writing the same folder.
+    """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the pipeline died before prctl took effect
+            os._exit(137)
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path):
+    """One pipeline per run_dir at a time: an exclusive lock on `<run_dir>/.pipeline.lock`, released when the
+    pipeline ends however it ends (the kernel drops a dead process's locks)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".pipeline.lock"
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise UserError(
+                f"{run_dir}: another `workbench pipeline` is running on this run_dir (pid {holder}); wait for it to "
+                "end or stop it, then run this command again"
+            ) from error
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def stop_child(process: subprocess.Popen) -> None:

@@ -109,14 +109,20 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str]) -> int:
     cfg, tracking_cfg, given = parse(argv)
+    from workbench.pipeline.runner import hold_run_dir
+
+    run_dir = Path(cfg.run_dir)
+    with hold_run_dir(run_dir):  # one pipeline per run_dir; a second one gets a one-line error
+        return _run(argv, cfg, tracking_cfg, given, forced_stages(cfg.force), run_dir)
+
+
+def _run(argv: list[str], cfg, tracking_cfg, given: set[str], force: set[str], run_dir: Path) -> int:
     from rich.console import Console
 
     from workbench.pipeline.plan import Planner
     from workbench.pipeline.runner import Runner, StageFailed, load_state
     from workbench.recipe import _recipe_path, write_resolved_recipe
 
-    force = forced_stages(cfg.force)
-    run_dir = Path(cfg.run_dir)
     state = load_state(run_dir, tracking_cfg.wandb_group if "wandb_group" in given else None)
     planner = Planner(cfg, tracking_cfg, given & TRACKING_KEYS, state, _recipe_path(argv))
     validate(planner)
