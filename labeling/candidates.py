@@ -8,10 +8,10 @@ Every problem is reported with the file, the line and the column.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from workbench.errors import UserError
+from workbench.jsonl import read_jsonl
 
 CANDIDATES_FILE = "candidates.jsonl"
 REQUIRED = ("prompt_id", "prompt", "completions")
@@ -24,24 +24,6 @@ def _resolve(path: str | Path, default_name: str) -> Path:
     if not path.is_file():
         raise UserError(f"{path} does not exist (expected a JSONL file, or a folder holding {default_name})")
     return path
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append((number, row))
-    if not rows:
-        raise UserError(f"{path} holds no rows")
-    return rows
 
 
 def check_prompt(prompt, where: str) -> None:

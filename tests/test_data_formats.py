@@ -56,7 +56,7 @@ def test_parquet_and_saved_dataset_and_text(tmp_path):
     [
         ([{"quote": "x"}], dict(template="{quote} by {author}"), "missing column(s) ['author']"),
         ([{"foo": "x"}], {}, "no SFT format found"),
-        ([{"text": ""}], {}, "empty in row(s) [0]"),
+        ([{"text": ""}], {}, "empty in row(s) [1]"),
         ([{"messages": [{"role": "user", "content": "hi"}]}], {}, "no assistant turn"),
         ([{"messages": [{"role": "robot", "content": "hi"}]}], {}, "unknown role 'robot'"),
     ],

@@ -267,7 +267,7 @@ def test_bad_input_names_the_key(three_adapters, tmp_path):
     assert result.returncode == 2 and "baseline 'dpo' is not one of the policies" in result.stderr
     bad = {
         "reward_adapter is required": ["--reward_adapter", ""],
-        "not an adapter written by the workbench": ["--reward_adapter", str(tmp_path)],
+        "not an adapter the workbench wrote": ["--reward_adapter", str(tmp_path)],
         "is a CAUSAL_LM adapter, not a reward (SEQ_CLS) one": ["--reward_adapter", str(sft)],
         "temperature must be >= 0": ["--temperature", "-1"],
     }

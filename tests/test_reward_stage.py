@@ -258,7 +258,7 @@ def test_score_rejects_unknown_columns_and_sft_adapters(trained, tmp_path):
     assert result.returncode == 2 and "prompt+completions" in result.stderr and "['question']" in result.stderr
     data.write_text(json.dumps({"prompt": "Hi", "completion": "Hello."}) + "\n")
     result = run(reward_command("score", "--adapter", str(sft), *args))
-    assert result.returncode == 2 and "not a reward adapter" in result.stderr
+    assert result.returncode == 2 and "found a policy adapter (CAUSAL_LM" in result.stderr
 
 
 def test_pairwise_metrics_accuracy_margin_and_calibration():
@@ -301,7 +301,7 @@ def test_preference_loader_checks_columns_kinds_and_margins(tmp_path):
             {"prompt": "Q", "chosen": [{"role": "assistant", "content": "A."}], "rejected": "b"}
         ],
         "'margin' must hold numbers": [{"prompt": "Q", "chosen": "A.", "rejected": "b", "margin": "big"}],
-        "row 1 has the same answer as chosen and rejected": [
+        "row 2 has the same answer as chosen and rejected": [
             {"prompt": "Q", "chosen": "A.", "rejected": "b"},
             {"prompt": "Q", "chosen": "A.", "rejected": "A."},
         ],

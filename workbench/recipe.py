@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import re
 from pathlib import Path
 
 import yaml
@@ -23,7 +24,7 @@ from workbench.tracking import SECRET_KEY
 
 def _key_lines(path: Path) -> dict[str, int]:
     """Line number (1-based) of each top-level key in a YAML mapping."""
-    node = yaml.compose(path.read_text())
+    node = yaml.compose(read_recipe_text(path))
     if node is None or not isinstance(node, yaml.MappingNode):
         return {}
     return {key.value: key.start_mark.line + 1 for key, _ in node.value}
@@ -38,18 +39,61 @@ def _recipe_path(argv: list[str]) -> Path | None:
     return Path(argv[index + 1])
 
 
-def load_recipe(path: Path) -> dict:
+def read_recipe_text(path: Path) -> str:
+    """The recipe file's text, or a one-line UserError (missing, not UTF-8)."""
     if not path.is_file():
         raise UserError(f"recipe {path} does not exist")
     try:
-        recipe = yaml.safe_load(path.read_text())
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        found = error.object[error.start : error.start + 1].hex()
+        raise UserError(f"{path}:{line}: expected UTF-8 text, found the byte 0x{found}") from error
+
+
+def load_recipe(path: Path) -> dict:
+    text = read_recipe_text(path)
+    try:
+        recipe = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise UserError(f"recipe {path} is not valid YAML: {error}") from error
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(filter(None, [getattr(error, "context", None), getattr(error, "problem", None)]))
+        raise UserError(
+            f"{where}: expected a YAML mapping of field: value, found invalid YAML ({problem or error})"
+        ) from error
     if recipe is None:
         return {}
     if not isinstance(recipe, dict):
         raise UserError(f"recipe {path} must be a YAML mapping of field: value, got {type(recipe).__name__}")
     return recipe
+
+
+def check_value(argv: list[str], key: str, ok: bool, expected: str, found) -> None:
+    """A parsed value out of its range: one line naming where it came from (the recipe file and line, or the
+    flag; else the stage default), the key, what was expected and what was found."""
+    if ok:
+        return
+    recipe_path = _recipe_path(argv)
+    if any(arg == f"--{key}" or arg.startswith(f"--{key}=") for arg in argv) or recipe_path is None:
+        where = f"--{key}"
+    else:
+        line = _key_lines(recipe_path).get(key)
+        where = f"{recipe_path}:{line}: {key}" if line else f"{recipe_path}: {key} (its default)"
+    raise UserError(f"{where}: expected {expected}, found {found!r}")
+
+
+def check_trainer_arguments(args, argv: list[str]) -> None:
+    """The sizes and rates a transformers Trainer divides by or steps with, checked at parse time (a zero batch
+    size otherwise surfaces as a traceback from deep inside torch after the model has loaded)."""
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        check_value(argv, key, getattr(args, key) >= 1, "1 or more", getattr(args, key))
+    check_value(argv, "learning_rate", args.learning_rate >= 0, "a learning rate of 0 or more", args.learning_rate)
+    check_value(argv, "max_steps", args.max_steps != 0, "a number of steps (or -1: num_train_epochs)", args.max_steps)
+    if args.max_steps < 0:
+        check_value(argv, "num_train_epochs", args.num_train_epochs > 0, "more than 0", args.num_train_epochs)
+    if getattr(args, "max_length", None) is not None:
+        check_value(argv, "max_length", args.max_length >= 1, "1 or more tokens", args.max_length)
 
 
 class RecipeParser(TrlParser):
@@ -86,9 +130,24 @@ class RecipeParser(TrlParser):
     def known_fields(self) -> set[str]:
         return {action.dest for action in self._actions}
 
+    def error(self, message: str):
+        """argparse's errors (a value of the wrong type, a bad choice) as one line naming the recipe file, line and
+        key when the value came from the recipe, instead of the usage text."""
+        match = re.match(r"argument --([\w-]+)(?:/[^:]*)?: (.*)", message)
+        recipe_path = getattr(self, "_recipe_path", None)
+        if match and recipe_path is not None:
+            key = match.group(1).replace("-", "_")
+            lines = _key_lines(recipe_path)
+            if key in lines and f"--{key}" not in getattr(self, "_argv", []):
+                raise UserError(f"{recipe_path}:{lines[key]}: key {key!r}: {match.group(2)}")
+        if match:
+            raise UserError(f"--{match.group(1)}: {match.group(2)} (`{self.prog} --help` lists every option)")
+        raise UserError(f"{message} (`{self.prog} --help` lists every option)")
+
     def parse(self, argv: list[str]):
         argv = list(argv)
         recipe_path = _recipe_path(argv)
+        self._recipe_path, self._argv = recipe_path, argv  # for error()
         cli_keys = {arg[2:].split("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")} - {"config"}
         self.given = set(self.stage_defaults) | cli_keys
         if recipe_path is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from workbench.data import formats
 from workbench.errors import UserError
+from workbench.jsonl import read_jsonl
 
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
@@ -69,9 +70,15 @@ def load_raw(spec: DatasetSpec, where: str):
             builder = LOCAL_BUILDERS.get(local.suffix)
             if builder is None:
                 raise UserError(f"{where}: cannot read {local.suffix} files; use one of {sorted(LOCAL_BUILDERS)}")
-            return datasets.load_dataset(builder, data_files=str(local))["train"]
-        if spec.path.startswith((".", "/", "~")):
-            raise UserError(f"{where}: dataset path {spec.path} does not exist")
+            try:
+                return datasets.load_dataset(builder, data_files=str(local))["train"]
+            except Exception:
+                if local.suffix == ".jsonl":  # the line that broke it, numbered as an editor shows it
+                    read_jsonl(local)
+                raise
+        if spec.path.startswith((".", "/", "~")) or local.suffix in LOCAL_BUILDERS:
+            # a file name, never a Hub id: say it is missing rather than "couldn't reach ... on the Hub"
+            raise UserError(f"{where}: dataset file {spec.path} does not exist (looked at {local.absolute()})")
         return datasets.load_dataset(spec.path, name=spec.name, data_files=spec.data_files, split=spec.split)
     except UserError:
         raise
@@ -105,12 +112,12 @@ def load_one(spec: DatasetSpec, where: str):
     keep = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}[kind]
     dataset = dataset.select_columns(keep)
     if kind == "messages":
-        for index, row in enumerate(dataset):
+        for index, row in enumerate(dataset, start=1):
             formats.check_messages(row["messages"], f"{where} row {index}")
     for column in keep:
-        empty = [i for i, value in enumerate(dataset[column]) if not value]
+        empty = [i for i, value in enumerate(dataset[column], start=1) if not value]
         if empty:
-            raise UserError(f"{where}: column {column!r} is empty in row(s) {empty[:5]}")
+            raise UserError(f"{where}: column {column!r} is empty in row(s) {empty[:5]} (counted from 1)")
     return dataset, kind
 
 

@@ -34,7 +34,7 @@ def check_rows(dataset, where: str) -> str:
     """Every row non-empty and of one kind (all conversational or all strings); returns that kind."""
     columns = [c for c in ("prompt", "chosen", "rejected") if c in dataset.column_names]
     kinds = set()
-    for index, row in enumerate(dataset.select_columns(columns)):
+    for index, row in enumerate(dataset.select_columns(columns), start=1):  # rows counted from 1, as lines are
         for column in columns:
             if not row[column]:
                 raise UserError(f"{where}: column {column!r} is empty in row {index}")

@@ -63,14 +63,35 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
-def read_manifest(adapter_dir: str | Path) -> AdapterManifest:
+ROLES = {"CAUSAL_LM": "policy", "SEQ_CLS": "reward or value model"}
+
+
+def read_manifest(adapter_dir: str | Path, task_type: str | None = None, what: str = "adapter") -> AdapterManifest:
+    """The adapter's manifest, once its folder is checked: both JSON files readable, and with `task_type` the role
+    it is given in (`what`, a recipe key) matching what it was trained as (a reward adapter is no policy)."""
     path = Path(adapter_dir) / MANIFEST_NAME
     if not path.is_file():
-        raise UserError(f"{adapter_dir} has no {MANIFEST_NAME}: not an adapter written by the workbench")
+        found = "no such folder" if not Path(adapter_dir).exists() else "none (not an adapter the workbench wrote)"
+        raise UserError(f"{what} {adapter_dir}: expected {MANIFEST_NAME}, found {found}")
     try:
-        return AdapterManifest(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as error:
-        raise UserError(f"{path} is not a valid manifest: {error}") from error
+        manifest = AdapterManifest(**json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: expected an adapter manifest, found an unreadable one ({error})") from error
+    config = Path(adapter_dir) / "adapter_config.json"
+    try:
+        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError as error:
+        raise UserError(f"{what} {adapter_dir}: expected adapter_config.json (PEFT's), found none") from error
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        raise UserError(f"{config}: expected PEFT's adapter config (a JSON object), found {error}") from error
+    if task_type is not None and manifest.task_type != task_type:
+        raise UserError(
+            f"{what} {adapter_dir}: expected a {ROLES.get(task_type, task_type)} adapter ({task_type}), found a "
+            f"{ROLES.get(manifest.task_type, manifest.task_type)} adapter ({manifest.task_type}, written by "
+            f"`workbench {manifest.stage}`)"
+        )
+    return manifest
 
 
 def get_peft_config(args: ModelArguments, task_type: str = "CAUSAL_LM"):
@@ -296,16 +317,19 @@ def load_with_adapter(
     trainable: bool = False,
     manifest_precision: bool = False,
     padding_side: str = "right",
+    task_type: str | None = None,
+    what: str = "adapter",
 ):
     """The adapter's base plus the adapter: (model, tokenizer, manifest).
 
     The base is the one named in the adapter's manifest unless `args` names one (which must hold the same weights).
     Precision comes from `args`, or with `manifest_precision` from the manifest (the adapter's own training
     precision: a reward model scores as the reward stage trained it). A reward (SEQ_CLS) adapter gets its scalar head.
+    `task_type` (with `what`, the recipe key): the role the caller needs, checked before anything loads.
     """
     from workbench.modeling import loading
 
-    manifest = read_manifest(adapter_dir)
+    manifest = read_manifest(adapter_dir, task_type, what)
     if manifest_precision:
         args = from_manifest(manifest.base_model, args)
     else:

@@ -6,7 +6,6 @@ score through the reward adapter on their shared base instead (workbench/modelin
 
 from __future__ import annotations
 
-from workbench.errors import UserError
 from workbench.modeling.arguments import ModelArguments
 
 
@@ -15,11 +14,8 @@ def load_reward_model(adapter_dir, args: ModelArguments | None = None):
     reward adapter; `args` may name another copy of the same base and the device."""
     from workbench.modeling import adapters
 
-    manifest = adapters.read_manifest(adapter_dir)
-    if manifest.task_type != "SEQ_CLS":
-        raise UserError(f"{adapter_dir} is a {manifest.task_type} adapter ({manifest.stage}), not a reward adapter")
     model, tokenizer, manifest = adapters.load_with_adapter(
-        adapter_dir, args or ModelArguments(), name="reward", manifest_precision=True
+        adapter_dir, args or ModelArguments(), name="reward", manifest_precision=True, task_type="SEQ_CLS"
     )
     model.eval()
     return model, tokenizer, manifest

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
 
     set_seed(args.seed)
     if args.adapter:
-        model, tokenizer, manifest = adapters.load_with_adapter(args.adapter, model_args)
+        model, tokenizer, manifest = adapters.load_with_adapter(args.adapter, model_args, task_type="CAUSAL_LM")
         base = manifest.base_model["name_or_path"]
     else:
         model, tokenizer = loading.load_model(model_args), loading.load_tokenizer(model_args)

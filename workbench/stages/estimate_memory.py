@@ -49,17 +49,51 @@ def resolve_config(name_or_path: str):
     from transformers import AutoConfig
 
     if os.path.isfile(name_or_path) and name_or_path.endswith(".json"):
-        with open(name_or_path) as handle:
-            values = json.load(handle)
+        values = _config_values(name_or_path)
         if "model_type" not in values:
             raise UserError(f"MODEL: {name_or_path} has no model_type; expected a transformers config.json")
-        return AutoConfig.for_model(**values)
+        config = AutoConfig.for_model(**values)
+        _check_sizes(config, values, name_or_path)
+        return config
     if os.path.isdir(name_or_path):
-        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+        path = os.path.join(name_or_path, "config.json")
+        if not os.path.isfile(path):
             raise UserError(f"MODEL: directory {name_or_path} has no config.json")
+        values = _config_values(path)
     from workbench.modeling.loading import load_config
 
-    return load_config(name_or_path)
+    config = load_config(name_or_path)
+    if os.path.isdir(name_or_path):
+        _check_sizes(config, values, path)
+    return config
+
+
+# The sizes the estimate is made of; a config without one would silently get the model class's default.
+REQUIRED_SIZES = ("hidden_size", "num_hidden_layers", "vocab_size")
+
+
+def _config_values(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}:{error.lineno}: expected a transformers config (JSON), found {error.msg}") from error
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: expected a transformers config (UTF-8 JSON), found {error.reason}") from error
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: expected a transformers config (a JSON object), found {type(values).__name__}")
+    return values
+
+
+def _check_sizes(config, values: dict, path: str) -> None:
+    aliases = getattr(config, "attribute_map", {})  # e.g. GPT-2: hidden_size is n_embd
+    missing = [key for key in REQUIRED_SIZES if key not in values and aliases.get(key) not in values]
+    if missing:
+        default = getattr(config, missing[0], None)
+        raise UserError(
+            f"{path}: expected {missing[0]!r} (the estimate is made of {', '.join(REQUIRED_SIZES)}), found none "
+            f"(the {type(config).__name__} default would be {default}; say the model's own)"
+        )
 
 
 def human_bytes(count: int) -> str:

@@ -13,8 +13,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.errors import UserError
-
 STAGE = "generate"
 FINISHED = ["candidates.jsonl", "manifest.json"]
 SAMPLING_DEFAULTS = dict(max_new_tokens=128, min_new_tokens=1, temperature=0.8, top_p=0.95, top_k=50)
@@ -49,7 +47,7 @@ def parse(argv: list[str]):
     from workbench.modeling.arguments import ModelArguments
     from workbench.modeling.generation import Sampling
     from workbench.output_dir import OverwriteArguments
-    from workbench.recipe import RecipeParser
+    from workbench.recipe import RecipeParser, check_value
     from workbench.tracking import TrackingConfig
 
     parser = RecipeParser(
@@ -59,7 +57,13 @@ def parse(argv: list[str]):
         model_groups=("base", "device", "precision"),
         unread_why="it samples from an adapter that was trained already",
     )
-    return (*parser.parse(argv), parser.given)
+    parsed = parser.parse(argv)
+    cfg, sampling = parsed[0], parsed[1]
+    k = cfg.num_completions
+    check_value(argv, "num_completions", k >= 2, "2 or more (a ranking needs two)", k)
+    check_value(argv, "batch_size", cfg.batch_size >= 1, "1 or more", cfg.batch_size)
+    sampling.check()
+    return (*parsed, parser.given)
 
 
 def policy_reference(cfg: GenerateConfig, model) -> dict:
@@ -81,9 +85,6 @@ def policy_reference(cfg: GenerateConfig, model) -> dict:
 def main(argv: list[str]) -> int:
     cfg, sampling, model_args, run_args, tracking_cfg, given = parse(argv)
     configs = (cfg, sampling, model_args, tracking_cfg)
-    if cfg.num_completions < 2:
-        raise UserError(f"num_completions must be 2 or more (ranking needs candidates); got {cfg.num_completions}")
-    sampling.check()
 
     from workbench import tracking
     from workbench.data.prompts import load_prompts
@@ -95,6 +96,8 @@ def main(argv: list[str]) -> int:
 
     output_dir = Path(cfg.output_dir)
     candidates_path = output_dir / "candidates.jsonl"
+    if cfg.adapter:  # a policy to sample from, checked before anything is written
+        adapters.read_manifest(cfg.adapter, "CAUSAL_LM", "adapter")
     prepare_output_dir(output_dir, run_args, STAGE, FINISHED)
     write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, *configs)
 

@@ -33,11 +33,17 @@ def _force_all(argv: list[str]) -> list[str]:
 
 
 def parse(argv: list[str]):
-    from workbench.recipe import RecipeParser
+    from workbench.recipe import RecipeParser, check_value
     from workbench.tracking import TrackingConfig
 
     parser = RecipeParser([PipelineConfig, TrackingConfig], "workbench pipeline")
-    return (*parser.parse(_force_all(argv)), parser.given)
+    cfg, tracking_cfg = parser.parse(_force_all(argv))
+    # the pipeline's own sizes, named as the pipeline recipe names them (the stage recipes check theirs in validate)
+    sizes = dict(sft_max_steps=1, num_prompts=1, num_candidates=2, annotators=1)
+    for key, least in (sizes | dict(reward_max_steps=1, ppo_steps=1, eval_prompts=1)).items():
+        value = getattr(cfg, key)
+        check_value(argv, key, value is None or value >= least, f"{least} or more", value)
+    return cfg, tracking_cfg, parser.given
 
 
 def forced_stages(force: list[str]) -> set[str]:
@@ -66,7 +72,7 @@ def validate(planner) -> None:
         except UserError as error:
             base = getattr(planner.cfg, f"{name}_recipe")
             raise UserError(
-                f"stage {name}: {error}\n  (its recipe is built from {base or 'the stage defaults'}, the pipeline's "
+                f"stage {name}: {error} (its recipe is built from {base or 'the stage defaults'}, the pipeline's "
                 f"keys and overrides.{name} in {planner.where})"
             ) from error
 

@@ -69,6 +69,11 @@ def main(argv: list[str]) -> int:
     from workbench.rl.trainer import PPOTrainer
 
     output_dir = Path(ppo_cfg.output_dir)
+    # ── lineage: the SFT adapter names the base; the reward adapter must sit on the same one ──────────────────────
+    sft_manifest = adapters.read_manifest(ppo_cfg.sft_adapter, "CAUSAL_LM", "sft_adapter")
+    reward_manifest = adapters.read_manifest(ppo_cfg.reward_adapter, "SEQ_CLS", "reward_adapter")
+    model_args = base_of(model_args, sft_manifest.base_model)
+
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     last_checkpoint = None
     if accelerator.is_main_process:
@@ -78,11 +83,6 @@ def main(argv: list[str]) -> int:
     if not accelerator.is_main_process and run_args.resume:
         last_checkpoint = checkpoint.latest_checkpoint(output_dir)
     set_seed(ppo_cfg.seed)
-
-    # ── lineage: the SFT adapter names the base; the reward adapter must sit on the same one ──────────────────────
-    sft_manifest = adapters.read_manifest(ppo_cfg.sft_adapter)
-    reward_manifest = adapters.read_manifest(ppo_cfg.reward_adapter)
-    model_args = base_of(model_args, sft_manifest.base_model)
 
     # ── tokenizer and prompts ────────────────────────────────────────────────────────────────────────────────────
     tokenizer = loading.load_tokenizer(model_args, padding_side="left")

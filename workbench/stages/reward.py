@@ -87,6 +87,11 @@ def trainer_class():
             for name, parameter in self.model.named_parameters():
                 if parameter.requires_grad and "modules_to_save" in name and head_dtype is not None:
                     parameter.data = parameter.data.to(head_dtype)
+            # Without autocast (a CPU run with bf16 off) the hidden states reach the head in fp32 (the upcast norms)
+            # while the head is in the compute dtype: the head reads them in its own dtype.
+            for name, module in self.model.named_modules():
+                if name.endswith("modules_to_save.default") and hasattr(module, "weight"):
+                    module.register_forward_pre_hook(lambda head, args: (args[0].to(head.weight.dtype), *args[1:]))
 
     return WorkbenchRewardTrainer
 
@@ -97,14 +102,16 @@ def parse(argv: list[str]):
 
     from workbench.modeling.arguments import ModelArguments
     from workbench.output_dir import ResumeArguments
-    from workbench.recipe import RecipeParser
+    from workbench.recipe import RecipeParser, check_trainer_arguments
     from workbench.tracking import TrackingConfig
 
     cuda = torch.cuda.is_available()
     defaults = dict(output_dir="outputs/reward", report_to=["wandb"], use_cpu=not cuda, bf16=cuda, logging_steps=5)
     dataclasses = [RewardDataConfig, ModelArguments, ResumeArguments, TrackingConfig, RewardConfig]
     parser = RecipeParser(dataclasses, "workbench reward", defaults)
-    return (*parser.parse(argv), parser.given)
+    parsed = parser.parse(argv)
+    check_trainer_arguments(parsed[-1], argv)
+    return (*parsed, parser.given)
 
 
 def main(argv: list[str]) -> int:
@@ -200,6 +207,13 @@ def main(argv: list[str]) -> int:
         head_dtype=getattr(torch, quant.compute_dtype),
         group_rankings=data_cfg.group_rankings,
     )
+    if len(trainer.train_dataset) == 0:  # TRL drops the pairs longer than max_length
+        from workbench.errors import UserError
+
+        raise UserError(
+            f"max_length: expected training pairs of at most {reward_cfg.max_length} tokens, found none of the "
+            f"{len(train_dataset)} that short (TRL drops longer ones); raise max_length"
+        )
     if data_cfg.group_rankings:
         print(f"workbench reward: {len(trainer.train_dataset)} rankings (groups of pairs sharing answers) per epoch")
 

@@ -52,10 +52,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--base_model", default=None, help="base checkpoint (default: the one in the manifest)")
     parser.add_argument("--device_map", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--calibration_bins", type=int, default=10, help="confidence bins for preference rows")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output when it exists already")
     args = parser.parse_args(argv)
     output = Path(args.output)
     if output.suffix != ".jsonl":
         raise UserError(f"--output {output} must be a .jsonl file")
+    if output.exists() and not args.overwrite:
+        raise UserError(f"--output {output}: expected a new file, found one already written; pass --overwrite")
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1; got {args.batch_size}")
 

@@ -58,7 +58,7 @@ def parse(argv: list[str]):
 
     from workbench.modeling.arguments import ModelArguments
     from workbench.output_dir import ResumeArguments
-    from workbench.recipe import RecipeParser
+    from workbench.recipe import RecipeParser, check_trainer_arguments, check_value
     from workbench.tracking import TrackingConfig
 
     defaults = dict(
@@ -66,7 +66,12 @@ def parse(argv: list[str]):
     )
     dataclasses = [SFTDataConfig, ModelArguments, ResumeArguments, TrackingConfig, SFTConfig]
     parser = RecipeParser(dataclasses, "workbench sft", defaults)
-    return (*parser.parse(argv), parser.given)
+    parsed = parser.parse(argv)
+    data_cfg, sft_cfg = parsed[0], parsed[-1]
+    check_trainer_arguments(sft_cfg, argv)
+    split = data_cfg.eval_split_size
+    check_value(argv, "eval_split_size", 0 <= split < 1, "a fraction in [0, 1) (0: no held-out split)", split)
+    return (*parsed, parser.given)
 
 
 def main(argv: list[str]) -> int:
