@@ -113,6 +113,23 @@ def outcomes(report: Path) -> dict:
     return counts | {"failing": failing}
 
 
+def versions() -> dict:
+    """The SDK, the server it ran against, and the PostgreSQL server binaries the tests start."""
+    from importlib.metadata import version
+
+    from postgres_server import postgres_bin_dir
+
+    from labeling.server.venv import ARGILLA_SERVER_REQUIREMENT
+
+    postgres = subprocess.run([str(postgres_bin_dir() / "postgres"), "--version"], capture_output=True, text=True)
+    return {
+        "python": sys.version.split()[0],
+        "argilla": version("argilla"),
+        "argilla_server": ARGILLA_SERVER_REQUIREMENT.split("==")[1],
+        "postgresql": postgres.stdout.strip(),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
@@ -128,6 +145,7 @@ def main() -> int:
         "suite": f"{RELEASE} source package, tests/integration",
         "command": "python " + " ".join(sys.argv),
         "machine": machine(),
+        "versions": versions(),
         "runs": [run_suite(suite, database, args.work) for database in args.database],
     }
     text = json.dumps(result, indent=2)
