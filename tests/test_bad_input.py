@@ -394,11 +394,7 @@ def _(t: Inputs):
     return Case(["reward", "--config", str(recipe)], [str(t.tmp / "no-sft"), "workbench.json"], output=t.out)
 
 
-@case(
-    "reward-default-dtype-on-cpu",
-    xfail="RuntimeError 'expected m1 and m2 to have the same dtype, but got: float != c10::BFloat16' in the score "
-    "head's forward on the first step (traceback)",
-)
+@case("reward-default-dtype-on-cpu")
 def _(t: Inputs):
     """The default precision (4-bit, bfloat16 compute) on a CPU: train, or refuse in one line; never a dtype crash."""
     recipe = t.recipe(

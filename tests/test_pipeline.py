@@ -221,7 +221,8 @@ def argilla_home(tmp_path_factory, tiny_model_path):
 
 
 class CommandLines:
-    """Every process command line on the machine (what `ps` shows), sampled every 0.1 s while a block runs."""
+    """Every process command line on the machine (what `ps` shows), sampled every 0.25 s while a block runs (a stage
+    or `label` process lives for seconds)."""
 
     def __init__(self):
         self.seen: set[str] = set()
@@ -236,7 +237,7 @@ class CommandLines:
                             self.seen.add(file.read().replace(b"\0", b" ").decode(errors="replace"))
                     except OSError:  # the process ended meanwhile
                         pass
-            self._stop.wait(0.1)
+            self._stop.wait(0.25)
 
     def __enter__(self):
         self._stop.clear()
@@ -256,9 +257,9 @@ def command_lines() -> CommandLines:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, argilla_home, command_lines):
-    """A run killed with `kill -9` during each stage from sft to PPO and run again each time; its PPO stage fails (its
-    prompt file is missing: found only when the stage runs, unlike a bad size, which the pipeline refuses before any
-    stage), then is fixed, killed during PPO, and resumed. `command_lines` sees every run."""
+    """A run killed with `kill -9` during each stage from generate to reward and run again each time; its PPO stage
+    fails (its prompt file is missing: found only when the stage runs, unlike a bad size, which the pipeline refuses
+    before any stage), then is fixed, killed during PPO, and resumed. `command_lines` sees every run."""
     home, port = argilla_home
     folder = tmp_path_factory.mktemp("pipeline")
     run_dir = folder / "run"
@@ -266,7 +267,7 @@ def finished_run(tmp_path_factory, argilla_home, command_lines):
     broken = tiny_recipe(folder / "broken.yaml", run_dir, home, port, **{"overrides.ppo": missing})
     recipe = tiny_recipe(folder / "fixed.yaml", run_dir, home, port)
     with command_lines:
-        for stage in ("sft", "generate", "push", "label", "pull", "reward"):
+        for stage in ("generate", "push", "label", "pull", "reward"):  # sft's own kill -9 test: test_sft_stage.py
             kill_9_during(broken, stage, run_dir)
         failed = pipeline(broken)
         kill_9_during(recipe, "ppo", run_dir)

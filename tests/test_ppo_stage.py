@@ -157,7 +157,11 @@ def test_bad_input_exits_2_naming_the_key(tmp_path, tiny_adapters):
     result = run(ppo_command(recipe, "--mini_batch_size", "3"))
     assert result.returncode == 2 and "mini_batch_size (3)" in result.stderr and "Traceback" not in result.stderr
     result = run(ppo_command(recipe, "--reward_adapter", str(tiny_adapters[0])))  # an SFT adapter is no reward model
-    assert result.returncode == 2 and "not a reward (SEQ_CLS) adapter" in result.stderr
+    assert (
+        result.returncode == 2
+        and "reward_adapter" in result.stderr
+        and "found a policy adapter (CAUSAL_LM" in result.stderr
+    )
     assert not (output_dir / "adapter").exists()
 
 

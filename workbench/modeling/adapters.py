@@ -66,9 +66,12 @@ def code_version() -> str:
 ROLES = {"CAUSAL_LM": "policy", "SEQ_CLS": "reward or value model"}
 
 
-def read_manifest(adapter_dir: str | Path, task_type: str | None = None, what: str = "adapter") -> AdapterManifest:
-    """The adapter's manifest, once its folder is checked: both JSON files readable, and with `task_type` the role
-    it is given in (`what`, a recipe key) matching what it was trained as (a reward adapter is no policy)."""
+def read_manifest(
+    adapter_dir: str | Path, task_type: str | None = None, what: str = "adapter", weights: bool = True
+) -> AdapterManifest:
+    """The adapter's manifest, once its folder is checked: the manifest readable, with `weights` (the caller loads
+    the adapter) PEFT's adapter_config.json too, and with `task_type` the role it is given in (`what`, a recipe key)
+    matching what it was trained as (a reward adapter is no policy)."""
     path = Path(adapter_dir) / MANIFEST_NAME
     if not path.is_file():
         found = "no such folder" if not Path(adapter_dir).exists() else "none (not an adapter the workbench wrote)"
@@ -77,20 +80,20 @@ def read_manifest(adapter_dir: str | Path, task_type: str | None = None, what: s
         manifest = AdapterManifest(**json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: expected an adapter manifest, found an unreadable one ({error})") from error
-    config = Path(adapter_dir) / "adapter_config.json"
-    try:
-        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError as error:
-        raise UserError(f"{what} {adapter_dir}: expected adapter_config.json (PEFT's), found none") from error
-    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
-        raise UserError(f"{config}: expected PEFT's adapter config (a JSON object), found {error}") from error
     if task_type is not None and manifest.task_type != task_type:
         raise UserError(
             f"{what} {adapter_dir}: expected a {ROLES.get(task_type, task_type)} adapter ({task_type}), found a "
             f"{ROLES.get(manifest.task_type, manifest.task_type)} adapter ({manifest.task_type}, written by "
             f"`workbench {manifest.stage}`)"
         )
+    config = Path(adapter_dir) / "adapter_config.json"
+    try:
+        if weights and not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError as error:
+        raise UserError(f"{what} {adapter_dir}: expected adapter_config.json (PEFT's), found none") from error
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        raise UserError(f"{config}: expected PEFT's adapter config (a JSON object), found {error}") from error
     return manifest
 
 

@@ -179,7 +179,8 @@ def main(argv: list[str]) -> int:
     base_info = model.workbench_base
     parents = list(sources)
     if data_cfg.sft_adapter:
-        sft_manifest = adapters.read_manifest(data_cfg.sft_adapter)
+        # the policy it scores for (lineage); its weights are read only to initialise from it
+        sft_manifest = adapters.read_manifest(data_cfg.sft_adapter, "CAUSAL_LM", "sft_adapter", data_cfg.init_from_sft)
         adapters.check_base(sft_manifest, base_info, data_cfg.sft_adapter)
         path = str(Path(data_cfg.sft_adapter).resolve())
         parents.append({"kind": "adapter", "stage": sft_manifest.stage, "path": path, "role": "policy"})
