@@ -16,8 +16,8 @@ folders holding a finished result or checkpoints, and the `label` subcommands' c
 
 Errors should be caught before any model trains or samples: the guards below make `Trainer.train`, the PPO step,
 sampling and the pipeline's stage runner raise, so a command that goes on to train on bad input fails its case
-quickly instead of training. Cases that fail today are marked xfail(strict=True); each reason says what the command
-does now without the guards (run with --runxfail to see where each one stops).
+quickly instead of training. A new case that exposes a bug not fixed yet may be registered with `xfail="what
+happens now"` (a strict xfail: the file fails once the bug is fixed, until the mark goes).
 """
 
 from __future__ import annotations
