@@ -268,7 +268,7 @@ def test_bad_input_names_the_key(three_adapters, tmp_path):
     bad = {
         "reward_adapter is required": ["--reward_adapter", ""],
         "not an adapter the workbench wrote": ["--reward_adapter", str(tmp_path)],
-        "is a CAUSAL_LM adapter, not a reward (SEQ_CLS) one": ["--reward_adapter", str(sft)],
+        "expected a reward or value model adapter (SEQ_CLS), found a policy adapter": ["--reward_adapter", str(sft)],
         "temperature must be >= 0": ["--temperature", "-1"],
     }
     for message, extra in bad.items():
@@ -279,6 +279,8 @@ def test_bad_input_names_the_key(three_adapters, tmp_path):
     with pytest.raises(UserError, match="name 'reward' is taken"):
         evaluate.main(["--config", str(taken)])
     taken.write_text(f"policies: [{{name: rm, adapter: {reward}}}]\nreward_adapter: {reward}\n")
-    with pytest.raises(UserError, match="SEQ_CLS adapter, not a policy"):
+    with pytest.raises(
+        UserError, match=r"policies\[0\] \(rm\): .* expected a policy adapter \(CAUSAL_LM\), found a reward"
+    ):
         evaluate.main(["--config", str(taken)])
     assert not (tmp_path / "out").exists()

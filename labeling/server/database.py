@@ -58,12 +58,13 @@ def mask_url(url: str) -> str:
 def requested_database(cli_value: str | None, environ: dict[str, str]) -> str | None:
     """The PostgreSQL URL asked for by `--database` (no password allowed) or the environment (password allowed)."""
     from_env = environ.get(DATABASE_URL_ENV, "").strip()
-    if cli_value:
-        url = normalize_postgres_url(cli_value, "--database", password_allowed=False)
-        if from_env and _without_password(normalize_postgres_url(from_env, DATABASE_URL_ENV, True)) != url:
-            raise UserError(f"--database {mask_url(url)} and ${DATABASE_URL_ENV} name different databases; give one")
-        return normalize_postgres_url(from_env, DATABASE_URL_ENV, True) if from_env else url
-    return normalize_postgres_url(from_env, DATABASE_URL_ENV, True) if from_env else None
+    env_url = normalize_postgres_url(from_env, DATABASE_URL_ENV, password_allowed=True) if from_env else None
+    if not cli_value:
+        return env_url
+    url = normalize_postgres_url(cli_value, "--database", password_allowed=False)
+    if env_url and _without_password(env_url) != url:
+        raise UserError(f"--database {mask_url(url)} and ${DATABASE_URL_ENV} name different databases; give one")
+    return env_url or url
 
 
 def _without_password(url: str) -> str:

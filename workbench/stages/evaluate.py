@@ -70,11 +70,7 @@ class EvalConfig:
 
         if not self.reward_adapter:
             raise UserError("reward_adapter is required: the reward model judges the answers")
-        reward = adapters.read_manifest(self.reward_adapter)
-        if reward.task_type != "SEQ_CLS":
-            raise UserError(
-                f"reward_adapter {self.reward_adapter} is a {reward.task_type} adapter, not a reward (SEQ_CLS) one"
-            )
+        adapters.read_manifest(self.reward_adapter, "SEQ_CLS", "reward_adapter")
         if not isinstance(self.policies, list) or not self.policies:
             raise UserError("policies must be a non-empty list of {name, adapter}")
         policies, names = [], set()
@@ -85,11 +81,8 @@ class EvalConfig:
             if name in names or name == REWARD:
                 raise UserError(f"policies[{index}]: name {name!r} is taken (names are unique; `reward` is reserved)")
             names.add(name)
-            manifest = None if adapter is None else adapters.read_manifest(adapter)
-            if manifest is not None and manifest.task_type != "CAUSAL_LM":
-                raise UserError(
-                    f"policies[{index}] ({name}): {adapter} is a {manifest.task_type} adapter, not a policy"
-                )
+            where = f"policies[{index}] ({name}):"
+            manifest = None if adapter is None else adapters.read_manifest(adapter, "CAUSAL_LM", where)
             stage = "base" if manifest is None else manifest.stage
             path = None if adapter is None else str(adapter)
             # runs_as: the adapter name the policy answers under (best-of-N answers with its reference's adapter)
