@@ -39,8 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"workbench: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
     try:
+        if command != "label":
+            from workbench.distributed import check_launch, quiet_other_processes
+
+            check_launch()
+            quiet_other_processes()
+        module = importlib.import_module(COMMANDS[command][0])
         return int(module.main(rest) or 0)
     except UserError as error:
         print(f"workbench {command}: error: {error}", file=sys.stderr)

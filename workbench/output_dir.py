@@ -77,3 +77,23 @@ def prepare_output_dir(
     if resume and not last:
         print(f"workbench {stage}: no checkpoint in {output_dir}; starting from the beginning")
     return last if resume else None
+
+
+def claim_output_dir(
+    output_dir: Path,
+    run: OverwriteArguments,
+    stage: str,
+    finished: list[str],
+    last_checkpoint: Callable[[Path], Path | None] | None,
+    write_recipe: Callable[[], None],
+) -> Path | None:
+    """`prepare_output_dir`, then `write_recipe()` (a failed run still says how it ran), on the main process only
+    under `accelerate launch`; every process gets the checkpoint to resume from, or stops when it is refused."""
+    from workbench.distributed import on_main_process
+
+    def prepare():
+        last = prepare_output_dir(output_dir, run, stage, finished, last_checkpoint)
+        write_recipe()
+        return last
+
+    return on_main_process(prepare)

@@ -51,11 +51,14 @@ def without_secrets(config):
 
 
 def start_run(stage: str, tracking, output_dir: str | Path, run_name: str | None, config: dict):
-    """Start the stage's W&B run (before any HF Trainer, whose W&B callback then reuses it); None when disabled."""
+    """Start the stage's W&B run (before any HF Trainer, whose W&B callback then reuses it); None when disabled,
+    and on every process but the main one under `accelerate launch` (one run per stage, however many processes)."""
     mode = resolve_mode(tracking.wandb_mode)
     if mode == "disabled":
         os.environ["WANDB_DISABLED"] = "true"
         return None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None  # the Trainer's W&B callback, too, logs from the main process only
     import wandb
 
     output_dir = Path(output_dir)

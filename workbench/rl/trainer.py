@@ -136,6 +136,8 @@ class PPOTrainer:
         self.minibatch_generator = torch.Generator().manual_seed(config.seed)
         rank, world = accelerator.process_index, accelerator.num_processes
         self.stream = PromptStream(len(prompts), config.seed, rank, world)
+        if rank:  # each process samples from its own stream (TRL's local_seed); rank 0 keeps the one-process one
+            torch.manual_seed(config.seed + 100003 * rank)
         self.sampling = Sampling(config.max_new_tokens, config.temperature, config.top_p, config.top_k)
         self.stop_ids = stop_token_ids(tokenizer, config.stop_tokens)
         self.step_count, self.episodes = 0, 0
@@ -169,7 +171,9 @@ class PPOTrainer:
         advantages = whiten(gae.advantages, mask) if config.whiten_advantages else gae.advantages
         batch = dataclasses.replace(batch, rewards=token_rewards.rewards, advantages=advantages, returns=gae.returns)
 
-        updates = self.update(batch, train_policy=self.step_count >= config.critic_warmup_steps)
+        updates = self._mean_over_processes(
+            self.update(batch, train_policy=self.step_count >= config.critic_warmup_steps)
+        )
 
         gather = self.accelerator.gather
         kl_per_response = gather(masked_sum(kl, mask, dim=1))
@@ -191,8 +195,10 @@ class PPOTrainer:
             "objective/kl_coef": self.kl_controller.value,
             "objective/non_score_reward": non_score.mean().item(),
             "objective/rlhf_reward": (penalised + non_score).mean().item(),
-            "policy/entropy": masked_mean(rollout.entropy, mask).item(),
-            "value/explained_variance": explained_variance(batch.values, gae.returns, mask).item(),
+            "policy/entropy": masked_mean(*self._gather_tokens(rollout.entropy, mask)).item(),
+            "value/explained_variance": explained_variance(
+                *self._gather_tokens(batch.values, gae.returns, mask)
+            ).item(),
             "response/length": lengths.mean().item(),
             "response/ended_fraction": gather(rollout.ended.float()).mean().item(),
             **updates,
@@ -204,6 +210,20 @@ class PPOTrainer:
         rows = zip(prompts[: config.sample_rows], rollout.responses, batch.scores.tolist())
         self.samples += [[self.step_count, prompt[-1]["content"], response, score] for prompt, response, score in rows]
         return metrics
+
+    def _gather_tokens(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """[batch, length] tensors of every process, padded to one length: statistics over the whole global batch."""
+        if self.accelerator.num_processes == 1:
+            return list(tensors)
+        return [self.accelerator.gather(self.accelerator.pad_across_processes(t, dim=1)) for t in tensors]
+
+    def _mean_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
+        """Each process's update statistics (losses, clip fractions) averaged over the processes, as DDP logs them."""
+        if self.accelerator.num_processes == 1:
+            return stats
+        names = sorted(stats)
+        local = torch.tensor([stats[name] for name in names], dtype=torch.float64, device=self.device)
+        return dict(zip(names, self.accelerator.reduce(local, reduction="mean").tolist()))
 
     def _scale_metrics(self) -> dict:
         if self.score_moments is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 from pathlib import Path
 
 STAGE = "ppo"
@@ -63,7 +64,7 @@ def main(argv: list[str]) -> int:
     from workbench.modeling import adapters, heads, loading
     from workbench.modeling.arguments import base_of
     from workbench.modeling.single_base import load_single_base
-    from workbench.output_dir import prepare_output_dir
+    from workbench.output_dir import claim_output_dir
     from workbench.recipe import resolved_recipe, write_resolved_recipe
     from workbench.rl import checkpoint
     from workbench.rl.trainer import PPOTrainer
@@ -75,13 +76,8 @@ def main(argv: list[str]) -> int:
     model_args = base_of(model_args, sft_manifest.base_model)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    last_checkpoint = None
-    if accelerator.is_main_process:
-        last_checkpoint = prepare_output_dir(output_dir, run_args, STAGE, FINISHED, checkpoint.latest_checkpoint)
-        write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, *configs)
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process and run_args.resume:
-        last_checkpoint = checkpoint.latest_checkpoint(output_dir)
+    recipe = partial(write_resolved_recipe, output_dir / "recipe.yaml", STAGE, given, *configs)
+    last_checkpoint = claim_output_dir(output_dir, run_args, STAGE, FINISHED, checkpoint.latest_checkpoint, recipe)
     set_seed(ppo_cfg.seed)
 
     # ── tokenizer and prompts ────────────────────────────────────────────────────────────────────────────────────
@@ -107,9 +103,7 @@ def main(argv: list[str]) -> int:
         print(f"workbench ppo: resumed from {last_checkpoint.name} (step {trainer.step_count})")
 
     # ── tracking ─────────────────────────────────────────────────────────────────────────────────────────────────
-    run = None
-    if accelerator.is_main_process:
-        run = tracking.start_run(STAGE, tracking_cfg, output_dir, ppo_cfg.run_name, resolved_recipe(given, *configs))
+    run = tracking.start_run(STAGE, tracking_cfg, output_dir, ppo_cfg.run_name, resolved_recipe(given, *configs))
 
     # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
     progress = tqdm(

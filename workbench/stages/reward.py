@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 STAGE = "reward"
@@ -139,12 +140,12 @@ def main(argv: list[str]) -> int:
     from workbench.evaluation.pairwise import evaluate_pairs, log_metrics
     from workbench.fileio import write_json_atomic
     from workbench.modeling import loading
-    from workbench.output_dir import prepare_output_dir, trainer_checkpoint
+    from workbench.output_dir import claim_output_dir, trainer_checkpoint
     from workbench.recipe import resolved_recipe, write_resolved_recipe
 
     output_dir = Path(reward_cfg.output_dir)
-    resume_from = prepare_output_dir(output_dir, run_args, STAGE, FINISHED, trainer_checkpoint)
-    write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, *configs)  # a failed run still says how it ran
+    recipe = partial(write_resolved_recipe, output_dir / "recipe.yaml", STAGE, given, *configs)
+    resume_from = claim_output_dir(output_dir, run_args, STAGE, FINISHED, trainer_checkpoint, recipe)
     set_seed(reward_cfg.seed)
 
     # ── data ─────────────────────────────────────────────────────────────────────────────────────────────────────

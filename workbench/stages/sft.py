@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from workbench.errors import UserError
@@ -83,12 +84,12 @@ def main(argv: list[str]) -> int:
     from workbench import tracking
     from workbench.data.mixture import build_mixture, fingerprint
     from workbench.modeling import adapters, loading
-    from workbench.output_dir import prepare_output_dir, trainer_checkpoint
+    from workbench.output_dir import claim_output_dir, trainer_checkpoint
     from workbench.recipe import resolved_recipe, write_resolved_recipe
 
     output_dir = Path(sft_cfg.output_dir)
-    resume_from = prepare_output_dir(output_dir, run_args, STAGE, FINISHED, trainer_checkpoint)
-    write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, *configs)  # a failed run still says how it ran
+    recipe = partial(write_resolved_recipe, output_dir / "recipe.yaml", STAGE, given, *configs)
+    resume_from = claim_output_dir(output_dir, run_args, STAGE, FINISHED, trainer_checkpoint, recipe)
     set_seed(sft_cfg.seed)
 
     # ── tokenizer ────────────────────────────────────────────────────────────────────────────────────────────────
@@ -123,6 +124,10 @@ def main(argv: list[str]) -> int:
         model.print_trainable_parameters()
 
     # ── trainer ──────────────────────────────────────────────────────────────────────────────────────────────────
+    if eval_dataset is not None and resume_from is None:
+        # Held-out loss before the first step, inside train(): an evaluate() before train() would leave the model
+        # marked prepared, and accelerate would then train it without DDP under `accelerate launch` (measured).
+        sft_cfg.eval_on_start = True
     run = tracking.start_run(STAGE, tracking_cfg, output_dir, sft_cfg.run_name, resolved_recipe(given, *configs))
     if run is None:
         sft_cfg.report_to = []
@@ -132,10 +137,10 @@ def main(argv: list[str]) -> int:
 
     # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
     metrics: dict = {}
-    if eval_dataset is not None and resume_from is None:
-        # The adapter starts as the identity (LoRA B = 0), so this is the base model's held-out loss.
-        metrics["base_eval_loss"] = trainer.evaluate(metric_key_prefix="base_eval")["base_eval_loss"]
     result = trainer.train(resume_from_checkpoint=resume_from)
+    base_eval = [e["eval_loss"] for e in trainer.state.log_history if e.get("step") == 0 and "eval_loss" in e]
+    if base_eval:  # the adapter starts as the identity (LoRA B = 0): the base model's held-out loss
+        metrics["base_eval_loss"] = base_eval[0]
     metrics.update({f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()})
     if eval_dataset is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
