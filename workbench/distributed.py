@@ -84,13 +84,13 @@ def requested_processes(launcher_argv: list[str]) -> int:
     return 1
 
 
-def check_launch(parent_cmdline: Path | None = None) -> None:
+def check_launch() -> None:
     """Refuse `accelerate launch --cpu --num_processes N>1`, which would run one process (see the module's doc)."""
     if os.environ.get("ACCELERATE_USE_CPU", "").lower() != "true" or "WORLD_SIZE" in os.environ:
         return
     if any(name in os.environ for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")):
         return  # MPI started the processes: accelerate's own multi-CPU path
-    path = parent_cmdline or Path(f"/proc/{os.getppid()}/cmdline")
+    path = Path(f"/proc/{os.getppid()}/cmdline")  # the launcher that started this process
     try:
         argv = [part.decode(errors="replace") for part in path.read_bytes().split(b"\0") if part]
     except OSError:
