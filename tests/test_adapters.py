@@ -109,6 +109,49 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(tiny_model_path, tmp_p
     assert torch.allclose(logits(plain), expected, atol=1e-4)
 
 
+def test_sampling_folds_the_active_lora_and_restores_the_base_bit_for_bit(tiny_model_path):
+    """Generation on a float32 CPU base runs with the active LoRA folded in: the same tokens and logits as unfolded,
+    and afterwards every base weight is exactly what it was. The bare base (disable_adapter) and a 4-bit base are
+    never folded."""
+    from workbench.modeling.generation import Sampling
+    from workbench.modeling.loading import load_tokenizer
+
+    model = adapters.attach(load(tiny_model_path), "policy", config=lora(r=4))
+    model = adapters.attach(model, "other", config=lora(r=4))
+    randomise(model, "policy", 5)
+    randomise(model, "other", 6)
+    adapters.switch(model, "policy")
+    tokenizer = load_tokenizer(str(tiny_model_path))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    unfolded = logits(model)
+    layers = adapters._foldable_lora_layers(model)
+    assert len(layers) == sum(1 for n, _ in model.named_modules() if n.endswith("lora_A.policy"))
+    with adapters.folded_for_inference(model):
+        assert all(layer.merged for layer in layers)
+        assert torch.allclose(logits(model), unfolded, atol=1e-5) and not torch.equal(logits(model), unfolded)
+        with adapters.use_adapter(model, "policy"):  # switching to the folded adapter keeps it folded
+            assert all(layer.merged for layer in layers)
+        with adapters.use_adapter(model, "other"):  # another adapter: PEFT unfolds, the other one answers
+            assert not any(layer.merged for layer in layers) and model.active_adapter == "other"
+        assert model.active_adapter == "policy" and torch.allclose(logits(model), unfolded, atol=1e-5)
+    assert all(not layer.merged for layer in layers)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert torch.equal(logits(model), unfolded)
+
+    greedy = Sampling(max_new_tokens=6, temperature=0.0, min_new_tokens=6)
+    ids, mask = IDS, torch.ones_like(IDS)
+    folded_tokens = greedy.generate(model, tokenizer, ids, mask)
+    with torch.no_grad():  # unfolded: the same greedy decoding by hand
+        manual = ids
+        for _ in range(6):
+            manual = torch.cat([manual, model(manual).logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(folded_tokens, manual)
+    with model.disable_adapter():
+        assert adapters._foldable_lora_layers(model) == []
+    quantized = adapters.attach(load(tiny_model_path, quant(load_in_4bit=True, dtype="float32")), "p", config=lora())
+    assert adapters._foldable_lora_layers(quantized) == []
+
+
 @pytest.mark.parametrize(
     "method,kwargs",
     [

@@ -224,12 +224,18 @@ def test_answers_and_log_ratios_match_separately_loaded_models(evaluated, three_
     prompts = [s["prompt"] for s in by_policy["sft"]]
     candidates = generate_completions(sft_model, tokenizer, prompts, 3, Sampling(8, 1.0), 3, 0, progress=False)
     scorer, scorer_tokenizer, _ = load_reward_model(three_adapters[2], margs(None))
-    picks = []
+    picks, best_scores = [], []
     for prompt, texts in zip(prompts, candidates):
         sequences = [reward_input_ids(scorer_tokenizer, prompt, text) for text in texts]
         scores = score_sequences(scorer, sequences, scorer_tokenizer.pad_token_id)
         picks.append(texts[scores.index(max(scores))])
-    assert [s["response"] for s in samples if s["policy"] == "best_of_3"] == picks
+        best_scores.append(max(scores))
+    best_rows = [s for s in samples if s["policy"] == "best_of_3"]
+    assert [s["response"] for s in best_rows] == picks
+    # the picks keep the scores they were picked by, and their log-probs are the reference's (one forward, KL 0)
+    assert [s["reward"] for s in best_rows] == pytest.approx(best_scores, abs=1e-4)
+    assert [s["logprob"] for s in best_rows] == pytest.approx(logprob_sums(sft_model, best_rows), abs=1e-3)
+    assert all(s["kl"] == 0.0 for s in best_rows)
     assert len({tuple(texts) for texts in candidates}) > 1 and metrics["settings"]["best_of"]["n"] == 3
     kls = [s["logprob"] - s["ref_logprob"] for s in by_policy["ppo"]]
     assert metrics["policies"]["ppo"]["kl_mean"] == pytest.approx(sum(kls) / len(kls)) and abs(sum(kls)) > 0.1

@@ -195,6 +195,41 @@ def test_one_seed_reaches_every_stage_and_the_simulated_annotators(tmp_path):
     assert default.stage("sft").recipe["seed"] == 0 and default.stage("sft").sha() != seeded.stage("sft").sha()
 
 
+def test_eval_base_false_leaves_the_bare_base_out_of_the_eval(tmp_path):
+    from workbench.pipeline.plan import Planner
+    from workbench.pipeline.runner import load_state
+    from workbench.stages.pipeline import TRACKING_KEYS, parse
+
+    def eval_policies(**changes):
+        recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes)
+        cfg, tracking_cfg, given = parse(["--config", str(recipe)])
+        plan = Planner(cfg, tracking_cfg, given & TRACKING_KEYS, load_state(Path(cfg.run_dir), None), recipe)
+        return [policy["name"] for policy in plan.stage("eval").recipe["policies"]]
+
+    assert eval_policies() == ["base", "sft", "ppo"]
+    assert eval_policies(eval_base=False) == ["sft", "ppo"]
+
+
+def test_load_in_4bit_reaches_every_stage_that_loads_a_base_by_its_recipe_and_overrides_still_win(tmp_path):
+    from workbench.pipeline.plan import Planner
+    from workbench.pipeline.runner import load_state
+    from workbench.stages.pipeline import TRACKING_KEYS, parse
+
+    def four_bit(**changes):
+        recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes)
+        recipe_text = yaml.safe_load(recipe.read_text())
+        recipe_text.update({f"{n}_recipe": f"recipes/smollm2-135m/{n}.yaml" for n in ("sft", "generate", "ppo")})
+        recipe.write_text(yaml.safe_dump(recipe_text))
+        cfg, tracking_cfg, given = parse(["--config", str(recipe)])
+        plan = Planner(cfg, tracking_cfg, given & TRACKING_KEYS, load_state(Path(cfg.run_dir), None), recipe)
+        return {name: plan.stage(name).recipe.get("load_in_4bit") for name in ("sft", "generate", "reward", "ppo")}
+
+    # the stage recipes' own setting (the reward recipe is not given: its default)
+    assert four_bit() == {"sft": True, "generate": True, "reward": None, "ppo": True}
+    assert four_bit(load_in_4bit=False) == dict.fromkeys(("sft", "generate", "reward", "ppo"), False)
+    assert four_bit(load_in_4bit=False, **{"overrides.ppo": {"load_in_4bit": True}})["ppo"] is True
+
+
 def test_one_pipeline_per_run_dir(tmp_path):
     from workbench.pipeline.runner import hold_run_dir
 

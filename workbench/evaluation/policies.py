@@ -80,7 +80,7 @@ def summed_logprobs(model, policy: dict, queries, responses, pad_id: int, batch_
 
     device = next(model.parameters()).device
     sums, per_token = [], []
-    with _no_grad(), active(model, policy["runs_as"], policy["adapter"]):
+    with _no_grad(), active(model, policy["runs_as"], policy["adapter"]), adapters.folded_for_inference(model):
         for start in range(0, len(queries), batch_size):
             query_ids, query_mask = left_pad(queries[start : start + batch_size], pad_id)
             response_ids, response_mask = right_pad(responses[start : start + batch_size], pad_id)
@@ -105,23 +105,26 @@ def reward_scores(model, tokenizer, prompts, answers, batch_size: int) -> list[f
 
     device = next(model.parameters()).device
     scores: list[float] = []
-    with _no_grad():
+    with _no_grad(), adapters.use_adapter(model, REWARD), adapters.folded_for_inference(model):
         for start in range(0, len(prompts), batch_size):
             chunk = slice(start, start + batch_size)
             scores += score_batch(model, tokenizer, prompts[chunk], answers[chunk], device).tolist()
     return scores
 
 
-def best_by_reward(model, tokenizer, prompts, candidates: list[list[str]], batch_size: int) -> list[str]:
-    """Per prompt, the candidate the reward model scores highest (the first of equals): best-of-N."""
+def best_by_reward(model, tokenizer, prompts, candidates: list[list[str]], batch_size: int):
+    """Per prompt, the candidate the reward model scores highest (the first of equals): best-of-N.
+
+    Returns (picks, their scores): `judge` takes the scores as they are rather than scoring the picks again."""
     flat_prompts = [prompt for prompt, texts in zip(prompts, candidates) for _ in texts]
     flat_texts = [text for texts in candidates for text in texts]
     scores = iter(reward_scores(model, tokenizer, flat_prompts, flat_texts, batch_size))
-    picks = []
+    picks, best = [], []
     for texts in candidates:
         mine = [next(scores) for _ in texts]
         picks.append(texts[mine.index(max(mine))])
-    return picks
+        best.append(max(mine))
+    return picks, best
 
 
 def judge(
@@ -135,8 +138,12 @@ def judge(
     gold: bool,
     batch_size: int,
     temperature: float,
+    known_rewards: dict | None = None,
 ) -> list[dict]:
-    """One sample row per prompt and policy: the answer, its reward, gold-rubric score, log-ratio to `reference`."""
+    """One sample row per prompt and policy: the answer, its reward, gold-rubric score, log-ratio to `reference`.
+
+    `known_rewards`: {policy name: scores} already computed (best-of-N's picks); a policy answering under the
+    reference's own adapter (the reference itself, best-of-N) reuses its log-probs as the reference's: one forward."""
     from tqdm.auto import tqdm
 
     from labeling import rubric
@@ -152,8 +159,10 @@ def judge(
         queries, responses = [q for q, _ in tokens], [r for _, r in tokens]
         args = (queries, responses, tokenizer.pad_token_id, batch_size, temperature)
         own, _ = summed_logprobs(model, policy, *args)
-        ref_sums = own if policy is ref else summed_logprobs(model, ref, *args)[0]
-        rewards = reward_scores(model, tokenizer, prompts, texts, batch_size)
+        same_model = (policy["runs_as"], policy["adapter"]) == (ref["runs_as"], ref["adapter"])
+        ref_sums = own if same_model else summed_logprobs(model, ref, *args)[0]
+        rewards = (known_rewards or {}).get(policy["name"])
+        rewards = rewards or reward_scores(model, tokenizer, prompts, texts, batch_size)
         for i, row in enumerate(rows):
             kl = own[i] - ref_sums[i]
             samples.append(

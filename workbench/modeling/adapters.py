@@ -257,6 +257,9 @@ def switch(model, name: str) -> None:
     """Make `name` the active adapter; frozen adapters stay frozen (PEFT's set_adapter would unfreeze them)."""
     if name not in model.peft_config:
         raise UserError(f"no adapter named {name!r}; attached: {sorted(model.peft_config)}")
+    if getattr(model, "workbench_folded", None) == name:
+        return  # active and folded in (folded_for_inference): PEFT's set_adapter would unfold it
+    model.workbench_folded = None  # set_adapter unfolds whatever is folded
     model.set_adapter(name, inference_mode=name in _frozen(model))
 
 
@@ -269,6 +272,60 @@ def use_adapter(model, name: str):
         yield model
     finally:
         switch(model, previous)
+
+
+def _foldable_lora_layers(model) -> list:
+    """The LoRA layers of the active adapter when folding it into the base is exact to undo and worth it: a plain
+    LoRA (no DoRA), enabled (not inside `disable_adapter()`), not already merged, over float32 `nn.Linear` weights on
+    the CPU. Otherwise [] (a 4-bit or 8-bit base would be re-quantized by a merge, a bf16 one rounded; on a GPU the
+    extra LoRA kernels cost little next to the base's)."""
+    import torch
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if not isinstance(model, PeftModel) or model.peft_config[model.active_adapter].peft_type.value != "LORA":
+        return []
+    name = model.active_adapter
+    if model.peft_config[name].use_dora:
+        return []
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
+    for layer in layers:
+        base = layer.get_base_layer()
+        if layer.disable_adapters or layer.merged or type(base) is not torch.nn.Linear:
+            return []
+        if base.weight.dtype != torch.float32 or base.weight.device.type != "cpu":
+            return []
+    return layers
+
+
+@contextlib.contextmanager
+def folded_for_inference(model):
+    """Run a block of inference with the active LoRA adapter folded into the base weights, then put every base weight
+    back bit for bit (restored from a copy, not subtracted). A no-op where `_foldable_lora_layers` finds nothing.
+
+    Why: on the CPU an unfolded LoRA on every linear layer adds two small matmuls and their bookkeeping to each of
+    them at every decoding step (bench/generation_speed.py measures the difference). The folded weights compute
+    x (W + s B A) instead of x W + s (x A) B: the same function up to float32 rounding.
+    """
+    import torch
+
+    layers = _foldable_lora_layers(model)
+    if not layers:
+        yield model
+        return
+    with torch.no_grad():
+        weights = [layer.get_base_layer().weight for layer in layers]
+        originals = [(weight, weight.detach().clone()) for weight in weights]
+        model.base_model.merge_adapter([model.active_adapter])
+        model.workbench_folded = model.active_adapter
+    try:
+        yield model
+    finally:
+        model.workbench_folded = None
+        with torch.no_grad():
+            model.base_model.unmerge_adapter()
+            for weight, original in originals:
+                weight.copy_(original)
 
 
 def freeze(model, name: str) -> None:

@@ -78,17 +78,23 @@ class Sampling:
         """`model.generate` under these settings and nothing else: the model's own `generation_config` (Qwen2.5-
         Instruct ships repetition_penalty 1.05, others top_k/top_p/min_p...) is set aside for the call, so the tokens
         come from exactly softmax(logits / T) truncated by our top_k/top_p, the distribution that PPO's log-probs, KL
-        and ratio describe (tests/test_sampling_distribution.py)."""
+        and ratio describe (tests/test_sampling_distribution.py). On the CPU a float32 base samples with the active
+        LoRA folded into it, restored exactly afterwards (adapters.folded_for_inference)."""
         from transformers import GenerationConfig
+
+        from workbench.modeling.adapters import folded_for_inference
 
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         saved = inner.generation_config
         # transformers fills every setting left None from model.generation_config: an empty one contributes nothing
         inner.generation_config = GenerationConfig()
         try:
-            return model.generate(
-                input_ids=input_ids, attention_mask=attention_mask.long(), **self.generate_kwargs(tokenizer, stop_ids)
-            )
+            with folded_for_inference(model):
+                return model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask.long(),
+                    **self.generate_kwargs(tokenizer, stop_ids),
+                )
         finally:
             inner.generation_config = saved
 

@@ -53,7 +53,8 @@ def response_logprobs(
     """Log-probs of the response tokens under the ACTIVE adapter (and their per-token entropy if asked).
 
     The logits predicting response token t sit at position Q + t - 1. Positions come from the mask, so a row's
-    numbers do not depend on how much left padding its batch has.
+    numbers do not depend on how much left padding its batch has. Only those T + 1 positions go through the output
+    head (`logits_to_keep`): the query's logits are never used, and the head is a fifth of a small model's work.
     """
     from workbench.rl.losses import per_token_entropy
 
@@ -64,8 +65,9 @@ def response_logprobs(
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
+        logits_to_keep=response_ids.shape[1] + 1,
     )
-    logits = output.logits[:, query_ids.shape[1] - 1 : -1]
+    logits = output.logits[:, :-1]
     logprobs = logprobs_from_logits(logits, response_ids, temperature)
     if not with_entropy:
         return logprobs, None

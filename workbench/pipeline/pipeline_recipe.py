@@ -26,6 +26,13 @@ class PipelineConfig:
         default="smollm2-135m-instruct",
         metadata={"help": "Base model for every stage: a local checkpoint, a hub id or an alias (tiny-llama)."},
     )
+    load_in_4bit: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Hold the base in 4-bit (QLoRA) in sft, generate, reward and ppo; null: each stage recipe's own "
+            "setting. eval loads the base as the reward adapter's manifest records it."
+        },
+    )
     seed: int = field(
         default=0,
         metadata={
@@ -87,6 +94,13 @@ class PipelineConfig:
     reward_max_steps: int | None = field(default=None, metadata={"help": "Reward model steps (reward max_steps)."})
     ppo_steps: int | None = field(default=None, metadata={"help": "PPO steps (ppo total_steps)."})
     eval_prompts: int | None = field(default=None, metadata={"help": "Held-out prompts the eval stage answers."})
+    eval_base: bool = field(
+        default=True,
+        metadata={
+            "help": "Eval compares the bare base model too (a third policy to answer and score; SFT's own held-out "
+            "loss against the base's is in the SFT stage's metrics either way)."
+        },
+    )
     force: list[str] = field(
         default_factory=list,
         metadata={"help": "Re-run these stages (and every later one) even if complete; `--force` alone: all."},

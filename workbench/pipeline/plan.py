@@ -155,12 +155,17 @@ class Planner:
         )
 
     def _sft(self) -> Stage:
-        owned = {"model_name_or_path": self.cfg.model_name_or_path, "max_steps": self.cfg.sft_max_steps}
+        owned = {
+            "model_name_or_path": self.cfg.model_name_or_path,
+            "load_in_4bit": self.cfg.load_in_4bit,
+            "max_steps": self.cfg.sft_max_steps,
+        }
         return self._with_recipe("sft", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
 
     def _generate(self) -> Stage:
         owned = {
             "adapter": str(self.path("sft", "adapter")),
+            "load_in_4bit": self.cfg.load_in_4bit,
             "max_prompts": self.cfg.num_prompts,
             "num_completions": self.cfg.num_candidates,
         }
@@ -214,6 +219,7 @@ class Planner:
     def _reward(self) -> Stage:
         owned = {
             "model_name_or_path": self.cfg.model_name_or_path,
+            "load_in_4bit": self.cfg.load_in_4bit,
             "datasets": [{"path": str(self.path("preferences", "preferences.jsonl"))}],
             "sft_adapter": str(self.path("sft", "adapter")),
             "max_steps": self.cfg.reward_max_steps,
@@ -224,14 +230,15 @@ class Planner:
         owned = {
             "sft_adapter": str(self.path("sft", "adapter")),
             "reward_adapter": str(self.path("reward", "adapter")),
+            "load_in_4bit": self.cfg.load_in_4bit,
             "total_steps": self.cfg.ppo_steps,
         }
         return self._with_recipe("ppo", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
 
     def _eval(self) -> Stage:
         owned = {
-            "policies": [
-                {"name": "base", "adapter": None},
+            "policies": [{"name": "base", "adapter": None}] * self.cfg.eval_base
+            + [
                 {"name": "sft", "adapter": str(self.path("sft", "adapter"))},
                 {"name": "ppo", "adapter": str(self.path("ppo", "adapter"))},
             ],

@@ -156,6 +156,10 @@ class Runner:
             if "after" in hooks:
                 hooks["after"](stage, self.stage_logger(stage.name))
         except KeyboardInterrupt:
+            # Recorded as interrupted, so it must not look finished: a stage can still finish after the SIGINT that
+            # stop_child sends (a SIGINT landing in a callback of Python's import machinery is printed and dropped).
+            for output in stage.outputs:
+                output.unlink(missing_ok=True)
             record.update(status="interrupted", seconds=record.get("seconds", 0) + time.monotonic() - started)
             self.save()
             raise

@@ -158,7 +158,7 @@ def main(argv: list[str]) -> int:
     run = tracking.start_run(STAGE, tracking_cfg, output_dir, cfg.run_name, resolved_recipe(given, *configs))
 
     # ── answers: every policy under the same seeds ───────────────────────────────────────────────────────────────
-    answers = {}
+    answers, known_rewards = {}, {}
     for policy in policies:
         with scoring.active(model, policy["runs_as"], policy["adapter"]):
             if policy["stage"] == "best_of_n":
@@ -166,7 +166,8 @@ def main(argv: list[str]) -> int:
                 texts = generate_completions(
                     model, tokenizer, prompts, cfg.best_of, candidates, cfg.batch_size, cfg.seed, progress=False
                 )
-                answers[policy["name"]] = scoring.best_by_reward(model, tokenizer, prompts, texts, cfg.batch_size)
+                picked = scoring.best_by_reward(model, tokenizer, prompts, texts, cfg.batch_size)
+                answers[policy["name"]], known_rewards[policy["name"]] = picked
             else:
                 texts = generate_completions(
                     model, tokenizer, prompts, 1, sampling, cfg.batch_size, cfg.seed, progress=False
@@ -187,6 +188,7 @@ def main(argv: list[str]) -> int:
         gold=cfg.gold_rubric,
         batch_size=cfg.batch_size,
         temperature=temperature,
+        known_rewards=known_rewards,
     )
 
     # ── metrics ──────────────────────────────────────────────────────────────────────────────────────────────────
