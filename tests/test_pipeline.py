@@ -72,6 +72,16 @@ def pipeline(recipe: Path, *extra: str, timeout: int = 900) -> subprocess.Comple
     return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
+def plan_for(recipe: Path, *argv: str):
+    """The pipeline's Planner for `recipe` (and command-line flags), as `workbench pipeline` would build it."""
+    from workbench.pipeline.plan import Planner
+    from workbench.pipeline.runner import load_state
+    from workbench.stages.pipeline import TRACKING_KEYS, parse
+
+    cfg, tracking_cfg, given = parse(["--config", str(recipe), *argv])
+    return Planner(cfg, tracking_cfg, given & TRACKING_KEYS, load_state(Path(cfg.run_dir), None), recipe)
+
+
 def state_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "pipeline.json").read_text())
 
@@ -175,14 +185,10 @@ def test_wired_keys_and_unknown_stages_are_refused(tmp_path):
 
 def test_one_seed_reaches_every_stage_and_the_simulated_annotators(tmp_path):
     """`seed:` (or `--seed`) becomes every stage recipe's seed and each annotator's noise seed; overrides still win."""
-    from workbench.pipeline.plan import Planner
-    from workbench.pipeline.runner import load_state
-    from workbench.stages.pipeline import TRACKING_KEYS, parse
 
     def planner(*argv, **changes):
         recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes)
-        cfg, tracking_cfg, given = parse(["--config", str(recipe), *argv])
-        return Planner(cfg, tracking_cfg, given & TRACKING_KEYS, load_state(Path(cfg.run_dir), None), recipe)
+        return plan_for(recipe, *argv)
 
     seeded = planner("--seed", "7", **{"overrides.ppo": {"seed": 3}})
     assert {
@@ -196,14 +202,8 @@ def test_one_seed_reaches_every_stage_and_the_simulated_annotators(tmp_path):
 
 
 def test_eval_base_false_leaves_the_bare_base_out_of_the_eval(tmp_path):
-    from workbench.pipeline.plan import Planner
-    from workbench.pipeline.runner import load_state
-    from workbench.stages.pipeline import TRACKING_KEYS, parse
-
     def eval_policies(**changes):
-        recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes)
-        cfg, tracking_cfg, given = parse(["--config", str(recipe)])
-        plan = Planner(cfg, tracking_cfg, given & TRACKING_KEYS, load_state(Path(cfg.run_dir), None), recipe)
+        plan = plan_for(tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes))
         return [policy["name"] for policy in plan.stage("eval").recipe["policies"]]
 
     assert eval_policies() == ["base", "sft", "ppo"]
@@ -211,17 +211,12 @@ def test_eval_base_false_leaves_the_bare_base_out_of_the_eval(tmp_path):
 
 
 def test_load_in_4bit_reaches_every_stage_that_loads_a_base_by_its_recipe_and_overrides_still_win(tmp_path):
-    from workbench.pipeline.plan import Planner
-    from workbench.pipeline.runner import load_state
-    from workbench.stages.pipeline import TRACKING_KEYS, parse
-
     def four_bit(**changes):
         recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes)
         recipe_text = yaml.safe_load(recipe.read_text())
         recipe_text.update({f"{n}_recipe": f"recipes/smollm2-135m/{n}.yaml" for n in ("sft", "generate", "ppo")})
         recipe.write_text(yaml.safe_dump(recipe_text))
-        cfg, tracking_cfg, given = parse(["--config", str(recipe)])
-        plan = Planner(cfg, tracking_cfg, given & TRACKING_KEYS, load_state(Path(cfg.run_dir), None), recipe)
+        plan = plan_for(recipe)
         return {name: plan.stage(name).recipe.get("load_in_4bit") for name in ("sft", "generate", "reward", "ppo")}
 
     # the stage recipes' own setting (the reward recipe is not given: its default)
