@@ -10,7 +10,9 @@ Both sides: batch of B prompts, one sampled response each of exactly `response_l
 TRL `stop_token=None`, ours a stop token the model never writes; the JSON records the measured lengths), 2 PPO
 epochs over one minibatch of B, LoRA r=16 on all linear layers of the policy, k3 KL. The workbench is timed twice:
 its fp32 base (TRL's precision) and its default 4-bit NF4 base. Step time: the median over the steps after the
-first (warm-up). If TRL cannot be installed or run, the JSON records the exact error. Prints one JSON object.
+first (warm-up); the workbench's steps are also split into their phases (generation, each scoring pass, the policy
+and value updates, the optimizer steps). If TRL cannot be installed or run, the JSON records the exact error. Prints
+one JSON object.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ def run_workbench(model, sft, reward, prompts, args, four_bit: bool, scratch: Pa
         "base": "4-bit nf4 + double quant, fp32 compute" if four_bit else "fp32",
         "step_seconds": [round(s, 3) for s in seconds],
         "steady_step_seconds": steady(seconds),
+        # the step's phases (workbench/rl/phase_timer.py), each the median over the steps after the first
+        "steady_phase_seconds": {
+            key[len("perf/") : -len("_seconds")]: steady([row[key] for row in history])
+            for key in history[0]
+            if key.startswith("perf/") and key.endswith("_seconds") and key != "perf/step_seconds"
+        },
         "mean_response_length": statistics.mean(row["response/length"] for row in history),
     }
 

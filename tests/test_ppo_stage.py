@@ -137,6 +137,14 @@ def test_ppo_writes_adapter_with_lineage_metrics_and_offline_wandb(tmp_path, tin
         "perf/tokens_per_second",
     ):
         assert key in history[0], key
+    # Per-phase seconds (NeMo-RL's timers): the rollout's phases fit inside the rollout, all of them inside the step.
+    rollout_phases = ["generation", "policy_logprobs", "reference_logprobs", "values", "reward"]
+    update_phases = ["policy_update", "value_update", "optimizer"]
+    for row in history:
+        seconds = {phase: row[f"perf/{phase}_seconds"] for phase in rollout_phases + update_phases}
+        assert all(value > 0 for value in seconds.values()), seconds
+        assert sum(seconds[p] for p in rollout_phases) <= row["perf/rollout_seconds"]
+        assert sum(seconds.values()) <= row["perf/step_seconds"]
     assert history[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # policy == ref before the first update
     assert history[1]["objective/kl"] > 1e-6  # and apart after it
     assert history[1]["objective/kl_coef"] != history[0]["objective/kl_coef"]  # the adaptive controller moved

@@ -1,5 +1,7 @@
-"""The default SFT recipe on the embedded default model (CPU, minutes): held-out loss falls below the base model's;
-the adapter loads with plain PEFT; the merged checkpoint loads with plain transformers and matches base + adapter."""
+"""The default SFT recipe on the embedded default model (CPU, minutes), on the float32 base as the quickstart trains it
+(load_in_4bit: false; QLoRA's real 4-bit layers are tested on the tiny model in test_sft_stage.py): held-out loss
+falls below the base model's; the adapter loads with plain PEFT; the merged checkpoint loads with plain transformers
+and matches base + adapter."""
 
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory, default_model_path):
     output_dir = tmp_path_factory.mktemp("sft-default")
     command = [sys.executable, "-m", "workbench.cli", "sft", "--config", str(RECIPE), "--output_dir", str(output_dir)]
-    command += ["--max_steps", "20", "--save_steps", "10"]  # half the recipe's steps: minutes on a 2-core CPU
+    # half the recipe's steps on the float32 base: 2 min 47 s on a 2-core CPU, held-out loss 1.254 -> 1.055 (NF4 5 min)
+    command += ["--max_steps", "20", "--save_steps", "10", "--load_in_4bit", "false"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-4000:]
     return output_dir
@@ -36,10 +39,10 @@ def test_held_out_loss_falls_below_the_base_models(trained):
     assert metrics["eval_loss"] < metrics["base_eval_loss"] - 0.05, metrics
 
 
-def test_adapter_is_4bit_qlora_and_loads_with_plain_peft(trained, default_model_path):
+def test_adapter_loads_with_plain_peft(trained, default_model_path):
     adapter = trained / "adapter"
     manifest = json.loads((adapter / "workbench.json").read_text())
-    assert manifest["base_model"]["quantization"]["bits"] == 4
+    assert manifest["base_model"]["quantization"]["bits"] == 32  # the float32 base, as the quickstart trains it
     assert manifest["base_model"]["name_or_path"] == "smollm2-135m-instruct"
     base = AutoModelForCausalLM.from_pretrained(default_model_path, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(adapter)).eval()

@@ -13,9 +13,18 @@ import torch
 
 from workbench.modeling import adapters
 from workbench.modeling.generation import Sampling
-from workbench.modeling.single_base import POLICY, REF, response_logprobs, response_values, reward_scores
+from workbench.modeling.single_base import (
+    POLICY,
+    REF,
+    REWARD,
+    VALUE,
+    response_logprobs,
+    response_values,
+    reward_scores,
+)
 from workbench.modeling.tokens import encode_prompts, left_pad
 from workbench.rl.buffer import RolloutBatch, pad_to_length
+from workbench.rl.phase_timer import PhaseTimer
 from workbench.rl.rewards import has_stop_token, truncate_at_stop_tokens
 
 
@@ -44,42 +53,52 @@ def collect(
     stop_ids: list[int],
     device,
     chunk: int,
+    timer: PhaseTimer | None = None,
 ) -> Rollout:
     """Sample one response per prompt with `policy`, then score it with `ref`, `value` and `reward`.
 
-    `chunk` bounds how many sequences go through the model at once (generation and each forward pass).
+    `chunk` bounds how many sequences go through the model at once (generation and each forward pass). `timer` gets
+    each phase's seconds. Only sampling folds the policy's LoRA into a float32 CPU base (Sampling.generate): for one
+    forward pass of a rollout's few sequences, folding and restoring the weights costs more than it saves (measured
+    with bench/ppo_step_time.py: ~0.9 s per fold against ~0.3 s saved per scoring pass at batch 8).
     """
+    timer = timer or PhaseTimer(device)
     pad_id = tokenizer.pad_token_id
     query_ids, query_mask = left_pad(encode_prompts(tokenizer, prompts, max_prompt_length), pad_id)
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
+    chunks = list(_chunks(len(prompts), chunk))
 
-    responses = []
-    with adapters.use_adapter(model, POLICY):
-        for rows in _chunks(len(prompts), chunk):
-            generated = sampling.generate(model, tokenizer, query_ids[rows], query_mask[rows], stop_ids)
-            responses.append(generated[:, query_ids.shape[1] :])
-    width = max(r.shape[1] for r in responses)
-    raw = torch.cat([pad_to_length(r, width, pad_id) for r in responses])
+    def scored(name: str, phase: str, score) -> list:
+        with adapters.use_adapter(model, name), timer(phase):
+            return [score(rows) for rows in chunks]
+
+    def parts(rows: slice) -> tuple:
+        return query_ids[rows], query_mask[rows], response_ids[rows], response_mask[rows]
+
+    responses = scored(
+        POLICY,
+        "generation",
+        lambda rows: sampling.generate(model, tokenizer, query_ids[rows], query_mask[rows], stop_ids),
+    )
+    width = max(r.shape[1] for r in responses) - query_ids.shape[1]
+    raw = torch.cat([pad_to_length(r[:, query_ids.shape[1] :], width, pad_id) for r in responses])
     ended = has_stop_token(raw, stop_ids)
     response_ids, response_mask = truncate_at_stop_tokens(raw, stop_ids, pad_id)
 
-    logprobs, ref_logprobs, values, entropy = [], [], [], []
-    for rows in _chunks(len(prompts), chunk):
-        parts = (query_ids[rows], query_mask[rows], response_ids[rows], response_mask[rows])
-        with adapters.use_adapter(model, POLICY):
-            policy_logprobs, policy_entropy = response_logprobs(model, *parts, sampling.temperature, True)
-        with adapters.use_adapter(model, REF):
-            reference, _ = response_logprobs(model, *parts, sampling.temperature)
-        logprobs.append(policy_logprobs)
-        entropy.append(policy_entropy)
-        ref_logprobs.append(reference)
-        values.append(response_values(model, *parts))
+    policy = scored(
+        POLICY, "policy_logprobs", lambda rows: response_logprobs(model, *parts(rows), sampling.temperature, True)
+    )
+    logprobs, entropy = [p for p, _ in policy], [e for _, e in policy]
+    ref_logprobs = scored(
+        REF, "reference_logprobs", lambda rows: response_logprobs(model, *parts(rows), sampling.temperature)[0]
+    )
+    values = scored(VALUE, "values", lambda rows: response_values(model, *parts(rows)))
 
     texts = tokenizer.batch_decode(
         [ids[mask].tolist() for ids, mask in zip(response_ids, response_mask)], skip_special_tokens=True
     )
     scores = torch.cat(
-        [reward_scores(model, tokenizer, prompts[rows], texts[rows], device) for rows in _chunks(len(prompts), chunk)]
+        scored(REWARD, "reward", lambda rows: reward_scores(model, tokenizer, prompts[rows], texts[rows], device))
     )
     batch = RolloutBatch(
         query_ids=query_ids,

@@ -30,6 +30,7 @@ from workbench.rl.gae import compute_gae, whiten
 from workbench.rl.kl import AdaptiveKLController, FixedKLController, per_token_kl
 from workbench.rl.losses import clipped_policy_loss, clipped_value_loss, explained_variance
 from workbench.rl.masked import masked_mean, masked_sum
+from workbench.rl.phase_timer import PhaseTimer
 from workbench.rl.ppo_config import PPOConfig
 from workbench.rl.rewards import apply_missing_eos_penalty, per_token_rewards
 from workbench.rl.rollout import collect
@@ -146,7 +147,7 @@ class PPOTrainer:
 
     # ── one step ──────────────────────────────────────────────────────────────────────────────────────────────────
     def step(self) -> dict:
-        config, started = self.config, time.perf_counter()
+        config, started, timer = self.config, time.perf_counter(), PhaseTimer(self.device)
         prompts = [self.prompts[i] for i in self.stream.next_batch(config.batch_size)]
         self.model.eval()
         rollout = collect(
@@ -158,6 +159,7 @@ class PPOTrainer:
             self.stop_ids,
             self.device,
             config.forward_batch_size or len(prompts),
+            timer,
         )
         rollout_seconds = time.perf_counter() - started
         batch, mask = rollout.batch, rollout.batch.response_mask
@@ -171,9 +173,7 @@ class PPOTrainer:
         advantages = whiten(gae.advantages, mask) if config.whiten_advantages else gae.advantages
         batch = dataclasses.replace(batch, rewards=token_rewards.rewards, advantages=advantages, returns=gae.returns)
 
-        updates = self._mean_over_processes(
-            self.update(batch, train_policy=self.step_count >= config.critic_warmup_steps)
-        )
+        updates = self._mean_over_processes(self.update(batch, self.step_count >= config.critic_warmup_steps, timer))
 
         gather = self.accelerator.gather
         kl_per_response = gather(masked_sum(kl, mask, dim=1))
@@ -203,6 +203,7 @@ class PPOTrainer:
             "response/ended_fraction": gather(rollout.ended.float()).mean().item(),
             **updates,
             "perf/rollout_seconds": rollout_seconds,
+            **timer.metrics(),
             "perf/step_seconds": seconds,
             "perf/tokens_per_second": lengths.sum().item() / seconds,
         }
@@ -230,12 +231,13 @@ class PPOTrainer:
             return {}
         return {"reward/running_mean": self.score_moments.mean, "reward/running_std": self.score_moments.std}
 
-    def update(self, batch, train_policy: bool = True) -> dict:
+    def update(self, batch, train_policy: bool = True, timer: PhaseTimer | None = None) -> dict:
         """ppo_epochs passes over shuffled minibatches; each minibatch is one optimizer step over its micro-batches.
 
         `train_policy` False (critic warm-up): only the value loss is computed and only the value tensors move.
+        `timer` gets the seconds of the policy's and the value's forward + backward and of the optimizer steps.
         """
-        config, model = self.config, self.model
+        config, model, timer = self.config, self.model, timer or PhaseTimer(self.device)
         micro_size = config.mini_batch_size // config.gradient_accumulation_steps
         stats: dict[str, list[float]] = defaultdict(list)
         stats["policy/frozen"].append(0.0 if train_policy else 1.0)
@@ -248,7 +250,7 @@ class PPOTrainer:
                     part = minibatch.select(rows).trimmed()
                     inputs = (part.query_ids, part.query_mask, part.response_ids, part.response_mask)
                     if train_policy:
-                        with adapters.use_adapter(model, POLICY):
+                        with adapters.use_adapter(model, POLICY), timer("policy_update"):
                             logprobs, _ = response_logprobs(model, *inputs, config.temperature)
                             policy = clipped_policy_loss(
                                 logprobs, part.logprobs, part.advantages, part.response_mask, config.cliprange
@@ -257,7 +259,7 @@ class PPOTrainer:
                         stats["policy/loss"].append(policy.loss.item())
                         stats["policy/clip_fraction"].append(policy.clip_fraction.item())
                         stats["policy/approx_kl"].append(policy.approx_kl.item())
-                    with adapters.use_adapter(model, VALUE):
+                    with adapters.use_adapter(model, VALUE), timer("value_update"):
                         values = response_values(model, *inputs)
                         value = clipped_value_loss(
                             values, part.values, part.returns, part.response_mask, config.cliprange_value
@@ -265,12 +267,13 @@ class PPOTrainer:
                         self.accelerator.backward(config.vf_coef * value.loss / config.gradient_accumulation_steps)
                     stats["value/loss"].append(value.loss.item())
                     stats["value/clip_fraction"].append(value.clip_fraction.item())
-                self._average_gradients()
-                for name, norm in self._clip_gradients().items():
-                    stats[name].append(norm)
-                stats["learning_rate"].append(self.scheduler.get_last_lr()[0])
-                self.optimizer.step()
-                self.scheduler.step()
+                with timer("optimizer"):
+                    self._average_gradients()
+                    for name, norm in self._clip_gradients().items():
+                        stats[name].append(norm)
+                    stats["learning_rate"].append(self.scheduler.get_last_lr()[0])
+                    self.optimizer.step()
+                    self.scheduler.step()
         model.eval()
         return {name: sum(values) / len(values) for name, values in stats.items()}
 
