@@ -60,6 +60,7 @@ VARIANTS = {
     "pairs": {"group_rankings": False, "per_device_train_batch_size": 8},  # the reverse, for a run that groups
 }
 # PPO variants: keys on top of the run's ppo recipe (the run's SFT and reward adapters stay)
+CRITIC_FREE = {"critic_warmup_steps": 0, "value_learning_rate": None, "value_max_grad_norm": None}
 PPO_VARIANTS = {
     "baseline": {},
     # running score normalisation and clipping, 2 value-only steps, the value at 4x the policy's learning rate with
@@ -82,6 +83,12 @@ PPO_VARIANTS = {
     # penalty, PPO's answers fell to ~13 words where the labelers' rubric wants 15 or more). Measured on two pipeline
     # runs: +0.11 and -0.16 mean gold score, pooled -0.02 [-0.09, +0.04] (bench/results/alignment-ppo-eos-*.json)
     "eos_off": {"missing_eos_penalty": None},
+    # critic-free estimators (workbench/rl/advantages.py): the same 8 sequences per step as PPO's batch of 8, as
+    # k responses to each of 8 / k prompts; no value adapter, so no value passes and no critic levers
+    "rloo_k2": {**CRITIC_FREE, "advantage_estimator": "rloo", "rollouts_per_prompt": 2, "batch_size": 4},
+    "rloo_k4": {**CRITIC_FREE, "advantage_estimator": "rloo", "rollouts_per_prompt": 4, "batch_size": 2},
+    "grpo_k4": {**CRITIC_FREE, "advantage_estimator": "grpo", "rollouts_per_prompt": 4, "batch_size": 2},
+    "reinforce++": {**CRITIC_FREE, "advantage_estimator": "reinforce++"},
 }
 MIN_GOLD_GAP = 0.25
 
@@ -184,16 +191,17 @@ def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates:
     }
 
 
-def paired_difference(rows: list[dict], name: str, key: str) -> dict:
-    """Variant minus baseline over the same items (`row[key]`: (prompt_id, value) pairs in a fixed order) and the
-    seeds both ran: the pooled mean, and a bootstrap 95% interval over prompts of each prompt's mean difference."""
+def paired_difference(rows: list[dict], name: str, key: str, baseline: str = "baseline", by: str = "variant") -> dict:
+    """`name` minus `baseline` (values of `row[by]`) over the same items (`row[key]`: (prompt_id, value) pairs in a
+    fixed order) and the seeds both ran: the pooled mean, and a bootstrap 95% interval over prompts of each prompt's
+    mean difference."""
     from workbench.evaluation.metrics import bootstrap_interval
 
-    by_seed = {(r["variant"], r["seed"]): r[key] for r in rows}
-    seeds = sorted(s for v, s in by_seed if v == name and ("baseline", s) in by_seed)
+    by_seed = {(r[by], r["seed"]): r[key] for r in rows}
+    seeds = sorted(s for v, s in by_seed if v == name and (baseline, s) in by_seed)
     per_prompt: dict[str, list[float]] = {}
     for seed in seeds:
-        for (prompt_id, mine), (_, theirs) in zip(by_seed[(name, seed)], by_seed[("baseline", seed)]):
+        for (prompt_id, mine), (_, theirs) in zip(by_seed[(name, seed)], by_seed[(baseline, seed)]):
             per_prompt.setdefault(prompt_id, []).append(mine - theirs)
     values = [sum(v) / len(v) for v in per_prompt.values()]
     if not values:
@@ -355,9 +363,7 @@ def main() -> int:
             raise SystemExit(f"bench/alignment.py: --run {run_dir}: no {needed}; run `workbench pipeline` first")
     names = ["baseline"] + [v for v in args.variants if v != "baseline"]
 
-    from ppo_memory import machine
-
-    from workbench.fileio import write_json_atomic
+    from ppo_memory import emit, machine
 
     result = {"benchmark": f"alignment-{args.part}", "command": "python " + " ".join(sys.argv), "run": str(run_dir)}
     if args.part == "ppo":
@@ -397,9 +403,7 @@ def main() -> int:
         }
     result["machine"] = machine()
     result["versions"] = {m: __import__(m).__version__ for m in ("torch", "transformers", "trl", "peft")}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        write_json_atomic(args.out, result)
+    emit(result, args.out)
     return 0
 
 

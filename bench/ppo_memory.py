@@ -165,6 +165,16 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
 
 
+def emit(result: dict, out: str | None) -> None:
+    """Print a benchmark's JSON; with `out`, also write it there (its folder made, the file replaced whole)."""
+    from workbench.fileio import write_json_atomic
+
+    print(json.dumps(result, indent=2))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out, result)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -219,11 +229,7 @@ def main() -> int:
         "loaded_ratio_four_over_single": ratio(results, "loaded_mb"),
         "process_peak_ratio_four_over_single": ratio(results, "process_peak_rss_mb"),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -163,7 +163,7 @@ def main() -> int:
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
 
-    from ppo_memory import machine, make_adapters
+    from ppo_memory import emit, machine, make_adapters
 
     from workbench.data.mixture import DatasetSpec, load_raw
     from workbench.modeling import loading
@@ -213,11 +213,7 @@ def main() -> int:
         "ratio_trl_over_workbench_fp32": ratio("trl_1_12_0", "workbench_fp32"),
         "ratio_trl_over_workbench_4bit": ratio("trl_1_12_0", "workbench_4bit"),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

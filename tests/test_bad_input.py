@@ -38,6 +38,7 @@ FINISHED = {
     "reward": ("adapter", "model", "metrics.json"),
     "generate": ("candidates.jsonl", "manifest.json"),
     "ppo": ("adapter", "value_adapter", "metrics.json"),
+    "dpo": ("adapter", "metrics.json"),
     "eval": ("metrics.json", "report.md", "samples.jsonl"),
     "merge": ("workbench.json", "config.json", "model.safetensors"),
     "pipeline": ("report.md", "pipeline.json", "sft", "generate"),
@@ -102,6 +103,11 @@ class Inputs:
         recipe = {**TINY, "sft_adapter": str(sft), "reward_adapter": str(reward)}
         recipe |= {"prompts": [{"path": str(self.prompts())}], "total_steps": 1, "batch_size": 2}
         recipe |= {"mini_batch_size": 2, "max_new_tokens": 3}
+        return self.recipe({**recipe, "output_dir": str(self.out), **keys})
+
+    def dpo_recipe(self, data: Path | None = None, **keys) -> Path:
+        recipe = {**TINY, "bf16": False, "sft_adapter": str(self.adapters[0]), "eval_split_size": 0}
+        recipe |= {"datasets": [{"path": str(data or self.pairs())}], "max_steps": 1, "max_length": 64}
         return self.recipe({**recipe, "output_dir": str(self.out), **keys})
 
     def eval_recipe(self, **keys) -> Path:
@@ -489,6 +495,44 @@ def _(t: Inputs):
     return Case(["ppo", "--config", str(recipe)], expect, output=t.out)
 
 
+@case("ppo-rloo-one-response-per-prompt")
+def _(t: Inputs):
+    recipe = t.ppo_recipe(advantage_estimator="rloo", rollouts_per_prompt=1)
+    return Case(["ppo", "--config", str(recipe)], ["advantage_estimator rloo", "rollouts_per_prompt"], output=t.out)
+
+
+@case("ppo-critic-free-with-a-critic-key")
+def _(t: Inputs):
+    recipe = t.ppo_recipe(advantage_estimator="reinforce++", value_learning_rate=1e-3)
+    return Case(["ppo", "--config", str(recipe)], ["value_learning_rate", "reinforce++"], output=t.out)
+
+
+# ── DPO ──────────────────────────────────────────────────────────────────────────────────────────────────────────────
+@case("dpo-reward-adapter-as-sft-adapter")
+def _(t: Inputs):
+    reward = t.adapters[1]
+    recipe = t.dpo_recipe(sft_adapter=str(reward))
+    expect = ["sft_adapter", str(reward), ("SEQ_CLS", "reward adapter", "not a policy")]
+    return Case(["dpo", "--config", str(recipe)], expect, output=t.out)
+
+
+@case("dpo-chosen-equals-rejected")
+def _(t: Inputs):
+    data = t.pairs(same_at=2)
+    recipe = t.dpo_recipe(data)
+    expect = [str(data), (f"{data}:3", "line 3", "row 3"), "chosen"]
+    return Case(["dpo", "--config", str(recipe)], expect, output=t.out)
+
+
+@case("dpo-zero-batch-size")
+def _(t: Inputs):
+    return Case(
+        ["dpo", "--config", str(t.dpo_recipe(per_device_train_batch_size=0))],
+        ["per_device_train_batch_size"],
+        output=t.out,
+    )
+
+
 # ── eval ─────────────────────────────────────────────────────────────────────────────────────────────────────────────
 @case("eval-zero-batch-size")
 def _(t: Inputs):
@@ -601,6 +645,12 @@ def _(t: Inputs):
 def _(t: Inputs):
     recipe = t.write("pipeline.yaml", f"run_dir: {t.out}\nnum_promts: 4\n")
     return Case(["pipeline", "--config", str(recipe)], [f"{recipe}:2", "'num_promts'", "num_prompts"], output=t.out)
+
+
+@case("pipeline-unknown-method")
+def _(t: Inputs):
+    recipe = t.pipeline_recipe(methods=["ppo", "dpo2"])
+    return Case(["pipeline", "--config", str(recipe)], [str(recipe), "methods", "'dpo2'"], output=t.out)
 
 
 @case("pipeline-unknown-force-stage")

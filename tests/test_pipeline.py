@@ -20,8 +20,10 @@ import pytest
 import yaml
 
 from workbench.errors import UserError
-from workbench.pipeline.pipeline_recipe import STAGES
+from workbench.pipeline.pipeline_recipe import stages_of
 from workbench.pipeline.run_report import fmt, lookup
+
+STAGES = stages_of(["ppo"])  # the stages of a run with the default methods
 
 OVERRIDES = {
     "sft": {
@@ -36,6 +38,8 @@ OVERRIDES = {
     # one critic warm-up step: the default recipe's 2 would leave none of the 2 PPO steps to the policy
     "ppo": {"batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "ppo_epochs": 1, "dtype": "float32"}
     | {"critic_warmup_steps": 1},
+    "dpo": {"per_device_train_batch_size": 2, "max_length": 96, "logging_steps": 1, "dtype": "float32"}
+    | {"eval_split_size": 0.3},
     "eval": {"max_new_tokens": 8, "batch_size": 4},
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
@@ -131,11 +135,53 @@ def test_force_means_that_stage_and_every_later_one():
     assert _force_all(["--force"]) == ["--force", "all"]
     assert _force_all(["--force", "--config", "r.yaml"]) == ["--force", "all", "--config", "r.yaml"]
     assert _force_all(["--force", "ppo"]) == ["--force", "ppo"]
-    assert forced_stages(["ppo"]) == {"ppo", "eval", "report"}
-    assert forced_stages(["all"]) == set(STAGES)
-    assert forced_stages([]) == set()
+    assert forced_stages(["ppo"], STAGES) == {"ppo", "eval", "report"}
+    assert forced_stages(["all"], STAGES) == set(STAGES)
+    assert forced_stages([], STAGES) == set()
     with pytest.raises(UserError, match="--force rewrad: no such stage"):
-        forced_stages(["rewrad"])
+        forced_stages(["rewrad"], STAGES)
+    methods = stages_of(["dpo", "rloo"])  # METHODS' order, whatever the recipe's
+    assert methods[6:] == ("rloo", "dpo", "eval", "report")
+    assert forced_stages(["dpo"], methods) == {"dpo", "eval", "report"}
+    with pytest.raises(UserError, match="--force ppo: no such stage; stages: .*rloo, dpo"):
+        forced_stages(["ppo"], methods)
+
+
+def test_methods_each_get_a_stage_on_the_same_labels_and_a_row_in_the_eval(tmp_path):
+    from workbench.stages.pipeline import validate
+
+    changes = {"methods": ["ppo", "rloo", "grpo", "dpo"], "dpo_max_steps": 3}
+    plan = plan_for(tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes))
+    assert plan.stages == stages_of(["ppo", "rloo", "grpo", "dpo"])
+    ppo, rloo, grpo = (plan.stage(name).recipe for name in ("ppo", "rloo", "grpo"))
+    # the critic-free methods: the ppo recipe and overrides.ppo, their estimator, k responses to batch_size / k
+    # prompts (4 sequences a step, as PPO's), and none of the critic's keys (overrides.ppo's warm-up step is reset)
+    assert (ppo["batch_size"], ppo["critic_warmup_steps"], ppo.get("advantage_estimator", "gae")) == (4, 1, "gae")
+    assert (rloo["advantage_estimator"], rloo["rollouts_per_prompt"], rloo["batch_size"]) == ("rloo", 2, 2)
+    assert (grpo["advantage_estimator"], grpo["rollouts_per_prompt"], grpo["batch_size"], grpo["kl_loss"]) == (
+        "grpo",
+        4,
+        1,
+        True,
+    )
+    assert rloo["critic_warmup_steps"] == 0 and rloo["max_new_tokens"] == ppo["max_new_tokens"] == 6
+    assert rloo["sft_adapter"] == ppo["sft_adapter"] and rloo["output_dir"] == str(tmp_path / "run" / "rloo")
+    assert plan.stage("rloo").commands[0][0] == "ppo"
+    assert plan.header("rloo").startswith(f"# workbench ppo --config {tmp_path / 'run' / 'recipes' / 'rloo.yaml'}")
+    dpo = plan.stage("dpo").recipe
+    assert dpo["datasets"] == [{"path": str(tmp_path / "run" / "preferences" / "preferences.jsonl")}]
+    assert dpo["sft_adapter"] == ppo["sft_adapter"] and dpo["max_steps"] == 3
+    policies = [policy["name"] for policy in plan.stage("eval").recipe["policies"]]
+    assert policies == ["base", "sft", "ppo", "rloo", "grpo", "dpo"]
+    validate(plan)  # every method's recipe parses with its stage's parser
+
+
+def test_methods_must_be_known_and_each_given_once(tmp_path):
+    expected = "methods: expected some of ppo, rloo, grpo, reinforce++, dpo, each once; found "
+    for methods, found in ((["ppo", "ppo"], "a repeated one"), ([], "an empty list"), (["dpo2"], "unknown 'dpo2'")):
+        recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, methods=methods)
+        with pytest.raises(UserError, match=re.escape(expected + found)):
+            plan_for(recipe)
 
 
 def test_bad_override_key_fails_before_any_stage_runs(tmp_path):
@@ -521,3 +567,32 @@ def test_human_labelers_get_logins_and_the_pipeline_waits_for_their_rankings(fin
     simulate(client, dataset, "sim-human-stand-in", noise=0.0)
     waiting.join(timeout=60)
     assert not waiting.is_alive()
+
+
+@pytest.mark.argilla
+def test_methods_added_to_a_finished_run_train_on_its_labels_and_join_the_eval(finished_run):
+    """Last in this file: it adds stages to finished_run. RLOO and DPO on the same labels, no earlier stage again."""
+    run_dir, recipe, _, _ = finished_run
+    overrides = ["--dpo_max_steps", "2"]
+    added = pipeline(recipe, "--methods", "ppo", "rloo", "dpo", *overrides, timeout=600)
+    assert added.returncode == 0, added.stdout + added.stderr
+    for name in ("sft", "generate", "push", "label", "pull", "reward", "ppo"):
+        assert f"{name}: complete, skipped" in added.stdout
+    assert all(f"{name}: running" in added.stdout for name in ("rloo", "dpo", "eval"))
+    assert yaml.safe_load((run_dir / "recipes" / "rloo.yaml").read_text())["advantage_estimator"] == "rloo"
+    assert (run_dir / "rloo" / "adapter" / "workbench.json").exists()
+    assert not (run_dir / "rloo" / "value_adapter").exists()  # critic-free
+    dpo = json.loads((run_dir / "dpo" / "adapter" / "workbench.json").read_text())
+    assert dpo["stage"] == "dpo" and dpo["parents"][0]["path"] == str((run_dir / "sft" / "adapter").resolve())
+    assert dpo["parents"][1]["path"] == str(run_dir / "preferences" / "preferences.jsonl")  # the labelers' pairs
+    assert set(json.loads((run_dir / "eval" / "metrics.json").read_text())["win_rates"]) == {"ppo", "rloo", "dpo"}
+    report = (run_dir / "report.md").read_text()
+    rows = re.findall(r"^\| (.+?) \| (.+?) \| `(.+?)` → `(.+?)` \|$", report, flags=re.MULTILINE)
+    labels = {label for label, *_ in rows}
+    assert {"RLOO KL to SFT, last steps", "DPO held-out preference accuracy (implicit reward)"} <= labels
+    assert "Eval dpo win rate vs sft, by gold_rubric" in labels
+    for label, value, source, key in rows:
+        assert value == fmt(lookup(json.loads((run_dir / source).read_text()), key)), label
+    assert "| rloo | done |" in report and "(plots/rloo_reward_kl.png)" in report
+    state = state_of(run_dir)["stages"]  # each stage's peak resident memory, from wait4's rusage
+    assert state["rloo"]["peak_rss_mb"] > 100 and state["dpo"]["peak_rss_mb"] > 100

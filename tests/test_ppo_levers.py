@@ -1,5 +1,6 @@
 """The PPO levers beyond TRL 1.12, on a tiny real 4-bit single base: critic warm-up, per-group learning rates and
-gradient clipping, learning-rate schedules, score scaling. Exact resume with all of them on is in test_ppo_stage."""
+gradient clipping, learning-rate schedules, score scaling, critic-free estimators (RLOO, GRPO with the KL as a loss
+term). Exact resume with the levers on is in test_ppo_stage."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from model_args import margs, quant
 
 from workbench.errors import UserError
 from workbench.modeling import loading
-from workbench.modeling.single_base import load_single_base
+from workbench.modeling.single_base import VALUE, load_single_base
 from workbench.rl.ppo_config import PPOConfig
 from workbench.rl.trainer import PPOTrainer
 
@@ -33,7 +34,10 @@ def trainer_for(tiny_model_path, tiny_adapters, **overrides) -> PPOTrainer:
     settings |= dict(temperature=1.0, learning_rate=1e-2, seed=3)
     config = PPOConfig(sft_adapter=str(sft), reward_adapter=str(reward), **(settings | overrides))
     model = load_single_base(
-        margs(tiny_model_path, quant(load_in_4bit=True, dtype="float32")), sft_adapter=sft, reward_adapter=reward
+        margs(tiny_model_path, quant(load_in_4bit=True, dtype="float32")),
+        sft_adapter=sft,
+        reward_adapter=reward,
+        value=config.critic,
     )
     tokenizer = loading.load_tokenizer(str(tiny_model_path), padding_side="left")
     return PPOTrainer(model, tokenizer, PROMPTS, config, Accelerator(cpu=True))
@@ -107,6 +111,39 @@ def test_score_scaling_logs_running_moments_of_every_score_seen(tiny_model_path,
     assert -1.0 <= first["reward/penalised_mean"] <= 1.0
 
 
+def test_rloo_samples_k_responses_per_prompt_on_a_base_without_a_value_adapter(tiny_model_path, tiny_adapters):
+    trainer = trainer_for(
+        tiny_model_path, tiny_adapters, advantage_estimator="rloo", rollouts_per_prompt=2, batch_size=2, sample_rows=4
+    )
+    assert VALUE not in trainer.model.peft_config and trainer.value_tensors == {}
+    assert len(trainer.optimizer.param_groups) == 1  # the policy's
+    policy = snapshot(trainer.policy_tensors)
+    metrics = trainer.step()
+    texts = [prompt for _, prompt, _, _ in trainer.samples]  # the rollout's rows, in order
+    assert len(texts) == 4 and texts[0] == texts[1] and texts[2] == texts[3] and texts[0] != texts[2]
+    assert metrics["episodes"] == 4 and metrics["reward/group_std"] >= 0.0
+    assert "value/loss" not in metrics and "value/explained_variance" not in metrics
+    assert "perf/values_seconds" not in metrics and "perf/value_update_seconds" not in metrics  # no value passes
+    assert moved(policy, trainer.policy_tensors)
+
+
+def test_grpo_with_the_kl_as_a_loss_term_keeps_it_out_of_the_reward(tiny_model_path, tiny_adapters):
+    trainer = trainer_for(
+        tiny_model_path,
+        tiny_adapters,
+        advantage_estimator="grpo",
+        rollouts_per_prompt=2,
+        batch_size=2,
+        kl_loss=True,
+        kl_estimator="k3",
+        kl_coef=0.5,
+    )
+    first, second = trainer.step(), trainer.step()
+    assert first["objective/non_score_reward"] == 0.0 and second["objective/non_score_reward"] == 0.0
+    assert first["policy/kl_loss"] >= 0.0 and second["objective/kl"] > 1e-6  # the policy left the reference
+    assert second["policy/kl_loss"] > 0.0  # k3 of the moved policy, in the loss
+
+
 def test_lever_settings_that_cannot_work_are_refused_naming_the_key():
     base = dict(sft_adapter="a", reward_adapter="b", total_steps=4)
     cases = [
@@ -116,6 +153,12 @@ def test_lever_settings_that_cannot_work_are_refused_naming_the_key():
         (dict(score_clip=0.0), "score_clip must be > 0"),
         (dict(value_learning_rate=-1e-4), "value_learning_rate must be > 0"),
         (dict(warmup_steps=-1), "warmup_steps and critic_warmup_steps must be >= 0"),
+        (dict(advantage_estimator="ppo"), "advantage_estimator must be one of"),
+        (dict(advantage_estimator="rloo"), "rloo compares responses to the same prompt: rollouts_per_prompt must be"),
+        (dict(advantage_estimator="grpo", rollouts_per_prompt=3, mini_batch_size=16), "must divide batch_size x"),
+        (dict(advantage_estimator="reinforce++", critic_warmup_steps=1), "critic_warmup_steps is for the critic"),
+        (dict(advantage_estimator="reinforce++", value_learning_rate=1e-3), "value_learning_rate is for the critic"),
+        (dict(rollouts_per_prompt=0), "rollouts_per_prompt must be a positive integer"),
     ]
     for overrides, message in cases:
         with pytest.raises(UserError, match=message):

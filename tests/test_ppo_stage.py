@@ -160,6 +160,20 @@ def test_ppo_writes_adapter_with_lineage_metrics_and_offline_wandb(tmp_path, tin
     assert again.returncode == 2 and "pass --resume" in again.stderr
 
 
+def test_critic_free_grpo_saves_a_policy_and_no_value_adapter(tmp_path, tiny_adapters):
+    recipe, output_dir = write_recipe(tmp_path, "grpo", tiny_adapters, steps=2)
+    critic_free = ["--advantage_estimator", "grpo", "--rollouts_per_prompt", "2", "--kl_loss", "true"]
+    result = run(ppo_command(recipe, *critic_free, "--adaptive_kl", "false"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4 prompts x 2 responses" in result.stdout and "advantage estimator grpo" in result.stdout
+    manifest = json.loads((output_dir / "adapter" / "workbench.json").read_text())
+    assert manifest["extra"]["advantage_estimator"] == "grpo"
+    assert not (output_dir / "value_adapter").exists()
+    history = json.loads((output_dir / "metrics.json").read_text())["history"]
+    assert [row["episodes"] for row in history] == [8, 16]
+    assert all("value/loss" not in row and "policy/kl_loss" in row for row in history)
+
+
 def test_bad_input_exits_2_naming_the_key(tmp_path, tiny_adapters):
     recipe, output_dir = write_recipe(tmp_path, "bad", tiny_adapters)
     result = run(ppo_command(recipe, "--mini_batch_size", "3"))

@@ -29,9 +29,10 @@ def stage_of(recipe: Path) -> str:
 
 
 def parser_for(stage: str):
-    from workbench.stages import evaluate, generate, pipeline, ppo, reward, sft
+    from workbench.stages import dpo, evaluate, generate, pipeline, ppo, reward, sft
 
     parsers = {"sft": sft.parse, "generate": generate.parse, "ppo": ppo.parse, "reward": reward.parse}
+    parsers["dpo"] = dpo.parse
     parsers["eval"] = evaluate.parse
     parsers["pipeline"] = pipeline.parse
     return parsers[stage]
@@ -196,7 +197,7 @@ def test_real_model_recipes_exist():
     models = {p.parent.name for p in REAL_MODEL_RECIPES}
     assert {"llama-3.1-8b-instruct", "qwen2.5-7b-instruct"} <= models
     for model in models:
-        assert {p.stem for p in REAL_MODEL_RECIPES if p.parent.name == model} >= {"sft", "reward", "ppo"}
+        assert {p.stem for p in REAL_MODEL_RECIPES if p.parent.name == model} >= {"sft", "reward", "ppo", "dpo"}
 
 
 @pytest.mark.parametrize("recipe", REAL_MODEL_RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -219,10 +220,12 @@ def test_real_model_recipe_header(recipe):
         train_batch = values["mini_batch_size"] // values["gradient_accumulation_steps"]
         expected = {"training": (train_batch, seq), "inference": (values["forward_batch_size"], seq)}
         lora_r, lora_dropout = sft_recipe["lora_r"], 0.0  # the PPO loop turns dropout off
-    else:  # RewardTrainer runs chosen and rejected in one batch
-        batch = values["per_device_train_batch_size"] * (2 if stage == "reward" else 1)
+    else:  # RewardTrainer and DPOTrainer run chosen and rejected in one batch
+        batch = values["per_device_train_batch_size"] * (2 if stage in ("reward", "dpo") else 1)
         expected = {"training": (batch, values["max_length"]), "inference": (batch, values["max_length"])}
-        lora_r, lora_dropout = values["lora_r"], values["lora_dropout"]
+        lora_r, lora_dropout = values.get("lora_r"), values.get("lora_dropout")
+    if stage == "dpo":  # DPO continues the SFT adapter, with DPOTrainer's dropout off
+        lora_r, lora_dropout = sft_recipe["lora_r"], 0.0
 
     blocks = memory_blocks(header(recipe))
     assert blocks, f"{relative}: no `workbench estimate-memory ...` figures in the header"

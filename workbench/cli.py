@@ -13,6 +13,7 @@ from workbench.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("workbench.stages.sft", "Supervised fine-tuning (QLoRA by default) with TRL's SFTTrainer."),
     "generate": ("workbench.stages.generate", "Sample K candidate completions per prompt for ranking."),
+    "dpo": ("workbench.stages.dpo", "DPO (TRL's DPOTrainer) on preference pairs; the SFT adapter is its reference."),
     "ppo": ("workbench.stages.ppo", "PPO with policy, reference, value and reward adapters on one 4-bit base."),
     "reward": ("workbench.stages.reward", "Reward model (QLoRA, scalar head); `reward score` scores completions."),
     "eval": ("workbench.stages.evaluate", "Compare policies on held-out prompts: reward, KL, win rates, report."),

@@ -1,14 +1,16 @@
-"""Preference datasets for the reward stage: TRL's preference format, checked, with where each dataset came from.
+"""Preference datasets for the reward and DPO stages: TRL's preference format, checked, with where each dataset came
+from, and the recipe keys that name them (`PreferenceDataConfig`).
 
 A row holds `chosen` and `rejected` (message lists or strings), usually a `prompt` (explicit prompt; without it the
 prompt is implicit in both conversations) and optionally a `margin` (how much better `chosen` is). This is what
-`workbench label pull` writes and what TRL's `RewardTrainer` reads as is. The dataset specs are the SFT mixture's
-(`path`, `split`, `where`, `weight`, `max_samples`, ...), minus the templates.
+`workbench label pull` writes and what TRL's `RewardTrainer` and `DPOTrainer` read as is. The dataset specs are the
+SFT mixture's (`path`, `split`, `where`, `weight`, `max_samples`, ...), minus the templates.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.data import formats
@@ -16,6 +18,46 @@ from workbench.data.mixture import DatasetSpec, load_raw, mixture_counts, select
 from workbench.errors import UserError
 
 REQUIRED = ("chosen", "rejected")
+
+
+@dataclass
+class PreferenceDataConfig:
+    """The preference pairs a stage trains on and the ones it holds out (reward, DPO)."""
+
+    datasets: list[dict] = field(
+        default_factory=lambda: [{"path": "bundled:preferences", "where": {"split": "train"}}],
+        metadata={
+            "help": "Preference datasets (prompt, chosen, rejected, optional margin), a weighted mixture: a list of "
+            "{path, weight, split, where, max_samples}. path: a .jsonl/.json/.parquet/.csv file, a save_to_disk "
+            "folder (e.g. from `workbench label pull`), bundled:NAME, or a hub id."
+        },
+    )
+    eval_datasets: list[dict] | None = field(
+        default=None, metadata={"help": "Held-out preference datasets (same form); accuracy is reported on them."}
+    )
+    eval_split_size: float = field(
+        default=0.1,
+        metadata={
+            "help": "If no eval_datasets: hold out this fraction of the training pairs (or this many, if >= 1), "
+            "whole prompts at a time so that no answer is on both sides."
+        },
+    )
+    mixture_size: int | None = field(default=None, metadata={"help": "Pairs in the training mixture (default: all)."})
+
+
+def load_train_and_eval(config: PreferenceDataConfig, seed: int, **margins):
+    """(train, eval or None, kind, sources): `datasets`, and `eval_datasets` or else a held-out split of whole
+    prompts. `margins`: load_preferences' use_margin / margin_scale."""
+    train, kind, sources = load_preferences(config.datasets, "datasets", seed, total=config.mixture_size, **margins)
+    held_out = None
+    if config.eval_datasets:
+        held_out, _, eval_sources = load_preferences(config.eval_datasets, "eval_datasets", seed, **margins)
+        sources += [dict(source, role="eval") for source in eval_sources]
+    elif config.eval_split_size > 0:
+        train, held_out = held_out_split(train, config.eval_split_size, seed)
+    return train, held_out, kind, sources
+
+
 SIDECARS = ("manifest.json", "workbench.json")  # lineage files `label pull` (or a person) leaves beside the data
 
 

@@ -20,14 +20,18 @@ from workbench.modeling.tokens import position_ids_from_mask, reward_input_ids, 
 POLICY, REF, VALUE, REWARD = "policy", "ref", "value", "reward"
 
 
-def load_single_base(args: ModelArguments, *, sft_adapter, reward_adapter, gradient_checkpointing: bool = False):
+def load_single_base(
+    args: ModelArguments, *, sft_adapter, reward_adapter, gradient_checkpointing: bool = False, value: bool = True
+):
     """ONE causal-LM base as `args` says, carrying `policy` + `ref` (the SFT adapter, trained / frozen) and `reward` +
-    `value` (the reward adapter with its head, frozen / trained). Returns the PeftModel with `policy` active."""
+    `value` (the reward adapter with its head, frozen / trained; no `value` if `value` is False, for critic-free RL).
+    Returns the PeftModel with `policy` active."""
     model = loading.load_model(args, for_training=True, gradient_checkpointing=gradient_checkpointing)
     model = adapters.attach(model, POLICY, path=sft_adapter, trainable=True)
     model = adapters.attach(model, REF, path=sft_adapter, trainable=False)
     model = heads.attach_scalar_adapter(model, REWARD, reward_adapter, trainable=False)
-    model = heads.attach_scalar_adapter(model, VALUE, reward_adapter, trainable=True)
+    if value:
+        model = heads.attach_scalar_adapter(model, VALUE, reward_adapter, trainable=True)
     adapters.switch(model, POLICY)
     return model
 

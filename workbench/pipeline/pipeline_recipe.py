@@ -9,10 +9,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Every stage in order. push/label/pull talk to Argilla; report is built in-process from the others' outputs.
-STAGES = ("sft", "generate", "push", "label", "pull", "reward", "ppo", "eval", "report")
-RECIPE_STAGES = ("sft", "generate", "reward", "ppo", "eval")
+# Every stage a run can have, in order: the labels, then one stage per alignment method (`methods`), then eval.
+# push/label/pull talk to Argilla; report is built in-process from the others' outputs.
+BEFORE_METHODS = ("sft", "generate", "push", "label", "pull", "reward")
+METHODS = ("ppo", "rloo", "grpo", "reinforce++", "dpo")
+AFTER_METHODS = ("eval", "report")
+STAGES = (*BEFORE_METHODS, *METHODS, *AFTER_METHODS)
+RECIPE_STAGES = ("sft", "generate", "reward", *METHODS, "eval")
 LABELERS = ("simulated", "human")
+
+# The critic-free RL methods run `workbench ppo` on the ppo recipe with these keys (workbench/rl/advantages.py),
+# k responses to each of batch_size / k prompts: the same sequences per step as the recipe's PPO, and no critic.
+CRITIC_FREE = {"critic_warmup_steps": 0, "value_learning_rate": None, "value_max_grad_norm": None}
+RL_METHODS = {
+    "ppo": {},  # the ppo recipe as it is (its own advantage_estimator)
+    "rloo": {**CRITIC_FREE, "advantage_estimator": "rloo", "rollouts_per_prompt": 2},
+    "grpo": {**CRITIC_FREE, "advantage_estimator": "grpo", "rollouts_per_prompt": 4, "kl_loss": True},
+    "reinforce++": {**CRITIC_FREE, "advantage_estimator": "reinforce++"},
+}
+
+
+def stages_of(methods) -> tuple[str, ...]:
+    """A run's stages in order, with its `methods` in METHODS' order."""
+    return (*BEFORE_METHODS, *(name for name in METHODS if name in methods), *AFTER_METHODS)
+
+
+def recipe_of(stage: str) -> str:
+    """The stage recipe (and `workbench` command) a stage runs: the critic-free methods run the ppo one."""
+    return "ppo" if stage in RL_METHODS else stage
 
 
 @dataclass
@@ -43,7 +67,19 @@ class PipelineConfig:
     sft_recipe: str | None = field(default=None, metadata={"help": "Base recipe for the sft stage (optional)."})
     generate_recipe: str | None = field(default=None, metadata={"help": "Base recipe for generate (optional)."})
     reward_recipe: str | None = field(default=None, metadata={"help": "Base recipe for reward (optional)."})
-    ppo_recipe: str | None = field(default=None, metadata={"help": "Base recipe for ppo (optional)."})
+    ppo_recipe: str | None = field(
+        default=None, metadata={"help": "Base recipe for ppo, and for rloo, grpo and reinforce++ (optional)."}
+    )
+    dpo_recipe: str | None = field(default=None, metadata={"help": "Base recipe for dpo (optional)."})
+    methods: list[str] = field(
+        default_factory=lambda: ["ppo"],
+        metadata={
+            "help": "Alignment methods trained from the same labels, each a stage (run_dir/<method>) and a row of "
+            "the eval: ppo (the ppo recipe), rloo, grpo, reinforce++ (the ppo recipe with that critic-free "
+            "advantage estimator, k responses per prompt, no value adapter), dpo (TRL's DPOTrainer on the pulled "
+            "pairs)."
+        },
+    )
     eval_recipe: str | None = field(default=None, metadata={"help": "Base recipe for eval (optional)."})
     overrides: dict | None = field(
         default=None,
@@ -92,7 +128,10 @@ class PipelineConfig:
         },
     )
     reward_max_steps: int | None = field(default=None, metadata={"help": "Reward model steps (reward max_steps)."})
-    ppo_steps: int | None = field(default=None, metadata={"help": "PPO steps (ppo total_steps)."})
+    ppo_steps: int | None = field(
+        default=None, metadata={"help": "RL steps of ppo, rloo, grpo and reinforce++ (their total_steps)."}
+    )
+    dpo_max_steps: int | None = field(default=None, metadata={"help": "DPO optimizer steps (dpo max_steps)."})
     eval_prompts: int | None = field(default=None, metadata={"help": "Held-out prompts the eval stage answers."})
     eval_base: bool = field(
         default=True,

@@ -16,15 +16,16 @@ from pathlib import Path
 import yaml
 
 from workbench.errors import UserError
-from workbench.pipeline.pipeline_recipe import LABELERS, RECIPE_STAGES, STAGES
+from workbench.pipeline.pipeline_recipe import LABELERS, METHODS, RECIPE_STAGES, RL_METHODS, recipe_of, stages_of
 
 # Keys the pipeline wires between stages; an override of one would cut a stage off from its inputs or outputs.
 WIRED = {
     "sft": {"output_dir"},
     "generate": {"output_dir", "adapter"},
     "reward": {"output_dir"},
-    "ppo": {"output_dir", "sft_adapter", "reward_adapter"},
-    "eval": {"output_dir", "reward_adapter"},
+    **{name: {"output_dir", "sft_adapter", "reward_adapter"} for name in RL_METHODS},
+    "dpo": {"output_dir", "sft_adapter", "datasets"},
+    "eval": {"output_dir", "reward_adapter", "policies"},
 }
 
 
@@ -74,6 +75,12 @@ class Planner:
                     f"{self.where}: overrides.{stage}.{wired[0]}: the pipeline sets this to connect the stages "
                     f"(everything lives under run_dir: {self.run})"
                 )
+        methods = list(cfg.methods or [])
+        unknown = [name for name in methods if name not in METHODS]
+        if not methods or unknown or len(set(methods)) < len(methods):
+            found = f"unknown {unknown[0]!r}" if unknown else "an empty list" if not methods else "a repeated one"
+            raise UserError(f"{self.where}: methods: expected some of {', '.join(METHODS)}, each once; found {found}")
+        self.stages = stages_of(methods)
         if cfg.labelers not in LABELERS:
             raise UserError(f"{self.where}: labelers must be one of {LABELERS}; got {cfg.labelers!r}")
         if cfg.annotators < 1:
@@ -90,10 +97,11 @@ class Planner:
 
     # ── recipes ──────────────────────────────────────────────────────────────────────────────────────────────────
     def recipe(self, name: str, owned: dict) -> dict:
-        """Base recipe (`<name>_recipe`), then the pipeline's keys, then `overrides.<name>`."""
+        """Base recipe (`<name>_recipe`), then the pipeline's keys, then `overrides.<name>`. A critic-free RL method
+        (rloo, grpo, reinforce++) builds on the ppo recipe and `overrides.ppo`, then its own keys (RL_METHODS)."""
         from workbench.recipe import load_recipe
 
-        base_path = getattr(self.cfg, f"{name}_recipe")
+        base_path = getattr(self.cfg, f"{recipe_of(name)}_recipe")
         recipe = {}
         if base_path:
             if not Path(base_path).is_file():
@@ -103,15 +111,22 @@ class Planner:
         recipe.update({**tracking, "wandb_group": self.state["wandb_group"], "wandb_job_type": name})
         recipe["seed"] = self.cfg.seed  # one seed reaches every stage (overrides.<stage>.seed still wins)
         recipe.update({key: value for key, value in owned.items() if value is not None})
-        recipe.update((self.cfg.overrides or {}).get(name) or {})
+        overrides = self.cfg.overrides or {}
+        if RL_METHODS.get(name):  # a critic-free method: ppo's overrides, its keys, the rollout's sequences kept
+            recipe.update(overrides.get("ppo") or {})
+            k = RL_METHODS[name].get("rollouts_per_prompt", 1)
+            recipe.update(RL_METHODS[name], batch_size=max(1, recipe.get("batch_size", 8) // k))
+        recipe.update(overrides.get(name) or {})
         return recipe
 
     def header(self, name: str) -> str:
-        base = getattr(self.cfg, f"{name}_recipe", None)
-        sources = [f"{base} (base recipe)"] if base else [f"workbench {name} defaults"]
-        sources.append(f"the pipeline keys and overrides.{name} of {self.where}")
+        command = recipe_of(name)
+        base = getattr(self.cfg, f"{command}_recipe", None)
+        sources = [f"{base} (base recipe)"] if base else [f"workbench {command} defaults"]
+        keys = f" + the {name} method's keys (workbench/pipeline/pipeline_recipe.py)" if RL_METHODS.get(name) else ""
+        sources.append(f"the pipeline keys{keys} and overrides.{name} of {self.where}")
         return (
-            f"# workbench {'eval' if name == 'eval' else name} --config {self.path('recipes', f'{name}.yaml')}\n"
+            f"# workbench {command} --config {self.path('recipes', f'{name}.yaml')}\n"
             f"# Written by `workbench pipeline` from {' + '.join(sources)}; edit those, not this file.\n"
         )
 
@@ -136,14 +151,16 @@ class Planner:
 
     # ── stages ───────────────────────────────────────────────────────────────────────────────────────────────────
     def stage(self, name: str) -> Stage:
-        if name not in STAGES:
-            raise UserError(f"no pipeline stage {name!r}; stages: {', '.join(STAGES)}")
+        if name not in self.stages:
+            raise UserError(f"no pipeline stage {name!r} in this run; stages: {', '.join(self.stages)}")
+        if name in RL_METHODS:
+            return self._rl(name)
         return getattr(self, f"_{name}")()
 
     def _with_recipe(self, name: str, owned: dict, outputs: list[str], resume: list[str]) -> Stage:
         folder = self.path(name)
         recipe = self.recipe(name, {**owned, "output_dir": str(folder)})
-        command = {"eval": "eval"}.get(name, name)
+        command = recipe_of(name)
         return Stage(
             name,
             folder,
@@ -226,22 +243,33 @@ class Planner:
         }
         return self._with_recipe("reward", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
 
-    def _ppo(self) -> Stage:
+    def _rl(self, name: str) -> Stage:
+        """ppo, or a critic-free method (rloo, grpo, reinforce++): `workbench ppo` on the SFT and reward adapters."""
         owned = {
             "sft_adapter": str(self.path("sft", "adapter")),
             "reward_adapter": str(self.path("reward", "adapter")),
             "load_in_4bit": self.cfg.load_in_4bit,
             "total_steps": self.cfg.ppo_steps,
         }
-        return self._with_recipe("ppo", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
+        return self._with_recipe(name, owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
+
+    def _dpo(self) -> Stage:
+        owned = {
+            "sft_adapter": str(self.path("sft", "adapter")),
+            "datasets": [{"path": str(self.path("preferences", "preferences.jsonl"))}],
+            "load_in_4bit": self.cfg.load_in_4bit,
+            "max_steps": self.cfg.dpo_max_steps,
+        }
+        return self._with_recipe("dpo", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
+
+    def methods(self) -> list[str]:
+        return [name for name in self.stages if name in METHODS]
 
     def _eval(self) -> Stage:
         owned = {
             "policies": [{"name": "base", "adapter": None}] * self.cfg.eval_base
-            + [
-                {"name": "sft", "adapter": str(self.path("sft", "adapter"))},
-                {"name": "ppo", "adapter": str(self.path("ppo", "adapter"))},
-            ],
+            + [{"name": "sft", "adapter": str(self.path("sft", "adapter"))}]
+            + [{"name": name, "adapter": str(self.path(name, "adapter"))} for name in self.methods()],
             "reward_adapter": str(self.path("reward", "adapter")),
             "max_prompts": self.cfg.eval_prompts,
         }

@@ -127,7 +127,10 @@ def plot_reward(metrics: dict, history: list[dict], path: Path) -> str | None:
     return _save(plt, figure, path)
 
 
-def plot_ppo(history: list[dict], path: Path) -> str | None:
+METHOD_TITLES = {"ppo": "PPO", "rloo": "RLOO", "grpo": "GRPO", "reinforce++": "REINFORCE++"}
+
+
+def plot_ppo(history: list[dict], path: Path, method: str = "PPO") -> str | None:
     if not history:
         return None
     plt = _pyplot()
@@ -137,9 +140,9 @@ def plot_ppo(history: list[dict], path: Path) -> str | None:
     if "objective/rlhf_reward" in history[0]:
         rlhf = [row["objective/rlhf_reward"] for row in history]
         left.plot(steps, rlhf, marker="s", markersize=3, label="reward - KL penalty")
-    left.set(xlabel="PPO step", ylabel="reward", title="PPO reward")
+    left.set(xlabel=f"{method} step", ylabel="reward", title=f"{method} reward")
     right.plot(steps, [row["objective/kl"] for row in history], marker="o", markersize=3, color="tab:red")
-    right.set(xlabel="PPO step", ylabel="KL to SFT (per response)", title="PPO KL")
+    right.set(xlabel=f"{method} step", ylabel="KL to SFT (per response)", title=f"{method} KL")
     for axis in (left, right):
         axis.grid(alpha=0.3)
     left.legend(fontsize=8)
@@ -156,8 +159,11 @@ def plot_win_rates(eval_metrics: dict, path: Path) -> str | None:
     return f"plots/{path.name}"
 
 
-def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
-    """report.md's text and {name: plot path}; every number read from the stage outputs under run_dir."""
+def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) -> tuple[str, dict]:
+    """report.md's text and {name: plot path} for a run of `stages`; every number read from the stage outputs under
+    run_dir."""
+    from workbench.pipeline.pipeline_recipe import RL_METHODS
+
     f, plots = Figures(run_dir), {}
     lines = [
         f"# Pipeline report: {run_dir.name}",
@@ -169,16 +175,16 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
         "",
         "## Stages",
         "",
-        "| stage | status | time (min) | CPU time of its processes (min) | attempts |",
-        "|---|---|---:|---:|---:|",
+        "| stage | status | time (min) | CPU time, its processes (min) | peak memory of a process (MiB) | attempts |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    from workbench.pipeline.pipeline_recipe import STAGES
-
-    for name in STAGES[:-1]:
+    for name in stages[:-1]:
         record = state["stages"].get(name, {})
         minutes = f"{record['seconds'] / 60:.1f}" if "seconds" in record else "-"
         cpu = f"{record['cpu_seconds'] / 60:.1f}" if "cpu_seconds" in record else "-"
-        lines.append(f"| {name} | {record.get('status', '-')} | {minutes} | {cpu} | {record.get('attempts', 0)} |")
+        peak = f"{record['peak_rss_mb']:.0f}" if "peak_rss_mb" in record else "-"
+        status, attempts = record.get("status", "-"), record.get("attempts", 0)
+        lines.append(f"| {name} | {status} | {minutes} | {cpu} | {peak} | {attempts} |")
     total = sum(r.get("seconds", 0) for n, r in state["stages"].items() if n != "report")
     lines += ["", f"Total stage time: {total / 60:.1f} min.", ""]
 
@@ -210,13 +216,20 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
     f.get("Reward model expected calibration error", "reward/metrics.json", "eval_ece")
     _, reward_history = last_checkpoint_state(run_dir / "reward")
     plots["reward"] = plot_reward(reward, reward_history, run_dir / "plots" / "reward_model.png")
-    # ── PPO ──────────────────────────────────────────────────────────────────────────────────────────────────────
-    ppo = f.load("ppo/metrics.json") or {}
-    f.get("PPO steps", "ppo/metrics.json", "summary.steps")
-    f.get("PPO mean reward, first steps", "ppo/metrics.json", "summary.reward_first")
-    f.get("PPO mean reward, last steps", "ppo/metrics.json", "summary.reward_last")
-    f.get("PPO KL to SFT, last steps", "ppo/metrics.json", "summary.kl_last")
-    plots["ppo"] = plot_ppo(ppo.get("history") or [], run_dir / "plots" / "ppo_reward_kl.png")
+    # ── the alignment methods: PPO and the critic-free RL methods, DPO ──────────────────────────────────────────
+    rl_methods = [name for name in stages if name in RL_METHODS]
+    for name in rl_methods:
+        title, source = METHOD_TITLES[name], f"{name}/metrics.json"
+        f.get(f"{title} steps", source, "summary.steps")
+        f.get(f"{title} mean reward, first steps", source, "summary.reward_first")
+        f.get(f"{title} mean reward, last steps", source, "summary.reward_last")
+        f.get(f"{title} KL to SFT, last steps", source, "summary.kl_last")
+        history = (f.load(source) or {}).get("history") or []
+        plots[name] = plot_ppo(history, run_dir / "plots" / f"{name}_reward_kl.png", title)
+    if "dpo" in stages:
+        f.get("DPO steps", "dpo/metrics.json", "global_step")
+        f.get("DPO held-out preference accuracy (implicit reward)", "dpo/metrics.json", "eval_rewards/accuracies")
+        f.get("DPO held-out implicit reward margin", "dpo/metrics.json", "eval_rewards/margins")
     # ── eval ─────────────────────────────────────────────────────────────────────────────────────────────────────
     evaluation = f.load("eval/metrics.json") or {}
     f.get("Eval held-out prompts", "eval/metrics.json", "settings.prompts")
@@ -247,7 +260,10 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
     sections = [
         ("SFT", "sft", f"Loss curve from `{source}` (the trainer's log history)." if source else None),
         ("Reward model", "reward", "Left: training curves; right: held-out pairs binned by confidence."),
-        ("PPO", "ppo", "Mean reward of each rollout and KL to the SFT policy, from `ppo/metrics.json` history."),
+        *(
+            (METHOD_TITLES[name], name, f"Mean reward of each rollout and KL to SFT, from `{name}/metrics.json`.")
+            for name in rl_methods
+        ),
         ("Win rates", "win_rates", f"Against `{baseline}` on held-out prompts; see [eval/report.md](eval/report.md)."),
     ]
     for title, key, note in sections:
@@ -258,7 +274,7 @@ def build(run_dir: Path, state: dict, base_model: str) -> tuple[str, dict]:
     return "\n".join(lines).rstrip() + "\n", {k: v for k, v in plots.items() if v}
 
 
-def write(run_dir: Path, state: dict, base_model: str) -> dict:
-    text, plots = build(run_dir, state, base_model)
+def write(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) -> dict:
+    text, plots = build(run_dir, state, base_model, stages)
     write_text_atomic(run_dir / "report.md", text)
     return plots

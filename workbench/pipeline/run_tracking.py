@@ -57,7 +57,7 @@ def log_pipeline_run(planner, plots: dict) -> None:
         json.loads(pulled.read_text()) if pulled.exists() else {},
     )
     report_files = [planner.path("report.md"), *(planner.path(p) for p in plots.values())]
-    lineage = {name: str(planner.path(name, "adapter")) for name in ("sft", "reward", "ppo")}
+    lineage = {name: str(planner.path(name, "adapter")) for name in ("sft", "reward", *planner.methods())}
     _artifact(run, f"report-{prefix}", "report", report_files, {"adapters": lineage})
     run.log({f"plots/{name}": wandb.Image(str(planner.path(path))) for name, path in plots.items()})
     seconds = {f"time/{name}_s": r["seconds"] for name, r in state["stages"].items() if "seconds" in r}

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from workbench.errors import UserError
 from workbench.fileio import write_json_atomic
-from workbench.pipeline.pipeline_recipe import STAGES
 from workbench.pipeline.plan import Planner, Stage
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -93,7 +92,8 @@ class Runner:
     def run(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         upstream_ran = False
-        for index, name in enumerate(STAGES, start=1):
+        stages = self.planner.stages
+        for index, name in enumerate(stages, start=1):
             stage = self.planner.stage(name)
             record = self.state["stages"].get(name, {})
             done_sha = record.get("config_sha") if record.get("status") == "done" else None
@@ -109,7 +109,7 @@ class Runner:
                     record.update(status="done", config_sha=stage.sha(), finished_at=now())
                     self.state["stages"][name] = record
                     self.save()
-                self.console.print(f"[{index}/{len(STAGES)}] {name}: complete, skipped ({stage.folder})")
+                self.console.print(f"[{index}/{len(stages)}] {name}: complete, skipped ({stage.folder})")
                 continue
             elif upstream_ran:
                 fresh, why = True, "an earlier stage ran again" if record else "not run yet"
@@ -120,7 +120,7 @@ class Runner:
             else:
                 last = {"running": "an unfinished run"}.get(record.get("status"), record.get("status"))
                 fresh, why = False, f"resuming after {last}" if record else "not run yet"
-            self.console.print(f"[{index}/{len(STAGES)}] {name}: running ({why}); log: {self.log_path(name)}")
+            self.console.print(f"[{index}/{len(stages)}] {name}: running ({why}); log: {self.log_path(name)}")
             self.run_stage(stage, fresh)
             upstream_ran = True
 
@@ -217,7 +217,7 @@ class Runner:
                 *columns, console=self.console, transient=True, disable=not self.console.is_terminal
             ) as progress:
                 task = progress.add_task("starting", total=None)
-                while process.poll() is None:
+                while not reap(process, self.state["stages"].setdefault(name, {})):
                     progress.update(task, description=tail.update())
                     time.sleep(0.5)
         except BaseException:
@@ -227,6 +227,17 @@ class Runner:
             last = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-12:]
             detail = f"`workbench {' '.join(command[:2])} ...` exited with status {process.returncode}"
             raise StageFailed(self.failure(name, detail) + "\n  last lines of the log:\n    " + "\n    ".join(last))
+
+
+def reap(process: subprocess.Popen, record: dict) -> bool:
+    """Whether `process` has ended; once it has, its exit status is in `process.returncode` and its peak resident
+    memory (the kernel's ru_maxrss from wait4) is the stage record's `peak_rss_mb` if above what is there."""
+    pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+    if pid == 0:
+        return False
+    process.returncode = os.waitstatus_to_exitcode(status)
+    record["peak_rss_mb"] = max(record.get("peak_rss_mb", 0.0), round(usage.ru_maxrss / 1024, 1))  # kB on Linux
+    return True
 
 
 def child_cpu_seconds() -> float:

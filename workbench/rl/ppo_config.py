@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from workbench.errors import UserError
+from workbench.rl.advantages import ESTIMATORS, GROUPED
 from workbench.rl.kl import KL_ESTIMATORS
 
 OPTIMIZERS = ("adamw_torch", "paged_adamw_8bit")
@@ -36,7 +37,31 @@ class PPOConfig:
     seed: int = field(default=42, metadata={"help": "Seed for prompts order, sampling and minibatch shuffling."})
     total_steps: int = field(default=20, metadata={"help": "PPO steps; each is one rollout and its ppo_epochs."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per rollout (per process)."})
-    mini_batch_size: int = field(default=4, metadata={"help": "Samples per optimizer step; divides batch_size."})
+    rollouts_per_prompt: int = field(
+        default=1,
+        metadata={
+            "help": "Responses sampled for each prompt (k): a rollout holds batch_size x k sequences. rloo, grpo and "
+            "reinforce++_baseline compare each response with the others to the same prompt and need k >= 2."
+        },
+    )
+    advantage_estimator: str = field(
+        default="gae",
+        metadata={
+            "help": f"One of {', '.join(ESTIMATORS)}. gae is PPO with the value adapter as critic; the others are "
+            "critic-free (workbench/rl/advantages.py): the value adapter is not loaded, saving its memory and its "
+            "forward and backward passes."
+        },
+    )
+    kl_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "Put the KL to the reference in the policy loss (kl_coef x mean per-token kl_estimator, GRPO's "
+            "way; k3 is the usual estimator) instead of in the reward."
+        },
+    )
+    mini_batch_size: int = field(
+        default=4, metadata={"help": "Sequences per optimizer step; divides batch_size x rollouts_per_prompt."}
+    )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches per minibatch (mini_batch_size / this per forward pass)."}
     )
@@ -119,13 +144,36 @@ class PPOConfig:
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest this many checkpoints."})
     sample_rows: int = field(default=2, metadata={"help": "Prompt/response rows per step for the W&B samples table."})
 
+    @property
+    def critic(self) -> bool:
+        """Whether the run trains a value adapter (GAE) or is critic-free."""
+        return self.advantage_estimator == "gae"
+
+    @property
+    def sequences_per_rollout(self) -> int:
+        return self.batch_size * self.rollouts_per_prompt
+
     def check(self, inputs: bool = True) -> None:
         """Fail early, naming the key, on sizes and choices that cannot work (and on missing adapters if `inputs`)."""
-        for key in ("total_steps", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs"):
+        sizes = ("total_steps", "batch_size", "rollouts_per_prompt", "mini_batch_size", "gradient_accumulation_steps")
+        for key in (*sizes, "ppo_epochs"):
             if getattr(self, key) < 1:
                 raise UserError(f"{key} must be a positive integer; got {getattr(self, key)}")
-        if self.batch_size % self.mini_batch_size:
-            raise UserError(f"mini_batch_size ({self.mini_batch_size}) must divide batch_size ({self.batch_size})")
+        if self.sequences_per_rollout % self.mini_batch_size:
+            raise UserError(
+                f"mini_batch_size ({self.mini_batch_size}) must divide batch_size x rollouts_per_prompt "
+                f"({self.batch_size} x {self.rollouts_per_prompt})"
+            )
+        if self.advantage_estimator not in ESTIMATORS:
+            raise UserError(f"advantage_estimator must be one of {ESTIMATORS}; got {self.advantage_estimator!r}")
+        if self.advantage_estimator in GROUPED and self.rollouts_per_prompt < 2:
+            raise UserError(
+                f"advantage_estimator {self.advantage_estimator} compares responses to the same prompt: "
+                f"rollouts_per_prompt must be >= 2; got {self.rollouts_per_prompt}"
+            )
+        for key in ("value_learning_rate", "value_max_grad_norm", "critic_warmup_steps") if not self.critic else ():
+            if getattr(self, key):
+                raise UserError(f"{key} is for the critic; advantage_estimator {self.advantage_estimator} has none")
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise UserError(
                 f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must divide mini_batch_size "

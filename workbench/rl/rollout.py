@@ -54,9 +54,11 @@ def collect(
     device,
     chunk: int,
     timer: PhaseTimer | None = None,
+    with_values: bool = True,
 ) -> Rollout:
     """Sample one response per prompt with `policy`, then score it with `ref`, `value` and `reward`.
 
+    `with_values` False (a critic-free estimator): no `value` adapter is loaded and the values are left at 0.
     `chunk` bounds how many sequences go through the model at once (generation and each forward pass). `timer` gets
     each phase's seconds. Only sampling folds the policy's LoRA into a float32 CPU base (Sampling.generate): for one
     forward pass of a rollout's few sequences, folding and restoring the weights costs more than it saves (measured
@@ -92,7 +94,10 @@ def collect(
     ref_logprobs = scored(
         REF, "reference_logprobs", lambda rows: response_logprobs(model, *parts(rows), sampling.temperature)[0]
     )
-    values = scored(VALUE, "values", lambda rows: response_values(model, *parts(rows)))
+    if with_values:
+        values = torch.cat(scored(VALUE, "values", lambda rows: response_values(model, *parts(rows))))
+    else:
+        values = torch.zeros_like(torch.cat(ref_logprobs))
 
     texts = tokenizer.batch_decode(
         [ids[mask].tolist() for ids, mask in zip(response_ids, response_mask)], skip_special_tokens=True
@@ -107,7 +112,7 @@ def collect(
         response_mask=response_mask,
         logprobs=torch.cat(logprobs),
         ref_logprobs=torch.cat(ref_logprobs),
-        values=torch.cat(values),
+        values=values,
         scores=scores,
     )
     return Rollout(batch, ended, torch.cat(entropy), list(prompts), texts)

@@ -4,7 +4,9 @@ Why our own loop: TRL deleted its PPOTrainer (moved to trl.experimental in 1.10,
 #7020; docs/ARCHITECTURE.md), and it never ran policy, reference, value and reward as adapters of one base. The
 algorithm follows TRL 1.12's PPOTrainer (trl/experimental/ppo/ppo_trainer.py) step for step; the pure pieces live in
 workbench/rl/ (kl, gae, losses, rewards, buffer), the hyper-parameters in workbench/rl/ppo_config.py, the rollout in
-workbench/rl/rollout.py, checkpoints in workbench/rl/checkpoint.py.
+workbench/rl/rollout.py, checkpoints in workbench/rl/checkpoint.py. With a critic-free `advantage_estimator` (RLOO,
+GRPO, REINFORCE++: workbench/rl/advantages.py) the same loop samples k responses per prompt, runs without the value
+adapter, and its clipped updates are OpenRLHF's for those estimators.
 
 Devices come from accelerate: every process holds the whole quantized base and its adapters on its own device,
 samples its own share of the prompts, and gradients are averaged across processes before each optimizer step (no
@@ -26,6 +28,7 @@ from workbench.modeling import adapters
 from workbench.modeling.generation import Sampling, stop_token_ids
 from workbench.modeling.single_base import POLICY, VALUE, response_logprobs, response_values
 from workbench.rl import checkpoint as ckpt
+from workbench.rl.advantages import critic_free_advantages
 from workbench.rl.gae import compute_gae, whiten
 from workbench.rl.kl import AdaptiveKLController, FixedKLController, per_token_kl
 from workbench.rl.losses import clipped_policy_loss, clipped_value_loss, explained_variance
@@ -88,11 +91,11 @@ def adapter_tensors(model, name: str) -> dict[str, torch.nn.Parameter]:
 
 
 def build_optimizer(policy, value, config: PPOConfig):
-    """AdamW over two parameter groups, policy then value (the value one at value_learning_rate if given)."""
-    groups = [
-        {"params": list(policy), "lr": config.learning_rate},
-        {"params": list(value), "lr": config.value_learning_rate or config.learning_rate},
-    ]
+    """AdamW over the policy's parameter group, then the value's (at value_learning_rate if given) when there is a
+    critic."""
+    groups = [{"params": list(policy), "lr": config.learning_rate}]
+    if config.critic:
+        groups.append({"params": list(value), "lr": config.value_learning_rate or config.learning_rate})
     if config.optim == "paged_adamw_8bit":
         import bitsandbytes as bnb
 
@@ -102,7 +105,7 @@ def build_optimizer(policy, value, config: PPOConfig):
 
 def optimizer_steps(config: PPOConfig) -> int:
     """Optimizer steps in the whole run: one per minibatch, ppo_epochs passes per PPO step."""
-    return config.total_steps * config.ppo_epochs * (config.batch_size // config.mini_batch_size)
+    return config.total_steps * config.ppo_epochs * (config.sequences_per_rollout // config.mini_batch_size)
 
 
 def build_scheduler(optimizer, config: PPOConfig):
@@ -117,7 +120,8 @@ def build_scheduler(optimizer, config: PPOConfig):
 
 class PPOTrainer:
     """One PPO step at a time (`step()`), with exact `save()` / `resume()`. The model is a PeftModel carrying the
-    adapters `policy` (trainable), `ref` (frozen), `reward` (frozen, with head) and `value` (trainable, with head)."""
+    adapters `policy` (trainable), `ref` (frozen), `reward` (frozen, with head) and, with a critic (GAE), `value`
+    (trainable, with head)."""
 
     def __init__(self, model, tokenizer, prompts: list[list[dict]], config: PPOConfig, accelerator) -> None:
         config.check()
@@ -125,7 +129,8 @@ class PPOTrainer:
         self.accelerator = accelerator
         self.device = accelerator.device
         disable_dropout(model)
-        self.policy_tensors, self.value_tensors = adapter_tensors(model, POLICY), adapter_tensors(model, VALUE)
+        self.policy_tensors = adapter_tensors(model, POLICY)
+        self.value_tensors = adapter_tensors(model, VALUE) if config.critic else {}
         self.tensors = {**self.policy_tensors, **self.value_tensors}
         self.optimizer = build_optimizer(self.policy_tensors.values(), self.value_tensors.values(), config)
         self.scheduler = build_scheduler(self.optimizer, config)
@@ -148,7 +153,8 @@ class PPOTrainer:
     # ── one step ──────────────────────────────────────────────────────────────────────────────────────────────────
     def step(self) -> dict:
         config, started, timer = self.config, time.perf_counter(), PhaseTimer(self.device)
-        prompts = [self.prompts[i] for i in self.stream.next_batch(config.batch_size)]
+        k = config.rollouts_per_prompt  # each prompt's k responses in consecutive rows: the estimators' groups
+        prompts = [self.prompts[i] for i in self.stream.next_batch(config.batch_size) for _ in range(k)]
         self.model.eval()
         rollout = collect(
             self.model,
@@ -160,6 +166,7 @@ class PPOTrainer:
             self.device,
             config.forward_batch_size or len(prompts),
             timer,
+            with_values=config.critic,
         )
         rollout_seconds = time.perf_counter() - started
         batch, mask = rollout.batch, rollout.batch.response_mask
@@ -168,10 +175,17 @@ class PPOTrainer:
         scaled = scale_scores(batch.scores, self.score_moments, config.use_score_norm, config.score_clip)
         scores = apply_missing_eos_penalty(scaled, rollout.ended, config.missing_eos_penalty, config.missing_eos_mode)
         kl = per_token_kl(batch.logprobs, batch.ref_logprobs, mask, config.kl_estimator)
-        token_rewards = per_token_rewards(scores, kl, mask, self.kl_controller.value)
-        gae = compute_gae(token_rewards.rewards, batch.values, mask, config.gamma, config.lam)
-        advantages = whiten(gae.advantages, mask) if config.whiten_advantages else gae.advantages
-        batch = dataclasses.replace(batch, rewards=token_rewards.rewards, advantages=advantages, returns=gae.returns)
+        reward_kl_coef = 0.0 if config.kl_loss else self.kl_controller.value
+        token_rewards = per_token_rewards(scores, kl, mask, reward_kl_coef)
+        if config.critic:
+            gae = compute_gae(token_rewards.rewards, batch.values, mask, config.gamma, config.lam)
+            advantages = whiten(gae.advantages, mask) if config.whiten_advantages else gae.advantages
+            rewards, returns = token_rewards.rewards, gae.returns
+        else:
+            estimator = config.advantage_estimator
+            advantages, rewards = critic_free_advantages(scores, kl, mask, reward_kl_coef, k, estimator)
+            returns = None
+        batch = dataclasses.replace(batch, rewards=rewards, advantages=advantages, returns=returns)
 
         updates = self._mean_over_processes(self.update(batch, self.step_count >= config.critic_warmup_steps, timer))
 
@@ -196,9 +210,8 @@ class PPOTrainer:
             "objective/non_score_reward": non_score.mean().item(),
             "objective/rlhf_reward": (penalised + non_score).mean().item(),
             "policy/entropy": masked_mean(*self._gather_tokens(rollout.entropy, mask)).item(),
-            "value/explained_variance": explained_variance(
-                *self._gather_tokens(batch.values, gae.returns, mask)
-            ).item(),
+            **self._critic_metrics(batch),
+            **self._group_metrics(raw_scores),
             "response/length": lengths.mean().item(),
             "response/ended_fraction": gather(rollout.ended.float()).mean().item(),
             **updates,
@@ -225,6 +238,20 @@ class PPOTrainer:
         names = sorted(stats)
         local = torch.tensor([stats[name] for name in names], dtype=torch.float64, device=self.device)
         return dict(zip(names, self.accelerator.reduce(local, reduction="mean").tolist()))
+
+    def _critic_metrics(self, batch) -> dict:
+        if not self.config.critic:
+            return {}
+        values, returns, mask = self._gather_tokens(batch.values, batch.returns, batch.response_mask)
+        return {"value/explained_variance": explained_variance(values, returns, mask).item()}
+
+    def _group_metrics(self, scores: torch.Tensor) -> dict:
+        """The mean spread of the reward-model scores among each prompt's k responses: with no spread, a group
+        baseline leaves no signal (gathered groups stay whole: each process samples whole groups)."""
+        k = self.config.rollouts_per_prompt
+        if k < 2:
+            return {}
+        return {"reward/group_std": scores.reshape(-1, k).std(dim=1).mean().item()}
 
     def _scale_metrics(self) -> dict:
         if self.score_moments is None:
@@ -255,10 +282,18 @@ class PPOTrainer:
                             policy = clipped_policy_loss(
                                 logprobs, part.logprobs, part.advantages, part.response_mask, config.cliprange
                             )
-                            self.accelerator.backward(policy.loss / config.gradient_accumulation_steps)
+                            loss = policy.loss
+                            if config.kl_loss:  # GRPO: the KL to the reference as a loss term, not in the reward
+                                kl = per_token_kl(logprobs, part.ref_logprobs, part.response_mask, config.kl_estimator)
+                                kl_term = masked_mean(kl, part.response_mask)
+                                loss = loss + self.kl_controller.value * kl_term
+                                stats["policy/kl_loss"].append(kl_term.item())
+                            self.accelerator.backward(loss / config.gradient_accumulation_steps)
                         stats["policy/loss"].append(policy.loss.item())
                         stats["policy/clip_fraction"].append(policy.clip_fraction.item())
                         stats["policy/approx_kl"].append(policy.approx_kl.item())
+                    if not config.critic:
+                        continue
                     with adapters.use_adapter(model, VALUE), timer("value_update"):
                         values = response_values(model, *inputs)
                         value = clipped_value_loss(

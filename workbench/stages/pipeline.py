@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from workbench.errors import UserError
-from workbench.pipeline.pipeline_recipe import RECIPE_STAGES, STAGES, PipelineConfig
+from workbench.pipeline.pipeline_recipe import RECIPE_STAGES, PipelineConfig, recipe_of, stages_of
 
 TRACKING_KEYS = {"wandb_project", "wandb_group", "wandb_mode", "wandb_tags"}
 
@@ -40,20 +40,22 @@ def parse(argv: list[str]):
     cfg, tracking_cfg = parser.parse(_force_all(argv))
     # the pipeline's own sizes, named as the pipeline recipe names them (the stage recipes check theirs in validate)
     sizes = dict(sft_max_steps=1, num_prompts=1, num_candidates=2, annotators=1)
-    for key, least in (sizes | dict(reward_max_steps=1, ppo_steps=1, eval_prompts=1)).items():
+    for key, least in (sizes | dict(reward_max_steps=1, ppo_steps=1, dpo_max_steps=1, eval_prompts=1)).items():
         value = getattr(cfg, key)
         check_value(argv, key, value is None or value >= least, f"{least} or more", value)
     return cfg, tracking_cfg, parser.given
 
 
-def forced_stages(force: list[str]) -> set[str]:
-    unknown = [name for name in force if name not in (*STAGES, "all")]
+def forced_stages(force: list[str], stages: tuple[str, ...]) -> set[str]:
+    """The stages to run again for `--force` in a run with `stages`: those named and every later one (a stage's
+    outputs feed every later stage)."""
+    unknown = [name for name in force if name not in (*stages, "all")]
     if unknown:
-        raise UserError(f"--force {unknown[0]}: no such stage; stages: {', '.join(STAGES)} (or --force alone: all)")
+        raise UserError(f"--force {unknown[0]}: no such stage; stages: {', '.join(stages)} (or --force alone: all)")
     if "all" in force:
-        return set(STAGES)
-    first = min(STAGES.index(name) for name in force) if force else len(STAGES)
-    return set(STAGES[first:])  # a stage's outputs feed every later stage
+        return set(stages)
+    first = min(stages.index(name) for name in force) if force else len(stages)
+    return set(stages[first:])
 
 
 def validate(planner) -> None:
@@ -62,15 +64,15 @@ def validate(planner) -> None:
 
     from workbench.cli import COMMANDS
 
-    for name in RECIPE_STAGES:
+    for name in (name for name in planner.stages if name in RECIPE_STAGES):
         stage = planner.stage(name)
         path = planner.write_recipe(stage)
         try:  # quietly: importing the stages' libraries prints warnings that are not the user's business here
             with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
-                importlib.import_module(COMMANDS[name][0]).parse(["--config", str(path)])
+                importlib.import_module(COMMANDS[recipe_of(name)][0]).parse(["--config", str(path)])
         except UserError as error:
-            base = getattr(planner.cfg, f"{name}_recipe")
+            base = getattr(planner.cfg, f"{recipe_of(name)}_recipe")
             raise UserError(
                 f"stage {name}: {error} (its recipe is built from {base or 'the stage defaults'}, the pipeline's "
                 f"keys and overrides.{name} in {planner.where})"
@@ -104,7 +106,7 @@ def write_report(planner, log) -> None:
     from workbench.pipeline import run_report as report
     from workbench.pipeline.run_tracking import log_pipeline_run
 
-    plots = report.write(planner.run, planner.state, planner.cfg.model_name_or_path)
+    plots = report.write(planner.run, planner.state, planner.cfg.model_name_or_path, planner.stages)
     log(f"report: {planner.path('report.md')} ({len(plots)} plots in {planner.path('plots')})")
     log_pipeline_run(planner, plots)
 
@@ -119,7 +121,7 @@ def main(argv: list[str]) -> int:
 
     run_dir = Path(cfg.run_dir)
     with hold_run_dir(run_dir):  # one pipeline per run_dir; a second one gets a one-line error
-        return _run(argv, cfg, tracking_cfg, given, forced_stages(cfg.force), run_dir)
+        return _run(argv, cfg, tracking_cfg, given, forced_stages(cfg.force, stages_of(cfg.methods)), run_dir)
 
 
 def _run(argv: list[str], cfg, tracking_cfg, given: set[str], force: set[str], run_dir: Path) -> int:
@@ -148,7 +150,7 @@ def _run(argv: list[str], cfg, tracking_cfg, given: set[str], force: set[str], r
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    records = [(name, state["stages"].get(name, {})) for name in STAGES]
+    records = [(name, state["stages"].get(name, {})) for name in planner.stages]
     times = ", ".join(f"{name} {record['seconds']:.0f}s" for name, record in records if "seconds" in record)
     console.print(f"workbench pipeline: done; report {planner.path('report.md')}\n  stage times: {times}")
     return 0

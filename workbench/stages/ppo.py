@@ -2,11 +2,12 @@
 
 The base is loaded once; the SFT adapter is attached twice (`policy`, trained, and `ref`, frozen), the reward
 adapter twice (`reward`, frozen, and `value`, trained), each with the reward stage's scalar head for the last two.
+With a critic-free `advantage_estimator` (rloo, grpo, reinforce++, reinforce++_baseline) there is no `value`.
 The loop is ours (workbench/rl/trainer.py): TRL deleted its PPOTrainer (docs/ARCHITECTURE.md).
 
 Output folder: `adapter/` (the PPO policy: PEFT files + workbench.json naming its SFT and reward parents),
-`value_adapter/`, `recipe.yaml`, `metrics.json` (every step's metrics and a summary), `checkpoint-*/` (for
-`--resume`, which continues exactly), `wandb/` (offline runs).
+`value_adapter/` (with a critic), `recipe.yaml`, `metrics.json` (every step's metrics and a summary),
+`checkpoint-*/` (for `--resume`, which continues exactly), `wandb/` (offline runs).
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def main(argv: list[str]) -> int:
     tokenizer = loading.load_tokenizer(model_args, padding_side="left")
     rows = load_prompts(ppo_cfg.prompts, "prompts", column=ppo_cfg.prompt_column, need_ids=False)
     prompts = [row["prompt"] for row in rows]
-    print(f"workbench ppo: {len(prompts)} prompts, {ppo_cfg.total_steps} steps of {ppo_cfg.batch_size} per process")
+    per_step = f"{ppo_cfg.batch_size} prompts x {ppo_cfg.rollouts_per_prompt} responses"
+    print(f"workbench ppo: {len(prompts)} prompts, {ppo_cfg.total_steps} steps of {per_step} per process")
+    print(f"workbench ppo: advantage estimator {ppo_cfg.advantage_estimator}")
 
     # ── one quantized base, four adapters ────────────────────────────────────────────────────────────────────────
     quant = loading.get_quantization(model_args)
@@ -93,6 +96,7 @@ def main(argv: list[str]) -> int:
         sft_adapter=ppo_cfg.sft_adapter,
         reward_adapter=ppo_cfg.reward_adapter,
         gradient_checkpointing=ppo_cfg.gradient_checkpointing,
+        value=ppo_cfg.critic,
     )
     base_info = model.workbench_base
     trainer = PPOTrainer(model, tokenizer, prompts, ppo_cfg, accelerator)
@@ -106,8 +110,9 @@ def main(argv: list[str]) -> int:
     run = tracking.start_run(STAGE, tracking_cfg, output_dir, ppo_cfg.run_name, resolved_recipe(given, *configs))
 
     # ── train ────────────────────────────────────────────────────────────────────────────────────────────────────
+    desc = "ppo" if ppo_cfg.critic else ppo_cfg.advantage_estimator
     progress = tqdm(
-        total=ppo_cfg.total_steps, initial=trainer.step_count, desc="ppo", disable=not accelerator.is_main_process
+        total=ppo_cfg.total_steps, initial=trainer.step_count, desc=desc, disable=not accelerator.is_main_process
     )
     while trainer.step_count < ppo_cfg.total_steps:
         metrics = trainer.step()
@@ -133,12 +138,17 @@ def main(argv: list[str]) -> int:
             data_fingerprint=sft_manifest.data_fingerprint,
             metrics=summary,
             wandb_run=tracking.run_reference(run),
-            extra={"prompts": ppo_cfg.prompts, "kl_estimator": ppo_cfg.kl_estimator},
+            extra={
+                "prompts": ppo_cfg.prompts,
+                "kl_estimator": ppo_cfg.kl_estimator,
+                "advantage_estimator": ppo_cfg.advantage_estimator,
+            },
         )
         adapter_dir = adapters.save(model, "policy", output_dir / "adapter", manifest)
         tokenizer.save_pretrained(adapter_dir)
         value_manifest = dataclasses.replace(manifest, task_type="SEQ_CLS", extra={**manifest.extra, "role": "value"})
-        heads.save_scalar_adapter(model, "value", output_dir / "value_adapter", value_manifest)
+        if ppo_cfg.critic:
+            heads.save_scalar_adapter(model, "value", output_dir / "value_adapter", value_manifest)
         write_json_atomic(output_dir / "metrics.json", {"summary": summary, "history": trainer.history})
         if run is not None:
             import wandb

@@ -14,33 +14,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from workbench.data.preference_data import PreferenceDataConfig
+
 STAGE = "reward"
 FINISHED = ["adapter/workbench.json", "model/workbench.json", "metrics.json"]
 
 
 @dataclass
-class RewardDataConfig:
+class RewardDataConfig(PreferenceDataConfig):
     """Preference data and how to run the stage (TRL's RewardConfig holds the training hyper-parameters)."""
 
-    datasets: list[dict] = field(
-        default_factory=lambda: [{"path": "bundled:preferences", "where": {"split": "train"}}],
-        metadata={
-            "help": "Preference datasets (prompt, chosen, rejected, optional margin), a weighted mixture: a list of "
-            "{path, weight, split, where, max_samples}. path: a .jsonl/.json/.parquet/.csv file, a save_to_disk "
-            "folder (e.g. from `workbench label pull`), bundled:NAME, or a hub id."
-        },
-    )
-    eval_datasets: list[dict] | None = field(
-        default=None, metadata={"help": "Held-out preference datasets (same form); accuracy is reported on them."}
-    )
-    eval_split_size: float = field(
-        default=0.1,
-        metadata={
-            "help": "If no eval_datasets: hold out this fraction of the training pairs (or this many, if >= 1), "
-            "whole prompts at a time so that no answer is on both sides."
-        },
-    )
-    mixture_size: int | None = field(default=None, metadata={"help": "Pairs in the training mixture (default: all)."})
     use_margin: bool = field(
         default=True, metadata={"help": "Use the `margin` column when present: loss -log sigmoid(r_c - r_r - m)."}
     )
@@ -136,7 +119,7 @@ def main(argv: list[str]) -> int:
 
     from workbench import tracking
     from workbench.data.mixture import fingerprint
-    from workbench.data.preference_data import held_out_split, load_preferences
+    from workbench.data.preference_data import load_train_and_eval
     from workbench.evaluation.pairwise import evaluate_pairs, log_metrics
     from workbench.fileio import write_json_atomic
     from workbench.modeling import loading
@@ -150,17 +133,7 @@ def main(argv: list[str]) -> int:
 
     # ── data ─────────────────────────────────────────────────────────────────────────────────────────────────────
     margins = dict(use_margin=data_cfg.use_margin, margin_scale=data_cfg.margin_scale)
-    train_dataset, kind, sources = load_preferences(
-        data_cfg.datasets, "datasets", reward_cfg.seed, total=data_cfg.mixture_size, **margins
-    )
-    eval_dataset = None
-    if data_cfg.eval_datasets:
-        eval_dataset, _, eval_sources = load_preferences(
-            data_cfg.eval_datasets, "eval_datasets", reward_cfg.seed, **margins
-        )
-        sources += [dict(source, role="eval") for source in eval_sources]
-    elif data_cfg.eval_split_size > 0:
-        train_dataset, eval_dataset = held_out_split(train_dataset, data_cfg.eval_split_size, reward_cfg.seed)
+    train_dataset, eval_dataset, kind, sources = load_train_and_eval(data_cfg, reward_cfg.seed, **margins)
     if eval_dataset is not None and "margin" in eval_dataset.column_names:
         eval_dataset = eval_dataset.remove_columns("margin")  # held-out accuracy is about the ranking alone
     print(f"workbench reward: {len(train_dataset)} training pairs ({kind}), {len(eval_dataset or [])} eval pairs")
