@@ -516,6 +516,19 @@ def _(t: Inputs):
     return Case(["dpo", "--config", str(recipe)], expect, output=t.out)
 
 
+@case("dpo-no-sft-adapter")
+def _(t: Inputs):
+    recipe = t.dpo_recipe()
+    recipe.write_text(recipe.read_text().replace("sft_adapter:", "# sft_adapter:"))
+    return Case(["dpo", "--config", str(recipe)], ["sft_adapter is required"], output=t.out)
+
+
+@case("dpo-lora-key-of-the-sft-stage")
+def _(t: Inputs):
+    recipe = t.dpo_recipe(lora_r=8)
+    return Case(["dpo", "--config", str(recipe)], ["'lora_r'", "continues the SFT adapter"], output=t.out)
+
+
 @case("dpo-chosen-equals-rejected")
 def _(t: Inputs):
     data = t.pairs(same_at=2)

@@ -1,6 +1,6 @@
 """`workbench dpo` on a tiny 4-bit model: TRL's DPOTrainer from an SFT adapter whose frozen copy is the reference on
-the same base; the adapter loads with plain PEFT; kill -9 and --resume give the same adapter; bad input and a
-finished run are refused."""
+the same base; the adapter loads with plain PEFT; kill -9 and --resume give the same adapter; a finished run is
+refused (bad input: tests/test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -134,14 +134,3 @@ def test_kill_9_then_resume_gives_the_same_adapter(tmp_path, straight_run, sft_a
 
 def math_finite(value: float) -> bool:
     return value == value and abs(value) != float("inf")
-
-
-def test_dpo_refuses_bad_input_naming_the_key(tmp_path, sft_adapter):
-    recipe = tmp_path / "bad.yaml"
-    recipe.write_text(RECIPE.format(sft=sft_adapter, output_dir=tmp_path / "bad").replace("sft_adapter: ", "# "))
-    result = dpo(recipe)
-    assert result.returncode == 2 and "sft_adapter is required" in result.stderr and "Traceback" not in result.stderr
-    recipe.write_text(RECIPE.format(sft=sft_adapter, output_dir=tmp_path / "bad") + "lora_r: 8\n")
-    result = dpo(recipe)
-    assert result.returncode == 2 and "key 'lora_r'" in result.stderr and "continues the SFT adapter" in result.stderr
-    assert not (tmp_path / "bad").exists()

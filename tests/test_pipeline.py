@@ -585,7 +585,12 @@ def test_methods_added_to_a_finished_run_train_on_its_labels_and_join_the_eval(f
     dpo = json.loads((run_dir / "dpo" / "adapter" / "workbench.json").read_text())
     assert dpo["stage"] == "dpo" and dpo["parents"][0]["path"] == str((run_dir / "sft" / "adapter").resolve())
     assert dpo["parents"][1]["path"] == str(run_dir / "preferences" / "preferences.jsonl")  # the labelers' pairs
-    assert set(json.loads((run_dir / "eval" / "metrics.json").read_text())["win_rates"]) == {"ppo", "rloo", "dpo"}
+    assert set(json.loads((run_dir / "eval" / "metrics.json").read_text())["win_rates"]) == {
+        "base",
+        "ppo",
+        "rloo",
+        "dpo",
+    }  # each against sft
     report = (run_dir / "report.md").read_text()
     rows = re.findall(r"^\| (.+?) \| (.+?) \| `(.+?)` → `(.+?)` \|$", report, flags=re.MULTILINE)
     labels = {label for label, *_ in rows}

@@ -101,7 +101,9 @@ def test_prompt_stream_covers_each_prompt_once_per_epoch_and_resumes():
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(UserError, match="mini_batch_size \\(3\\) must divide batch_size \\(8\\)"):
+    with pytest.raises(
+        UserError, match="mini_batch_size \\(3\\) must divide batch_size x rollouts_per_prompt \\(8 x 1\\)"
+    ):
         PPOConfig(sft_adapter="a", reward_adapter="b", batch_size=8, mini_batch_size=3).check()
     with pytest.raises(UserError, match="kl_estimator must be one of"):
         PPOConfig(sft_adapter="a", reward_adapter="b", kl_estimator="k9").check()
