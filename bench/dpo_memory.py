@@ -1,5 +1,6 @@
 """Peak memory of `workbench dpo` (one base: the SFT adapter trained, TRL's frozen copy of it as the reference)
-against TRL's two-model DPO (the policy and a separately loaded reference model, `ref_model=`).
+against TRL's two-model DPO (the policy and a separately loaded reference model, `ref_model=`: the SFT
+adapter merged into a second copy of the base).
 
     python bench/dpo_memory.py [--model smollm2-135m-instruct] [--sft_adapter DIR] [--load_in_4bit true|false]
                                [--steps 3 --batch 4 --max_length 256] [--out bench/results/dpo_memory-<machine>.json]
@@ -53,7 +54,8 @@ def measure(setup: str, model: str, sft: str, four_bit: bool, steps: int, batch:
         return adapters.attach(base, "default", path=sft, trainable=trainable)
 
     policy = load(True)
-    ref_model = load(False) if setup == "two_models" else None
+    # TRL's two-model DPO takes the reference as its own plain model: the SFT policy, merged into a second base
+    ref_model = load(False).merge_and_unload() if setup == "two_models" else None
     with tempfile.TemporaryDirectory() as scratch:
         config = DPOConfig(
             output_dir=scratch,

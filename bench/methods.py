@@ -119,8 +119,9 @@ def main() -> int:
                 for key in ("kl_per_answer", "kl_per_token", "train_seconds", "peak_rss_mb")
             }
         if name in methods and name != args.baseline and args.baseline in methods:
+            trained = [r for r in rows if r["method"] in methods]  # best-of-N rows carry no per-prompt scores
             summary[name][f"gold_difference_to_{args.baseline}"] = paired_difference(
-                rows, name, "gold_by_prompt", baseline=args.baseline, by="method"
+                trained, name, "gold_by_prompt", baseline=args.baseline, by="method"
             )
     result = {
         "benchmark": "methods",

@@ -176,6 +176,25 @@ def test_methods_each_get_a_stage_on_the_same_labels_and_a_row_in_the_eval(tmp_p
     validate(plan)  # every method's recipe parses with its stage's parser
 
 
+def test_the_quickstart_trains_reinforce_plus_plus_without_a_critic(tmp_path):
+    """recipes/quickstart.yaml's method (chosen by bench/methods.py): the ppo recipe with REINFORCE++, no critic."""
+    from workbench.stages.pipeline import validate
+
+    plan = plan_for(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml", "--run_dir", str(tmp_path))
+    assert plan.stages == stages_of(["reinforce++"]) and "ppo" not in plan.stages
+    rl = plan.stage("reinforce++").recipe
+    assert (rl["advantage_estimator"], rl.get("rollouts_per_prompt", 1), rl["batch_size"], rl["total_steps"]) == (
+        "reinforce++",
+        1,
+        8,
+        12,
+    )
+    assert rl["critic_warmup_steps"] == 0 and rl["value_learning_rate"] is None and rl["value_max_grad_norm"] is None
+    assert plan.stage("reinforce++").commands[0][0] == "ppo"
+    assert [policy["name"] for policy in plan.stage("eval").recipe["policies"]] == ["sft", "reinforce++"]
+    validate(plan)
+
+
 def test_methods_must_be_known_and_each_given_once(tmp_path):
     expected = "methods: expected some of ppo, rloo, grpo, reinforce++, dpo, each once; found "
     for methods, found in ((["ppo", "ppo"], "a repeated one"), ([], "an empty list"), (["dpo2"], "unknown 'dpo2'")):
