@@ -268,3 +268,36 @@ def test_real_model_configs_are_the_published_shapes():
     published = {"llama-3.1-8b-instruct": 8_030_261_248, "qwen2.5-7b-instruct": 7_615_616_512}
     for model, count in published.items():
         assert parameter_count(model_shape(resolve_config(str(ROOT / "recipes" / "configs" / model)))) == count
+
+
+CRITIC_ONLY = {
+    "critic_warmup_steps",
+    "value_learning_rate",
+    "value_max_grad_norm",
+    "vf_coef",
+    "cliprange_value",
+    "lam",
+}
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    sorted(p for p in STAGE_RECIPES if p.stem in ("grpo", "reinforce++")),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_critic_free_recipes_are_their_ppo_recipe_with_the_pipelines_method_keys(recipe):
+    """recipes/<model>/{grpo,reinforce++}.yaml repeat the folder's ppo.yaml (a flat YAML cannot include it): they
+    must stay that recipe without the critic's keys, with the keys the pipeline gives the method (RL_METHODS) and the
+    same sequences per step, so a change to ppo.yaml that is not carried over fails here."""
+    from workbench.pipeline.pipeline_recipe import CRITIC_FREE, RL_METHODS
+
+    ppo, mine = yaml.safe_load((recipe.parent / "ppo.yaml").read_text()), yaml.safe_load(recipe.read_text())
+    method = {k: v for k, v in RL_METHODS[recipe.stem].items() if k not in CRITIC_FREE}
+    k = method.get("rollouts_per_prompt", 1)
+    expected = {key: value for key, value in ppo.items() if key not in CRITIC_ONLY} | method
+    expected |= {
+        "batch_size": ppo["batch_size"] // k,
+        "output_dir": ppo["output_dir"].replace("/ppo", f"/{recipe.stem}"),
+    }
+    expected["wandb_job_type"] = recipe.stem
+    assert mine == expected
