@@ -11,7 +11,14 @@ the call (`adapters.folded_for_inference`, what `Sampling.generate` does on a fl
 the bundled training prompts, forced to exactly `new_tokens` tokens; timed as prefill (1 new token) and the rest;
 seconds per answer = whole call / batch. Baseline: 4-bit at batch 60 (the quickstart's eval before); every row has its
 ratio to it. Quality: the bare base's mean token loss on 64 chats of the bundled instruction test split, per
-precision. Prints one JSON object (and writes it with --out).
+precision.
+
+The floor: decoding one token for the batch must read every weight and the batch's KV cache once, and do 2 FLOPs per
+weight of the linear layers (the tied output layer included) per answer. The machine's rates are measured in the same
+run (`machine_rates`: read bandwidth, a sum over a 1 GiB tensor; fp32 matmul rate, 2048 x 2048 products), so each row
+gets the floor of a decode step, max(bytes / bandwidth, FLOPs / matmul rate), and of the prefill (FLOPs over the
+padded prompt tokens), and the fraction of the floor it reaches (floor / measured: 1.0 is the floor). Prints one JSON
+object (and writes it with --out).
 """
 
 from __future__ import annotations
@@ -27,6 +34,62 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def machine_rates(repeats: int = 5) -> dict:
+    """This machine's read bandwidth (GB/s, summing a 1 GiB fp32 tensor) and fp32 matmul rate (GFLOP/s, 2048^3
+    products), each the best of `repeats`, with torch's own threads."""
+    import torch
+
+    data = torch.ones(256 * 1024 * 1024)  # 1 GiB
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    data.sum(), a @ b  # warm
+    reads, products = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data.sum()
+        reads.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        a @ b
+        products.append(time.perf_counter() - start)
+    return {
+        "read_bandwidth_gb_s": round(data.numel() * 4 / min(reads) / 1e9, 2),
+        "matmul_gflop_s": round(2 * 2048**3 / min(products) / 1e9, 1),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def model_sizes(model) -> dict:
+    """Bytes held by the weights (4-bit storage as stored) and weights multiplied per token (every linear layer,
+    the output layer included: a tied output layer is read again)."""
+    import torch
+
+    linear = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+    held = sum(p.numel() * p.element_size() for p in model.parameters())
+    config = model.config
+    kv_per_token = (
+        2
+        * config.num_hidden_layers
+        * config.num_key_value_heads
+        * (getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    )
+    return {"weight_bytes": held, "linear_weights": linear, "kv_values_per_token": kv_per_token}
+
+
+def floor(sizes: dict, rates: dict, batch: int, prompt_tokens: int, new_tokens: int) -> dict:
+    """Seconds a decode step and the prefill cannot go under on this machine (see the module's docstring)."""
+    bandwidth, flops = rates["read_bandwidth_gb_s"] * 1e9, rates["matmul_gflop_s"] * 1e9
+    context = prompt_tokens + new_tokens / 2  # the mean context a decode step attends over
+    step_bytes = sizes["weight_bytes"] + 4 * sizes["kv_values_per_token"] * context * batch
+    step = max(step_bytes / bandwidth, 2 * sizes["linear_weights"] * batch / flops)
+    prefill = 2 * sizes["linear_weights"] * batch * prompt_tokens / flops
+    return {
+        "decode_step": step,
+        "prefill": prefill,
+        "decode_bound": "memory"
+        if step_bytes / bandwidth > 2 * sizes["linear_weights"] * batch / flops
+        else "compute",
+    }
 
 
 def held_out_loss(model, tokenizer, chats: list[list[dict]], batch: int = 16) -> float:
@@ -91,6 +154,7 @@ def main() -> None:
         "command": "python bench/generation_speed.py " + " ".join(sys.argv[1:]),
         "rows": [],
         "held_out_loss": {},
+        "machine_rates": machine_rates(),
     }
     for four_bit in (True, False):
         precision = "4bit-nf4" if four_bit else "fp32"
@@ -98,6 +162,8 @@ def main() -> None:
         tokenizer = load_tokenizer(args, padding_side="left")
         model = load_model(args).eval()
         result["held_out_loss"][precision] = round(held_out_loss(model, tokenizer, chats), 4)
+        sizes = model_sizes(model)
+        result.setdefault("model_sizes", {})[precision] = sizes
         model = adapters.attach(model, "policy", config=adapters.get_peft_config(args)).eval()
         for folding in ("unfolded", "folded") if not four_bit else ("unfoldable",):
             # `never_folded` stands in for the adapter check that Sampling.generate runs: it finds nothing to fold
@@ -119,6 +185,15 @@ def main() -> None:
                     "prefill_seconds": round(times[1], 3),
                     "decode_seconds_per_step": round((times[cli.new_tokens] - times[1]) / (cli.new_tokens - 1), 4),
                     "seconds_per_answer": round(times[cli.new_tokens] / batch, 4),
+                }
+                least = floor(sizes, result["machine_rates"], batch, ids.shape[1], cli.new_tokens)
+                row["floor"] = {
+                    "padded_prompt_tokens": ids.shape[1],
+                    "decode_step_seconds": round(least["decode_step"], 4),
+                    "decode_bound": least["decode_bound"],
+                    "decode_fraction_of_floor": round(least["decode_step"] / row["decode_seconds_per_step"], 3),
+                    "prefill_seconds": round(least["prefill"], 3),
+                    "prefill_fraction_of_floor": round(least["prefill"] / row["prefill_seconds"], 3),
                 }
                 result["rows"].append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)

@@ -46,8 +46,9 @@ def trainer_class():
     from trl import SFTTrainer
 
     from workbench.modeling.adapters import ResumeKeepsAdapterDtype
+    from workbench.modeling.padding_free import PaddingFreeKeepsMaxLength
 
-    class WorkbenchSFTTrainer(ResumeKeepsAdapterDtype, SFTTrainer):
+    class WorkbenchSFTTrainer(PaddingFreeKeepsMaxLength, ResumeKeepsAdapterDtype, SFTTrainer):
         pass
 
     return WorkbenchSFTTrainer
