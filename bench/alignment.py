@@ -53,6 +53,8 @@ VARIANTS = {
     "init_sft": {"init_from_sft": True},
     "no_margin": {"use_margin": False},
     "lr_2e-4": {"learning_rate": 2.0e-4},
+    "lr_1e-3": {"learning_rate": 1.0e-3},  # twice the quickstart's 5e-4: 20 steps may be too few to learn topicality
+    "rank_64": {"lora_r": 64, "lora_alpha": 128},  # 4x the adapter's rank at the same alpha / r
     "steps_x2": {"max_steps": ("max_steps", 2)},  # twice the run's steps (twice the time)
     # each ranking's pairs as one batch element, every answer scored once; 4 rankings (<= 16 answers) per step cost
     # what 8 pairs (16 answers) did, and the same steps see more pairs (measured 1.9x pairs/s in the quickstart)
