@@ -178,14 +178,15 @@ def repulled(run_dir: Path, work: Path, min_agreement: float) -> Path:
     labels through another filter, without the Argilla server."""
     from labeling import settings
     from labeling.ranking_pairs import build_preferences
+    from workbench.fileio import write_jsonl_atomic
+    from workbench.jsonl import read_jsonl
 
     target = work / f"{run_dir.name}-pairs-min-agreement-{min_agreement:g}.jsonl"
     if target.exists():
         return target
-    read = lambda path: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]  # noqa: E731
-    candidates = {row["prompt_id"]: row for row in read(run_dir / "generate" / "candidates.jsonl")}
+    candidates = {row["prompt_id"]: row for _, row in read_jsonl(run_dir / "generate" / "candidates.jsonl")}
     records = []
-    for row in read(run_dir / "preferences" / "agreement.jsonl"):
+    for _, row in read_jsonl(run_dir / "preferences" / "agreement.jsonl"):
         candidate = candidates[row["prompt_id"]]
         answers = {settings.response_name(i): text for i, text in enumerate(candidate["completions"])}
         responses = [
@@ -196,8 +197,7 @@ def repulled(run_dir: Path, work: Path, min_agreement: float) -> Path:
         ]  # fmt: skip
         fields = {settings.PROMPT: candidate["prompt"], **answers}
         records.append({"fields": fields, "responses": responses, "metadata": {"prompt_id": row["prompt_id"]}})
-    rows = build_preferences(records, {}, min_agreement=min_agreement).rows
-    target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl_atomic(target, build_preferences(records, {}, min_agreement=min_agreement).rows)
     return target
 
 

@@ -80,15 +80,12 @@ def floor(sizes: dict, rates: dict, batch: int, prompt_tokens: int, new_tokens: 
     """Seconds a decode step and the prefill cannot go under on this machine (see the module's docstring)."""
     bandwidth, flops = rates["read_bandwidth_gb_s"] * 1e9, rates["matmul_gflop_s"] * 1e9
     context = prompt_tokens + new_tokens / 2  # the mean context a decode step attends over
-    step_bytes = sizes["weight_bytes"] + 4 * sizes["kv_values_per_token"] * context * batch
-    step = max(step_bytes / bandwidth, 2 * sizes["linear_weights"] * batch / flops)
-    prefill = 2 * sizes["linear_weights"] * batch * prompt_tokens / flops
+    reading = (sizes["weight_bytes"] + 4 * sizes["kv_values_per_token"] * context * batch) / bandwidth
+    computing = 2 * sizes["linear_weights"] * batch / flops
     return {
-        "decode_step": step,
-        "prefill": prefill,
-        "decode_bound": "memory"
-        if step_bytes / bandwidth > 2 * sizes["linear_weights"] * batch / flops
-        else "compute",
+        "decode_step": max(reading, computing),
+        "decode_bound": "memory" if reading > computing else "compute",
+        "prefill": computing * prompt_tokens,
     }
 
 

@@ -199,12 +199,14 @@ def run_workbench(args, data: Path, scratch: Path, padding_free: bool) -> dict:
 def bundled_rows(path: Path, model: str, max_length: int) -> dict:
     """The bundled instructions (split train) as a messages JSONL; their token lengths under the chat template."""
     from workbench.data.bundled import bundled_path
+    from workbench.fileio import write_jsonl_atomic
+    from workbench.jsonl import read_jsonl
     from workbench.modeling import loading
     from workbench.modeling.arguments import ModelArguments
 
-    bundled = [json.loads(line) for line in bundled_path("instructions").read_text().splitlines() if line.strip()]
+    bundled = [row for _, row in read_jsonl(bundled_path("instructions"))]
     rows = [{"messages": r["messages"]} for r in bundled if r.get("split") == "train"]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl_atomic(path, rows)
     tokenizer = loading.load_tokenizer(ModelArguments(model_name_or_path=model))
     chats = [tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True) for r in rows]
     lengths = [len(chat["input_ids"]) for chat in chats]
