@@ -377,7 +377,35 @@ def runs_part(run_dirs: list[Path], work: Path, candidates: Path) -> list[dict]:
                 "rubric": rubric.RUBRIC_VERSION,
             }
         )
+        if len(rows) > 1:
+            rows[-1]["eval_gold_difference_to_first_run"] = gold_difference(run_dirs[0], run_dir)
     return rows
+
+
+def gold_difference(first: Path, other: Path) -> dict:
+    """Per alignment method both runs' evals have: the mean over prompts of (this run's gold score - the first run's)
+    with a bootstrap 95% interval over prompts, and whether the two runs' SFT answers were the same (the runs share
+    their SFT policy when they differ only after it)."""
+    from workbench.evaluation.metrics import bootstrap_interval
+    from workbench.jsonl import read_jsonl
+
+    samples = [
+        {(r["policy"], r["prompt_id"]): r for _, r in read_jsonl(run / "eval" / "samples.jsonl")}
+        for run in (first, other)
+    ]
+    found = {}
+    for policy in sorted({p for p, _ in samples[1]} & {p for p, _ in samples[0]}):
+        prompts = sorted(prompt for p, prompt in samples[1] if p == policy and (p, prompt) in samples[0])
+        differences = [samples[1][(policy, q)]["gold"] - samples[0][(policy, q)]["gold"] for q in prompts]
+        found[policy] = {
+            "prompts": len(prompts),
+            "mean": sum(differences) / len(differences),
+            "ci95": bootstrap_interval(differences),
+            "same_answers": sum(
+                samples[1][(policy, q)]["response"] == samples[0][(policy, q)]["response"] for q in prompts
+            ),
+        }
+    return found
 
 
 def main() -> int:

@@ -1,14 +1,25 @@
 """Peak memory of the single-base PPO (one 4-bit base, four adapters) against four separately loaded 4-bit models.
 
     python bench/ppo_memory.py [--model smollm2-135m-instruct] [--sft_adapter DIR --reward_adapter DIR]
-                               [--batch 4 --seq 256] [--out bench/results/ppo_memory-<machine>.json]
+                               [--batch 4 --query 128 --response 128] [--gradient_checkpointing both|on|off]
+                               [--out bench/results/ppo_memory-<machine>.json]
 
-Each setup runs in its own fresh process: load, then what one PPO step asks of each role on a [batch, seq] batch
-(policy forward+backward, ref forward, value forward+backward, reward forward). Peak memory is
-`torch.cuda.max_memory_allocated` on a GPU; on CPU it is the process's peak resident set (VmHWM in
+Each setup runs in its own fresh process: load, then the passes of one PPO step on [batch, query + response] token
+sequences, as that setup computes them: rollout scoring without gradient (reference log-probs, reward), then the
+update's policy and value forward + backward.
+- single_base: the RL stage's own functions (`response_logprobs`: the output head over the response positions only,
+  a chunk of tokens at a time, workbench/modeling/chunked_logprobs.py; `response_values`; `scalar_scores`).
+- four_models: TRL 1.12's PPOTrainer (trl/experimental/ppo): policy, reference, value and reward models loaded
+  separately, the logits of the whole sequence, `selective_log_softmax` and the softmax entropy over the response's.
+Both setups run twice, without and with gradient checkpointing (the same setting on both sides: the CPU quickstart
+runs without, the GPU recipes with).
+
+Peak memory is `torch.cuda.max_memory_allocated` on a GPU; on CPU it is the process's peak resident set (VmHWM in
 /proc/self/status) above its resident set after the imports, with the kernel's peak counter reset there (writing 5 to
-/proc/self/clear_refs), so the import-time peak does not hide what the models add. Without adapter folders, random
-LoRA adapters (r=16, all-linear) are made for the model first. Prints one JSON object.
+/proc/self/clear_refs), so the import-time peak does not hide what the models add, and glibc's mmap threshold
+fixed (CHILD_ENV), so that freed memory leaves the resident set. Dropout is off on both sides, as both PPOs run.
+Without adapter folders, random LoRA adapters (r=16, all-linear) are made for the model first. Prints one JSON
+object.
 """
 
 from __future__ import annotations
@@ -24,6 +35,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# glibc's malloc raises its mmap threshold as big blocks are freed, after which freed activations stay in its heaps:
+# the resident set's peak then counts memory no tensor holds. A fixed threshold returns every block over 128 KiB to
+# the kernel when it is freed, so the peak resident set follows the live tensors (both setups run under it).
+CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def _status_mb(field: str) -> float:
@@ -90,13 +105,26 @@ def make_adapters(model: str, out: Path) -> tuple[Path, Path]:
     return made[0], made[1]
 
 
-def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int, dtype: str) -> dict:
-    """One setup in this process: load it, run one PPO step's worth of forward/backward passes, report the peak."""
+def measure(
+    setup: str,
+    model: str,
+    sft: str,
+    reward: str,
+    batch: int,
+    query: int,
+    response: int,
+    dtype: str,
+    checkpointing: bool,
+) -> dict:
+    """One setup in this process: load it, run the passes of one PPO step as that setup computes them, report the
+    peak. Rollout scoring without gradient (reference log-probs, reward), then the update's policy and value
+    forward + backward on the same [batch, query + response] sequences."""
     import torch
+    from trl.trainer.utils import disable_dropout_in_model, selective_log_softmax
 
     from workbench.modeling import adapters, heads, loading
     from workbench.modeling.arguments import ModelArguments
-    from workbench.modeling.single_base import load_single_base
+    from workbench.modeling.single_base import REF, REWARD, VALUE, load_single_base, response_logprobs, response_values
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -106,41 +134,68 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
     baseline = rss_mb()
     args = ModelArguments(model_name_or_path=model, dtype=dtype, device_map=device)
     loading.get_quantization(args)  # fail early on a bad dtype
-    ids = torch.randint(10, 1000, (batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
-    mask = torch.ones_like(ids)
-    if setup == "single_base":
-        model_ = load_single_base(args, sft_adapter=sft, reward_adapter=reward)
-        roles = {
-            "policy": lambda: (adapters.switch(model_, "policy"), model_(input_ids=ids, attention_mask=mask).logits)[
-                1
-            ],
-            "ref": lambda: (adapters.switch(model_, "ref"), model_(input_ids=ids, attention_mask=mask).logits)[1],
-            "value": lambda: heads.token_values(model_, "value", ids, mask),
-            "reward": lambda: heads.scalar_scores(model_, "reward", ids, mask),
-        }
-    else:
+    generator = torch.Generator().manual_seed(0)
+    query_ids = torch.randint(10, 1000, (batch, query), generator=generator).to(device)
+    response_ids = torch.randint(10, 1000, (batch, response), generator=generator).to(device)
+    query_mask, response_mask = torch.ones_like(query_ids), torch.ones_like(response_ids)
+    ids, mask = torch.cat([query_ids, response_ids], 1), torch.ones(batch, query + response, device=device).long()
+    parts = (query_ids, query_mask, response_ids, response_mask)
+    if setup == "single_base":  # the RL stage's own functions (workbench/rl/rollout.py, workbench/rl/trainer.py)
+        model_ = load_single_base(args, sft_adapter=sft, reward_adapter=reward, gradient_checkpointing=checkpointing)
+
+        def on(name, forward):
+            def run():
+                with adapters.use_adapter(model_, name):
+                    return forward()
+
+            return run
+
+        scoring = [
+            on(REF, lambda: response_logprobs(model_, *parts, 1.0)[0]),
+            lambda: heads.scalar_scores(model_, REWARD, ids, mask),
+        ]
+        update = [
+            lambda: response_logprobs(model_, *parts, 1.0)[0],
+            on(VALUE, lambda: response_values(model_, *parts)),
+        ]
+        trained = [model_]
+    else:  # TRL 1.12's PPOTrainer: four models, logits of the whole sequence, log-softmax and entropy over them
         tokenizer = loading.load_tokenizer(model)
 
         def load(head, path, trainable):
-            base = loading.load_model(args, head=head, for_training=trainable, pad_token_id=tokenizer.pad_token_id)
+            base = loading.load_model(
+                args,
+                head=head,
+                for_training=trainable,
+                pad_token_id=tokenizer.pad_token_id,
+                gradient_checkpointing=checkpointing and trainable,
+            )
             return adapters.attach(base, "default", path=path, trainable=trainable)
 
         policy, ref = load("causal_lm", sft, True), load("causal_lm", sft, False)
         value, reward_model = load("scalar", reward, True), load("scalar", reward, False)
-        roles = {
-            "policy": lambda: policy(input_ids=ids, attention_mask=mask).logits,
-            "ref": lambda: ref(input_ids=ids, attention_mask=mask).logits,
-            "value": lambda: value(input_ids=ids, attention_mask=mask).logits,
-            "reward": lambda: reward_model(input_ids=ids, attention_mask=mask).logits,
-        }
+
+        def logprobs(causal_lm, with_entropy):
+            logits = causal_lm(input_ids=ids, attention_mask=mask).logits[:, query - 1 : -1]
+            logprobs = selective_log_softmax(logits, response_ids)
+            if with_entropy:  # trl/experimental/ppo/ppo_trainer.py: in the minibatch loop, with the graph kept
+                probs = torch.nn.functional.softmax(logits, dim=-1)
+                return logprobs, torch.logsumexp(logits, dim=-1) - torch.sum(probs * logits, dim=-1)
+            return logprobs, None
+
+        scoring = [lambda: logprobs(ref, False)[0], lambda: reward_model(input_ids=ids, attention_mask=mask).logits]
+        update = [lambda: logprobs(policy, True)[0], lambda: value(input_ids=ids, attention_mask=mask).logits]
+        trained = [policy, value]
     gc.collect()
     loaded_mb = (torch.cuda.memory_allocated() / 2**20) if cuda else rss_mb() - baseline
-    for role, forward in roles.items():
-        if role in ("policy", "value"):
-            forward().float().mean().backward()
-        else:
-            with torch.no_grad():
-                forward()
+    with torch.no_grad():
+        for forward in scoring:
+            forward()
+    for module in trained:  # gradient checkpointing only acts in train mode; both PPOs turn dropout off
+        module.train()
+        disable_dropout_in_model(module)
+    for forward in update:
+        forward().float().mean().backward()
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20) if cuda else peak_rss_mb() - baseline
     result = {"setup": setup, "loaded_mb": round(loaded_mb, 1), "peak_mb": round(peak_mb, 1)}
     if not cuda:  # the whole process too (imports included, the same in both setups)
@@ -153,8 +208,9 @@ def measure(setup: str, model: str, sft: str, reward: str, batch: int, seq: int,
 
 
 def ratio(results: dict, key: str) -> float | None:
+    """single base / four models: the issue's target is <= 0.35 at the step's peak."""
     single, four = results["single_base"].get(key), results["four_models"].get(key)
-    return round(four / single, 2) if single and four is not None else None
+    return round(single / four, 3) if single is not None and four else None
 
 
 def machine() -> str:
@@ -181,56 +237,74 @@ def main() -> int:
     parser.add_argument("--sft_adapter")
     parser.add_argument("--reward_adapter")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--query", type=int, default=128, help="prompt tokens per sequence")
+    parser.add_argument("--response", type=int, default=128, help="response tokens per sequence")
     parser.add_argument("--dtype", default=None, help="4-bit compute dtype; default float32 on CPU, bfloat16 on GPU")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--gradient_checkpointing",
+        choices=("both", "on", "off"),
+        default="both",
+        help="run both setups without and with it (both), or only one way (long sequences without need a lot)",
+    )
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
 
     dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
+    shape = (args.batch, args.query, args.response)
     if args.child:
-        result = measure(args.child, args.model, args.sft_adapter, args.reward_adapter, args.batch, args.seq, dtype)
+        result = measure(
+            args.child, args.model, args.sft_adapter, args.reward_adapter, *shape, dtype, args.checkpointing
+        )
         print(json.dumps(result))
         return 0
+    settings = {}
     with tempfile.TemporaryDirectory() as scratch:
         sft, reward = args.sft_adapter, args.reward_adapter
         if not (sft and reward):
             sft, reward = map(str, make_adapters(args.model, Path(scratch)))
-        results = {}
-        for setup in ("single_base", "four_models"):
-            command = [sys.executable, __file__, "--child", setup, "--model", args.model, "--sft_adapter", sft]
-            command += [
-                "--reward_adapter",
-                reward,
-                "--batch",
-                str(args.batch),
-                "--seq",
-                str(args.seq),
-                "--dtype",
-                dtype,
-            ]
-            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True)
-            results[setup] = json.loads(done.stdout.strip().splitlines()[-1])
+        ways = {"both": (False, True), "on": (True,), "off": (False,)}[args.gradient_checkpointing]
+        for checkpointing in ways:  # the same setting on both sides
+            results = {}
+            for setup in ("single_base", "four_models"):
+                command = [sys.executable, __file__, "--child", setup, "--model", args.model, "--dtype", dtype]
+                command += ["--sft_adapter", sft, "--reward_adapter", reward, "--batch", str(args.batch)]
+                command += ["--query", str(args.query), "--response", str(args.response)]
+                command += ["--checkpointing"] * checkpointing
+                done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=True, env=CHILD_ENV)
+                results[setup] = json.loads(done.stdout.strip().splitlines()[-1])
+            settings["gradient_checkpointing" if checkpointing else "no_checkpointing"] = {
+                **results,
+                "peak_ratio_single_over_four": ratio(results, "peak_mb"),
+                "loaded_ratio_single_over_four": ratio(results, "loaded_mb"),
+                "process_peak_ratio_single_over_four": ratio(results, "process_peak_rss_mb"),
+            }
     report = {
         "benchmark": "ppo_memory",
+        "command": " ".join(["python", "bench/ppo_memory.py", *sys.argv[1:]]),
         "model": args.model,
         "quantization": "4-bit nf4 + double quant",
         "compute_dtype": dtype,
         "batch": args.batch,
-        "seq": args.seq,
+        "query_tokens": args.query,
+        "response_tokens": args.response,
         "measure": "torch.cuda.max_memory_allocated"
         if torch.cuda.is_available()
         else "VmHWM (reset after imports) minus VmRSS after imports; loaded_mb: VmRSS after loading minus the same",
         "machine": machine(),
-        "torch": torch.__version__,
-        **results,
-        "peak_ratio_four_over_single": ratio(results, "peak_mb"),
-        "loaded_ratio_four_over_single": ratio(results, "loaded_mb"),
-        "process_peak_ratio_four_over_single": ratio(results, "process_peak_rss_mb"),
+        "versions": versions(),
+        **settings,
     }
     emit(report, args.out)
     return 0
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "transformers", "peft", "bitsandbytes", "trl")}
 
 
 if __name__ == "__main__":

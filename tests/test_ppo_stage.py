@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from workbench.errors import UserError
-from workbench.modeling.single_base import logprobs_from_logits
+from workbench.modeling.chunked_logprobs import logprobs_from_logits
 from workbench.rl.ppo_config import PPOConfig
 from workbench.rl.trainer import PromptStream
 

@@ -15,7 +15,9 @@ import torch
 
 from workbench.modeling import adapters, heads, loading
 from workbench.modeling.arguments import ModelArguments
+from workbench.modeling.chunked_logprobs import chunked_logprobs, logprobs_from_logits, plain_output_head
 from workbench.modeling.tokens import position_ids_from_mask, reward_input_ids, right_pad
+from workbench.rl.losses import per_token_entropy
 
 POLICY, REF, VALUE, REWARD = "policy", "ref", "value", "reward"
 
@@ -36,49 +38,30 @@ def load_single_base(
     return model
 
 
-def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log softmax(logits / temperature) at `tokens`: logits [batch, T, vocab], tokens [batch, T] -> [batch, T].
-
-    TRL's `selective_log_softmax` (trl/trainer/utils.py) with the sampling temperature applied first, as TRL 1.12's
-    PPOTrainer does, so the log-probs are those of the distribution the tokens were drawn from. logsumexp row by row
-    keeps the peak memory at one [T, vocab] copy instead of a full log-softmax of the batch.
-    """
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if temperature != 1.0:
-        logits = logits / temperature
-    picked = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)
-    normaliser = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])
-    return picked - normaliser
-
-
 def response_logprobs(
     model, query_ids, query_mask, response_ids, response_mask, temperature: float, with_entropy: bool = False
 ):
     """Log-probs of the response tokens under the ACTIVE adapter (and their per-token entropy if asked).
 
     The logits predicting response token t sit at position Q + t - 1. Positions come from the mask, so a row's
-    numbers do not depend on how much left padding its batch has. Only those T + 1 positions go through the output
-    head (`logits_to_keep`): the query's logits are never used, and the head is a fifth of a small model's work.
+    numbers do not depend on how much left padding its batch has. Only those T positions go through the output
+    head, a chunk of tokens at a time (workbench/modeling/chunked_logprobs.py): the query's logits are never
+    computed, and the response's are never held whole for backward.
     """
-    from workbench.rl.losses import per_token_entropy
-
     input_ids = torch.cat([query_ids, response_ids], dim=1)
     attention_mask = torch.cat([query_mask.bool(), response_mask.bool()], dim=1).long()
-    output = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-        logits_to_keep=response_ids.shape[1] + 1,
-    )
-    logits = output.logits[:, :-1]
-    logprobs = logprobs_from_logits(logits, response_ids, temperature)
-    if not with_entropy:
-        return logprobs, None
-    with torch.no_grad():
-        scaled = logits.float() / temperature if temperature != 1.0 else logits
-        entropy = per_token_entropy(scaled)
-    return logprobs, entropy
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    inputs["position_ids"] = position_ids_from_mask(attention_mask)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not plain_output_head(inner.config):  # the model's own logits, transformed as its forward does
+        logits = model(**inputs, logits_to_keep=response_ids.shape[1] + 1).logits[:, :-1]
+        logprobs = logprobs_from_logits(logits, response_ids, temperature)
+        if not with_entropy:
+            return logprobs, None
+        with torch.no_grad():
+            return logprobs, per_token_entropy(logits.float() / temperature)
+    hidden = inner.get_decoder()(**inputs).last_hidden_state[:, query_ids.shape[1] - 1 : -1]
+    return chunked_logprobs(inner.get_output_embeddings(), hidden, response_ids, temperature, with_entropy)
 
 
 def response_values(model, query_ids, query_mask, response_ids, response_mask) -> torch.Tensor:

@@ -14,6 +14,7 @@ import time
 from workbench.errors import UserError
 from workbench.fileio import write_json_atomic
 from workbench.pipeline.plan import Planner, Stage, user_name
+from workbench.pipeline.runner import STOP
 
 POLL_SECONDS = 5.0
 
@@ -104,6 +105,7 @@ def wait_for_labels(client, dataset, needed: int, poll: float = POLL_SECONDS, co
             bar.update(task, completed=min(report["completed"], needed))
             if report["completed"] >= needed:
                 return report
+            STOP.check()
             time.sleep(poll)
 
 

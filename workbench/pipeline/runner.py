@@ -35,6 +35,35 @@ class StageFailed(Exception):
     """A stage exited with an error; the message names the stage, its exit status and its log."""
 
 
+class StopRequest:
+    """The pipeline's SIGTERM (and Ctrl-C) handler: it records the request, and the runner acts on it at its next
+    check (twice a second while a stage's process runs, and between commands, hooks and stages).
+
+    A handler that raised KeyboardInterrupt itself could land anywhere, and where it landed in a finalizer or a
+    callback, Python printed the exception and dropped it: a pipeline once ran on after a SIGTERM, recorded the
+    interrupted eval as done and hung in the report's wandb.init. A recorded request cannot be dropped. A second
+    signal raises at once, for a pipeline stuck in its own process.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def clear(self) -> None:
+        self.signum = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+
+STOP = StopRequest()  # the one the pipeline installs; long waits in its own process (labels.wait_for_labels) check it
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -94,6 +123,7 @@ class Runner:
         upstream_ran = False
         stages = self.planner.stages
         for index, name in enumerate(stages, start=1):
+            STOP.check()
             stage = self.planner.stage(name)
             record = self.state["stages"].get(name, {})
             done_sha = record.get("config_sha") if record.get("status") == "done" else None
@@ -150,11 +180,15 @@ class Runner:
                 )
             hooks = self.hooks.get(stage.name, {})
             if "before" in hooks:
+                STOP.check()
                 hooks["before"](stage, self.stage_logger(stage.name))
             for command in stage.commands:
+                STOP.check()
                 self.run_command(stage.name, command + (stage.resume_args if resume else []))
             if "after" in hooks:
+                STOP.check()
                 hooks["after"](stage, self.stage_logger(stage.name))
+            STOP.check()  # a stop asked for during the last step: the stage is not recorded as done
         except KeyboardInterrupt:
             # Recorded as interrupted, so it must not look finished: a stage can still finish after the SIGINT that
             # stop_child sends (a SIGINT landing in a callback of Python's import machinery is printed and dropped).
@@ -218,8 +252,10 @@ class Runner:
             ) as progress:
                 task = progress.add_task("starting", total=None)
                 while not reap(process, self.state["stages"].setdefault(name, {})):
+                    STOP.check()
                     progress.update(task, description=tail.update())
                     time.sleep(0.5)
+            STOP.check()  # a Ctrl-C reaches the stage too: it ended because it was interrupted, not failed
         except BaseException:
             stop_child(process)
             raise

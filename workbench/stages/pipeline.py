@@ -111,10 +111,6 @@ def write_report(planner, log) -> None:
     log_pipeline_run(planner, plots)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str]) -> int:
     cfg, tracking_cfg, given = parse(argv)
     from workbench.pipeline.runner import hold_run_dir
@@ -128,7 +124,7 @@ def _run(argv: list[str], cfg, tracking_cfg, given: set[str], force: set[str], r
     from rich.console import Console
 
     from workbench.pipeline.plan import Planner
-    from workbench.pipeline.runner import Runner, StageFailed, load_state
+    from workbench.pipeline.runner import STOP, Runner, StageFailed, load_state
     from workbench.recipe import _recipe_path, write_resolved_recipe
 
     state = load_state(run_dir, tracking_cfg.wandb_group if "wandb_group" in given else None)
@@ -137,7 +133,10 @@ def _run(argv: list[str], cfg, tracking_cfg, given: set[str], force: set[str], r
     write_resolved_recipe(run_dir / "recipe.yaml", "pipeline", given, cfg, tracking_cfg)
     console = Console(highlight=False, soft_wrap=True)
     runner = Runner(planner, state, force, console, hooks_for(planner, console))
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stopped pipeline stops its stage too
+    # a stopped pipeline stops its stage too; SIGINT only where it is not ignored (a background job's is)
+    handled = [signal.SIGTERM] + [signal.SIGINT] * (signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    STOP.clear()
+    previous = {signum: signal.signal(signum, STOP) for signum in handled}
     try:
         runner.run()
     except StageFailed as error:
@@ -149,7 +148,8 @@ def _run(argv: list[str], cfg, tracking_cfg, given: set[str], force: set[str], r
         console.print(f"workbench pipeline: interrupted{where}; run the same command again to resume", markup=False)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     records = [(name, state["stages"].get(name, {})) for name in planner.stages]
     times = ", ".join(f"{name} {record['seconds']:.0f}s" for name, record in records if "seconds" in record)
     console.print(f"workbench pipeline: done; report {planner.path('report.md')}\n  stage times: {times}")
