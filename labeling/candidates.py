@@ -2,12 +2,14 @@
 
 Candidates (docs/ARCHITECTURE.md): one JSON object per line with `prompt_id`, `prompt` (chat messages),
 `completions` (K strings), `policy` (adapter reference) and the generation parameters. Scores (`workbench reward
-score`): `prompt_id`, `scores` (K floats, one per completion, in the same order) and `agent` (the reward model's name).
+score`): `prompt_id`, `scores` (K floats, one per completion, in the same order), `agent` (the reward model's name)
+and, from an ensemble, `member_scores` (one list of K per reward model; `scores` is their mean).
 Every problem is reported with the file, the line and the column.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import UserError
@@ -69,24 +71,45 @@ def load_candidates(path: str | Path) -> list[dict]:
     return rows
 
 
-def load_scores(path: str | Path, k: int, prompt_ids: set[str]) -> dict[str, tuple[list[float], str]]:
-    """prompt_id -> (K scores, agent) from a `workbench reward score` JSONL."""
+@dataclass
+class RewardScores:
+    """One candidates row's reward-model scores: `scores` (K, the ensemble's mean), `agent`, and `members` (one list
+    of K per reward model; `[scores]` for one model)."""
+
+    scores: list[float]
+    agent: str
+    members: list[list[float]]
+
+
+def _numbers(values, k: int, column: str, where: str) -> list[float]:
+    numbers = isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if not numbers:
+        raise UserError(f"{where}: column {column!r} must be a list of numbers")
+    if len(values) != k:
+        raise UserError(f"{where}: {len(values)} {column}, but the candidates have K={k} completions")
+    return [float(v) for v in values]
+
+
+def load_scores(path: str | Path, k: int, prompt_ids: set[str]) -> dict[str, RewardScores]:
+    """prompt_id -> RewardScores from a `workbench reward score` JSONL (`agent` or else `reward_model` names it)."""
     path = _resolve(path, "scores.jsonl")
-    scores: dict[str, tuple[list[float], str]] = {}
+    scores: dict[str, RewardScores] = {}
     for number, row in read_jsonl(path):
         where = f"{path}:{number}"
-        missing = [column for column in ("prompt_id", "scores", "agent") if column not in row]
+        missing = [column for column in ("prompt_id", "scores") if column not in row]
+        if "agent" not in row and "reward_model" not in row:
+            missing.append("agent")
         if missing:
             raise UserError(f"{where}: missing column(s) {missing}; a scores row needs prompt_id, scores, agent")
-        values = row["scores"]
-        if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
-            raise UserError(f"{where}: column 'scores' must be a list of numbers")
-        if len(values) != k:
-            raise UserError(f"{where}: {len(values)} scores, but the candidates have K={k} completions")
+        values = _numbers(row["scores"], k, "scores", where)
+        members = row.get("member_scores") or [values]
+        if not isinstance(members, list):
+            raise UserError(f"{where}: column 'member_scores' must be a list of score lists, one per reward model")
+        members = [_numbers(member, k, "member_scores", where) for member in members]
         prompt_id = str(row["prompt_id"])
         if prompt_id not in prompt_ids:
             raise UserError(f"{where}: prompt_id {prompt_id!r} is not in the candidates")
-        scores[prompt_id] = ([float(v) for v in values], str(row["agent"]))
+        scores[prompt_id] = RewardScores(values, str(row.get("agent") or row["reward_model"]), members)
     return scores
 
 

@@ -3,7 +3,9 @@
 Fields: `prompt` (the conversation so far, a chat field the UI shows as a chat transcript) and `response_1` …
 `response_K` (the candidates, as plain text). Questions: `ranking` (a RankingQuestion over the K responses; equal
 ranks are allowed and mean "equally good") and an optional `comment`. Metadata: `policy` (the adapter that wrote the
-candidates), `round` and `prompt_id`. `min_submitted` annotators must submit a record before it counts as completed.
+candidates), `round`, `prompt_id`, and the active-selection numbers `uncertainty` and `diversity`
+(labeling/selection.py), which a labeler's queue can be sorted and filtered by. `min_submitted` annotators must
+submit a record before it counts as completed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 RANKING = "ranking"
 COMMENT = "comment"
 PROMPT = "prompt"
+UNCERTAINTY = "uncertainty"
+DIVERSITY = "diversity"
 
 GUIDELINES = """\
 ## Rank the answers
@@ -72,6 +76,7 @@ def build_settings(k: int, min_submitted: int = 1, comment: bool = True, client=
         rg.IntegerMetadataProperty(name="round", title="Round", client=client),
         rg.TermsMetadataProperty(name="prompt_id", title="Prompt id", client=client),
     ]
+    metadata += selection_properties(client)
     return rg.Settings(
         fields=fields,
         questions=questions,
@@ -79,6 +84,26 @@ def build_settings(k: int, min_submitted: int = 1, comment: bool = True, client=
         guidelines=GUIDELINES.format(k=k),
         distribution=rg.TaskDistribution(min_submitted=min_submitted),
     )
+
+
+def selection_properties(client=None) -> list:
+    """Float metadata for active selection (labeling/selection.py): the reward model's uncertainty about a record's
+    ranking and how different its candidates are. Visible to annotators, who can sort their queue by them."""
+    import argilla as rg
+
+    return [
+        rg.FloatMetadataProperty(name=UNCERTAINTY, title="Reward model uncertainty (bits)", client=client),
+        rg.FloatMetadataProperty(name=DIVERSITY, title="Candidate diversity", client=client),
+    ]
+
+
+def ensure_selection_properties(client, dataset) -> None:
+    """Add the selection metadata properties to a dataset created before they existed."""
+    names = {prop.name for prop in dataset.settings.metadata}
+    for prop in selection_properties(client):
+        if prop.name not in names:
+            prop.dataset = dataset
+            prop.create()
 
 
 def dataset_k(dataset) -> int:
@@ -96,12 +121,23 @@ def ranking_value(ranks: list[int]) -> list[dict]:
     return [{"value": response_name(i), "rank": int(ranks[i])} for i in order]
 
 
+def first_place_probabilities(scores: list[float]) -> list[float]:
+    """Each candidate's probability of being the best under the reward model (Plackett-Luce: the softmax of the
+    scores), the [0, 1] confidence Argilla accepts as a suggestion's score."""
+    import math
+
+    top = max(scores)
+    weights = [math.exp(score - top) for score in scores]
+    return [weight / sum(weights) for weight in weights]
+
+
 def ranking_suggestion(scores: list[float], agent: str, question_id: str) -> dict:
-    """A reward model's ranking as an Argilla suggestion (REST form): higher score, better rank; scores kept."""
+    """A reward model's ranking as an Argilla suggestion (REST form): higher score, better rank; each rank's score is
+    that candidate's probability of being the best (Argilla refuses scores outside [0, 1])."""
     from .aggregate import dense_ranks
 
     value = ranking_value(dense_ranks(scores, higher_is_better=True))
-    by_name = {response_name(i): float(score) for i, score in enumerate(scores)}
+    by_name = {response_name(i): round(p, 6) for i, p in enumerate(first_place_probabilities(scores))}
     return {
         "question_id": question_id,
         "type": "model",

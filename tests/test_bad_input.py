@@ -319,6 +319,17 @@ def _(t: Inputs):
     )
 
 
+@case("generate-skips-every-prompt")
+def _(t: Inputs):
+    argv = generate_argv(t, "--skip_prompts", "100000", "--output_dir", str(t.out))
+    return Case(argv, ["no prompts left", "skipping the first 100000 of"], output=t.out)
+
+
+@case("generate-negative-skip-prompts")
+def _(t: Inputs):
+    return Case(generate_argv(t, "--skip_prompts", "-1", "--output_dir", str(t.out)), ["skip_prompts"], output=t.out)
+
+
 @case("generate-zero-batch-size")
 def _(t: Inputs):
     return Case(generate_argv(t, "--batch_size", "0", "--output_dir", str(t.out)), ["batch_size"], output=t.out)
@@ -485,6 +496,14 @@ def _(t: Inputs):
 def _(t: Inputs):
     recipe = t.ppo_recipe(sft_adapter=str(t.tmp / "no-sft"))
     return Case(["ppo", "--config", str(recipe)], [str(t.tmp / "no-sft"), "workbench.json"], output=t.out)
+
+
+@case("ppo-reward-adapter-as-policy-adapter")
+def _(t: Inputs):
+    reward = t.adapters[1]
+    recipe = t.ppo_recipe(policy_adapter=str(reward))
+    expect = ["policy_adapter", str(reward), ("SEQ_CLS", "reward adapter", "not a policy")]
+    return Case(["ppo", "--config", str(recipe)], expect, output=t.out)
 
 
 @case("ppo-reward-adapter-as-sft-adapter")
@@ -704,6 +723,32 @@ def _(t: Inputs):
     scores.write_text(scores.read_text() + json.dumps({"prompt_id": "p1", "scores": [1], "agent": "rm"}) + "\n")
     argv = ["label", "push", "--candidates", str(t.candidates()), "--dataset", "d", "--suggestions", str(scores)]
     return Case(argv, [f"{scores}:2", "K=2"])
+
+
+@case("label-push-uncertainty-without-scores")
+def _(t: Inputs):
+    argv = ["label", "push", "--candidates", str(t.candidates()), "--dataset", "d", "--select", "2"]
+    return Case(argv + ["--strategy", "uncertainty"], ["--strategy uncertainty", "--suggestions"])
+
+
+@case("label-push-zero-select")
+def _(t: Inputs):
+    argv = ["label", "push", "--candidates", str(t.candidates()), "--dataset", "d", "--select", "0"]
+    return Case(argv, ["--select", "got 0"])
+
+
+@case("label-push-strategy-without-select")
+def _(t: Inputs):
+    argv = ["label", "push", "--candidates", str(t.candidates()), "--dataset", "d", "--strategy", "diversity"]
+    return Case(argv, ["--strategy diversity", "--select"])
+
+
+@case("label-push-member-scores-wrong-k")
+def _(t: Inputs):
+    rows = [{"prompt_id": "p0", "scores": [1, 2], "member_scores": [[1, 2], [1]], "agent": "rm"}]
+    scores = t.jsonl("scores.jsonl", rows)
+    argv = ["label", "push", "--candidates", str(t.candidates()), "--dataset", "d", "--suggestions", str(scores)]
+    return Case(argv, [f"{scores}:1", "member_scores", "K=2"])
 
 
 @case("label-push-zero-batch-size")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -22,6 +23,7 @@ import yaml
 from workbench.errors import UserError
 from workbench.pipeline.pipeline_recipe import stages_of
 from workbench.pipeline.run_report import fmt, lookup
+from workbench.stages.pipeline import forced_stages
 
 STAGES = stages_of(["ppo"])  # the stages of a run with the default methods
 
@@ -264,6 +266,97 @@ def test_one_seed_reaches_every_stage_and_the_simulated_annotators(tmp_path):
     assert [command[command.index("--seed") + 1] for command in label.commands] == ["7001", "7002"]
     default = planner()
     assert default.stage("sft").recipe["seed"] == 0 and default.stage("sft").sha() != seeded.stage("sft").sha()
+
+
+def test_selection_reaches_the_push_and_bad_settings_fail_before_any_stage(tmp_path):
+    """`label_prompts` and `selection` become `label push --select/--strategy/--seed`; a reward adapter for
+    uncertainty scores the candidates first. A run without them keeps the push stage's configuration hash."""
+    adapter = tmp_path / "rm" / "adapter"
+    adapter.mkdir(parents=True)
+
+    def planner(*argv, **changes):
+        recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes)
+        return plan_for(recipe, *argv)
+
+    plain = planner().stage("push")
+    assert len(plain.commands) == 1 and "--select" not in plain.commands[0]
+    assert set(plain.config) == {"dataset", "workspace", "min_submitted"}
+    active = planner("--seed", "5", label_prompts=4, selection="uncertainty", selection_reward_adapter=str(adapter))
+    score, push = active.stage("push").commands
+    assert score[:2] == ["reward", "score"] and score[score.index("--adapter") + 1] == str(adapter)
+    assert push[push.index("--suggestions") + 1] == score[score.index("--output") + 1]
+    assert [push[push.index(flag) + 1] for flag in ("--select", "--strategy", "--seed")] == ["4", "uncertainty", "5"]
+    assert active.stage("push").sha() != plain.sha()
+    refused = {
+        "selection must be one of random, uncertainty, diversity; got 'best'": dict(label_prompts=2, selection="best"),
+        "selection diversity chooses label_prompts": dict(selection="diversity"),
+        "selection uncertainty needs selection_reward_adapter": dict(label_prompts=2, selection="uncertainty"),
+        "selection_reward_adapter /nowhere: expected a reward adapter folder": dict(
+            selection_reward_adapter="/nowhere"
+        ),
+    }
+    for message, changes in refused.items():
+        with pytest.raises(UserError, match=re.escape(message)):
+            planner(**changes)
+
+
+def test_rounds_repeat_the_labeling_stages_from_the_last_policy(tmp_path):
+    """`rounds: 2` adds generate-r2 ... reinforce++-r2 before the one eval. Round 2's candidates come from round 1's
+    policy for the next num_prompts prompts and go to the same dataset as round 2, scored by round 1's reward model
+    (uncertainty selection, suggestions); round 2's reward model learns from every round's labels; its policy
+    continues round 1's, with SFT as the reference; the eval compares both rounds and measures both reward models."""
+    run = tmp_path / "run"
+
+    def planner(**changes):
+        return plan_for(tiny_recipe(tmp_path / "p.yaml", run, tmp_path / "argilla", 6999, **changes))
+
+    plan = planner(rounds=2, methods=["reinforce++"], label_prompts=4, selection="uncertainty")
+    assert plan.stages == (
+        *("sft", "generate", "push", "label", "pull", "reward", "reinforce++"),
+        *("generate-r2", "push-r2", "label-r2", "pull-r2", "reward-r2", "reinforce++-r2"),
+        *("eval", "report"),
+    )
+    generate = plan.stage("generate-r2").recipe
+    assert (generate["adapter"], generate["skip_prompts"], generate["max_prompts"]) == (
+        str(run / "reinforce++" / "adapter"),
+        6,
+        6,
+    )
+    (first,) = plan.stage("push").commands  # no reward model yet: round 1's uncertainty starts at random
+    assert first[first.index("--strategy") + 1] == "random" and "--round" not in first
+    score, push = plan.stage("push-r2").commands
+    assert score[score.index("--adapter") + 1] == str(run / "reward" / "adapter")
+    assert [push[push.index(flag) + 1] for flag in ("--round", "--strategy", "--candidates")] == [
+        "2",
+        "uncertainty",
+        str(run / "generate-r2" / "candidates.jsonl"),
+    ]
+    assert push[push.index("--dataset") + 1] == first[first.index("--dataset") + 1]  # one queue across rounds
+    assert plan.stage("label-r2").outputs == [run / "labels-r2" / "labels.json"]
+    assert plan.stage("pull-r2").folder == run / "preferences-r2"
+    reward = plan.stage("reward-r2").recipe
+    assert reward["datasets"] == [{"path": str(run / "preferences-r2" / "preferences.jsonl")}]
+    policy = plan.stage("reinforce++-r2").recipe
+    assert policy["advantage_estimator"] == "reinforce++" and policy["output_dir"] == str(run / "reinforce++-r2")
+    assert (policy["sft_adapter"], policy["reward_adapter"], policy["policy_adapter"]) == (
+        str(run / "sft" / "adapter"),
+        str(run / "reward-r2" / "adapter"),
+        str(run / "reinforce++" / "adapter"),
+    )
+    evaluation = plan.stage("eval").recipe
+    assert [p["name"] for p in evaluation["policies"]] == ["base", "sft", "reinforce++", "reinforce++-r2"]
+    assert evaluation["reward_adapter"] == str(run / "reward-r2" / "adapter")
+    assert evaluation["agreement_reward_adapters"] == [{"name": "reward", "adapter": str(run / "reward" / "adapter")}]
+    assert forced_stages(["push-r2"], plan.stages) == {"push-r2", *plan.stages[9:]}
+    assert "agreement_reward_adapters" not in planner().stage("eval").recipe  # one round: the eval as before
+    refused = {
+        "rounds must be at least 1; got 0": dict(rounds=0),
+        "dpo cannot continue across rounds": dict(rounds=2, methods=["ppo", "dpo"]),
+        "rounds 2 needs num_prompts": dict(rounds=2, num_prompts=None),
+    }
+    for message, changes in refused.items():
+        with pytest.raises(UserError, match=re.escape(message)):
+            planner(**changes)
 
 
 def test_eval_base_false_leaves_the_bare_base_out_of_the_eval(tmp_path):
@@ -589,6 +682,66 @@ def test_human_labelers_get_logins_and_the_pipeline_waits_for_their_rankings(fin
 
 
 @pytest.mark.argilla
+def test_two_rounds_label_the_last_policy_s_answers_where_the_reward_model_is_least_sure(
+    finished_run, argilla_home, tmp_path
+):
+    """`rounds: 2`, `label_prompts: 4` of 6 chosen by `selection: uncertainty`: round 1 scores its candidates with
+    `selection_reward_adapter` (finished_run's), round 2 with round 1's reward model. Round 2's records are round 1's
+    policy's answers to the next prompts, in the same dataset; pull counts are exact across rounds; round 2's policy
+    continues round 1's; the eval and the report give both rounds."""
+    from labeling import api
+    from labeling.connection import connect
+
+    run_dir, _, _, _ = finished_run
+    home, port = argilla_home
+    active = tmp_path / "active"
+    shutil.copytree(run_dir / "sft", active / "sft", ignore=shutil.ignore_patterns("wandb"))  # found, recorded done
+    changes = {"rounds": 2, "methods": ["reinforce++"], "label_prompts": 4, "selection": "uncertainty"}
+    changes["selection_reward_adapter"] = str(run_dir / "reward" / "adapter")
+    recipe = tiny_recipe(tmp_path / "active.yaml", active, home, port, **changes)
+    result = pipeline(recipe, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    client = connect(home=str(home))
+    push = json.loads((active / "labels" / "push.json").read_text())
+    dataset = api.find_dataset(client, push["dataset"], push["workspace"])
+    records = list(api.iter_records(client, dataset.id))
+    assert json.loads((active / "labels-r2" / "push.json").read_text())["records"] == len(records) == 8
+    for round_, labels, generate in ((1, "labels", "generate"), (2, "labels-r2", "generate-r2")):
+        scored = [json.loads(line) for line in (active / labels / "scores.jsonl").read_text().splitlines()]
+        chosen = {row["prompt_id"] for row in sorted(scored, key=lambda row: -row["uncertainty"])[:4]}
+        mine = [record for record in records if record["metadata"]["round"] == round_]
+        assert {record["metadata"]["prompt_id"] for record in mine} == chosen
+        candidates = {
+            row["prompt_id"]: row for row in map(json.loads, (active / generate / "candidates.jsonl").open())
+        }
+        for record in mine:
+            row = candidates[record["metadata"]["prompt_id"]]
+            assert [record["fields"][f"response_{i + 1}"] for i in range(3)] == row["completions"]
+    round_two = json.loads((active / "generate-r2" / "manifest.json").read_text())
+    assert round_two["policy"]["adapter"] == str(active / "reinforce++" / "adapter")
+    first_prompts = {json.loads(line)["prompt_id"] for line in (active / "generate" / "candidates.jsonl").open()}
+    assert not first_prompts & set(candidates)  # the next 6 training prompts
+
+    counts = [
+        json.loads((active / f / "manifest.json").read_text())["counts"] for f in ("preferences", "preferences-r2")
+    ]
+    assert [c["records_ranked"] for c in counts] == [4, 8] and [c["submitted"] for c in counts] == [8, 16]
+    parents = json.loads((active / "reinforce++-r2" / "adapter" / "workbench.json").read_text())["parents"]
+    assert [p["path"] for p in parents if p["role"] == "policy"] == [
+        str((active / "reinforce++" / "adapter").resolve())
+    ]
+    assert [p["path"] for p in parents if p["role"] == "reward"] == [str((active / "reward-r2" / "adapter").resolve())]
+    metrics = json.loads((active / "eval" / "metrics.json").read_text())
+    assert {"reinforce++", "reinforce++-r2"} <= set(metrics["win_rates"])
+    assert set(metrics["reward_models_vs_gold"]) == {"reward", "reward-r2"}
+    assert metrics["reward_models_vs_gold"]["reward-r2"] == metrics["reward_model_vs_gold"]
+    report = (active / "report.md").read_text()
+    assert "| Round 2: Argilla records ranked | 8 |" in report and "REINFORCE++, round 2" in report
+    again = pipeline(recipe, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("complete, skipped") == len(plan_for(recipe).stages) - 1
+
+
 def test_methods_added_to_a_finished_run_train_on_its_labels_and_join_the_eval(finished_run):
     """Last in this file: it adds stages to finished_run. RLOO and DPO on the same labels, no earlier stage again."""
     run_dir, recipe, _, _ = finished_run

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from labeling.selection import ranking_uncertainty
 from workbench.errors import UserError
 from workbench.evaluation.pairwise import pairwise_metrics
 
@@ -166,7 +167,8 @@ def test_score_command_scores_and_ranks_candidates(trained, tmp_path):
         assert len(row["scores"]) == len(row["completions"]) and all(math.isfinite(s) for s in row["scores"])
         assert sorted(row["ranking"]) == list(range(len(row["completions"])))
         assert [row["scores"][i] for i in row["ranking"]] == sorted(row["scores"], reverse=True)
-        assert row["reward_model"] == str(adapter.resolve())
+        assert row["reward_model"] == str(adapter.resolve()) and row["agent"] == f"{output_dir.parent.name}/run"
+        assert row["uncertainty"] == pytest.approx(ranking_uncertainty([row["scores"]]))
     assert not list(scored_path.parent.glob(".*tmp"))
 
     # Single completions, scored one by one, give the same numbers as inside a batch of candidates.
@@ -183,6 +185,38 @@ def test_score_command_scores_and_ranks_candidates(trained, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     single_scores = [json.loads(line)["score"] for line in out.read_text().splitlines()]
     assert single_scores == pytest.approx(scored[0]["scores"], abs=1e-4)
+
+
+def test_score_with_an_ensemble_averages_members_and_counts_their_disagreement(trained, tmp_path):
+    """Two reward models that order every pair oppositely (the second's score head is the first's negated): the
+    ensemble's scores are 0, each member's are kept, and the uncertainty is 1 bit though each member alone is sure."""
+    from safetensors.torch import save_file
+
+    _, output_dir, _ = trained
+    adapter = output_dir / "adapter"
+    negated = tmp_path / "negated" / "adapter"
+    shutil.copytree(adapter, negated)
+    weights = load_file(negated / "adapter_model.safetensors")
+    weights["base_model.model.score.weight"] = -weights["base_model.model.score.weight"]
+    save_file(weights, negated / "adapter_model.safetensors", metadata={"format": "pt"})
+    candidates = tmp_path / "candidates.jsonl"
+    row = {"prompt_id": "p1", "prompt": [{"role": "user", "content": "How do I polish shoes?"}]}
+    row["completions"] = ["Clean them, then polish and buff them.", "No idea", "Figure it out yourself."]
+    candidates.write_text(json.dumps(row) + "\n")
+    outputs = {}
+    for name, adapters in {"single": [adapter], "ensemble": [adapter, negated]}.items():
+        outputs[name] = tmp_path / f"{name}.jsonl"
+        args = [arg for path in adapters for arg in ("--adapter", str(path))]
+        result = run(reward_command("score", *args, "--input", str(candidates), "--output", str(outputs[name])))
+        assert result.returncode == 0, result.stderr[-3000:]
+    single = json.loads(outputs["single"].read_text())
+    ensemble = json.loads(outputs["ensemble"].read_text())
+    assert ensemble["member_scores"][0] == pytest.approx(single["scores"], abs=1e-5)
+    assert ensemble["member_scores"][1] == pytest.approx([-s for s in single["scores"]], abs=1e-5)
+    assert ensemble["scores"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-5)
+    assert ensemble["uncertainty"] == pytest.approx(1.0, abs=1e-6) and single["uncertainty"] < 1.0
+    assert ensemble["agent"] == f"{output_dir.parent.name}/run+{tmp_path.name}/negated"
+    assert ensemble["reward_model"] == [str(adapter.resolve()), str(negated.resolve())]
 
 
 def test_rankings_train_as_groups_and_resume(tmp_path, tiny_model_path):

@@ -304,3 +304,65 @@ def test_generate_push_simulate_pull_trains_a_reward_model(argilla_env, tiny_mod
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     assert {"chosen_ids", "rejected_ids"} <= set(trainer.train_dataset.column_names)
     assert trainer.train().global_step == 1
+
+
+def test_push_select_sends_the_most_uncertain_prompts_first_and_the_queue_sorts_by_uncertainty(argilla_env, tmp_path):
+    """Active selection on the real server: `--select 1 --strategy uncertainty` pushes the prompt the reward model is
+    least sure about, and a larger N adds the next ones (a repeated push adds nothing); records carry `uncertainty`
+    and `diversity` as metadata and the reward model's ranking as a suggestion; an annotator's queue sorted by
+    uncertainty is most uncertain first."""
+    import httpx
+
+    from labeling.selection import candidate_diversity, ranking_uncertainty
+    from labeling.settings import first_place_probabilities
+
+    name, suffix = f"active-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:6]
+    pool = write_candidates(tmp_path / "pool.jsonl")
+    # q2's candidates tie (1 bit), q1's first two are close, q3's are far apart; reward scores are unbounded
+    scores = {"q1": [-3.0, -2.5, 3.0], "q2": [1.0, 1.0, 1.0], "q3": [0.0, 4.0, 8.0]}
+    scored = tmp_path / "scored.jsonl"
+    scored.write_text(
+        "".join(json.dumps({"prompt_id": p, "scores": s, "agent": "rm/reward"}) + "\n" for p, s in scores.items())
+    )
+    push = ["push", "--candidates", pool, "--dataset", name, "--suggestions", scored, "--strategy", "uncertainty"]
+    client = argilla_env.client()
+    assert label(*push, "--select", 1) == 0
+    assert sorted(records_of(client, name)) == ["q2"]
+
+    # a dataset from before the selection metadata existed gets the properties on its next push
+    dataset = api.find_dataset(client, name)
+    headers = {"X-Argilla-Api-Key": argilla_env.api_key}
+    url = argilla_env.api_url
+    properties = httpx.get(f"{url}/api/v1/me/datasets/{dataset.id}/metadata-properties", headers=headers).json()
+    (uncertainty,) = [prop for prop in properties["items"] if prop["name"] == "uncertainty"]
+    httpx.delete(f"{url}/api/v1/metadata-properties/{uncertainty['id']}", headers=headers).raise_for_status()
+    assert label(*push, "--select", 1) == 0  # the round holds 1 already: nothing is added
+    assert sorted(records_of(client, name)) == ["q2"]
+    assert label(*push, "--select", 2) == 0
+    assert sorted(records_of(client, name)) == ["q1", "q2"]
+    assert label(*push, "--select", 5) == 0  # only q3 is left
+    records = records_of(client, name)
+    assert sorted(records) == ["q1", "q2", "q3"]
+    completions = {prompt_id: texts for prompt_id, _, texts in ROWS}
+    for prompt_id, record in records.items():
+        assert record["metadata"]["uncertainty"] == round(ranking_uncertainty([scores[prompt_id]]), 6)
+        assert record["metadata"]["diversity"] == round(candidate_diversity(completions[prompt_id]), 6)
+        suggestions = httpx.get(f"{argilla_env.api_url}/api/v1/records/{record['id']}/suggestions", headers=headers)
+        (suggestion,) = suggestions.json()["items"]
+        best = sorted(first_place_probabilities(scores[prompt_id]), reverse=True)
+        assert suggestion["agent"] == "rm/reward" and suggestion["score"] == pytest.approx(best, abs=1e-6)
+
+    _, key = argilla_env.create_user(f"ann-{suffix}", "annotator-pass", workspace="workbench")
+    me = {"X-Argilla-Api-Key": key}
+    visible = httpx.get(f"{argilla_env.api_url}/api/v1/me/datasets/{dataset.id}/metadata-properties", headers=me)
+    types = {prop["name"]: prop["settings"]["type"] for prop in visible.json()["items"]}
+    assert types["uncertainty"] == types["diversity"] == "float"
+    pending = [{"type": "terms", "scope": {"entity": "record", "property": "status"}, "values": ["pending"]}]
+    by_uncertainty = [{"scope": {"entity": "metadata", "metadata_property": "uncertainty"}, "order": "desc"}]
+    queue = httpx.post(
+        f"{argilla_env.api_url}/api/v1/me/datasets/{dataset.id}/records/search",
+        headers=me,
+        json={"query": {}, "filters": {"and": pending}, "sort": by_uncertainty},
+    )
+    assert queue.status_code == 200, queue.text
+    assert [item["record"]["metadata"]["prompt_id"] for item in queue.json()["items"]] == ["q2", "q1", "q3"]

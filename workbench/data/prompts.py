@@ -19,12 +19,14 @@ def load_prompts(
     *,
     where: dict | None = None,
     limit: int | None = None,
+    skip: int = 0,
     column: str = "prompt",
     need_ids: bool = True,
 ) -> list[dict]:
     """Prompt rows {prompt_id, prompt (messages)} in dataset order.
 
-    `where`: row filter for datasets that give none of their own; `limit`: at most this many prompts in all;
+    `where`: row filter for datasets that give none of their own; `skip`: leave out the first this many prompts;
+    `limit`: at most this many prompts in all (after `skip`);
     `need_ids`: every dataset must have a unique `prompt_id` column (candidates and eval samples are joined on it),
     otherwise rows without one are numbered `<dataset index>-<row>`.
     """
@@ -55,8 +57,11 @@ def load_prompts(
             prompt = as_messages(row[column], f"{located} row {number} (prompt_id {prompt_id})")
             rows.append({"prompt_id": prompt_id, "prompt": prompt})
             taken += 1
+    total = len(rows)
+    rows = rows[skip:]
     if limit is not None:
         rows = rows[:limit]
     if not rows:
-        raise UserError(f"{key}: no prompts left after the row filters ({where or 'none'})")
+        skipped = f" and skipping the first {skip} of {total}" if skip else ""
+        raise UserError(f"{key}: no prompts left after the row filters ({where or 'none'}){skipped}")
     return rows

@@ -23,8 +23,14 @@ def active(model, name: str, adapter_dir):
     return adapters.use_adapter(model, name)
 
 
-def load(reward_adapter, policies: Sequence[dict], args):
-    """The base named in the reward adapter's manifest, in its quantization, carrying every policy and `reward`.
+def judge_name(index: int) -> str:
+    """The adapter name of the `index`-th reward model that only measures agreement (`agreement_reward_adapters`)."""
+    return f"{REWARD}_judge_{index}"
+
+
+def load(reward_adapter, policies: Sequence[dict], args, judges: Sequence[str] = ()):
+    """The base named in the reward adapter's manifest, in its quantization, carrying every policy and `reward`
+    (and each of `judges`, reward adapters named `judge_name(i)`).
 
     `args`: the ModelArguments whose device group places the model. Returns (model, tokenizer). Every adapter's
     manifest must name the same base weights (checked on attach).
@@ -40,6 +46,8 @@ def load(reward_adapter, policies: Sequence[dict], args):
         if policy["adapter"] is not None and policy["runs_as"] == policy["name"]:
             model = adapters.attach(model, policy["name"], path=policy["adapter"], trainable=False)
     model = heads.attach_scalar_adapter(model, REWARD, reward_adapter, trainable=False)
+    for index, path in enumerate(judges):
+        model = heads.attach_scalar_adapter(model, judge_name(index), path, trainable=False)
     model.eval()
     return model, tokenizer
 
@@ -99,16 +107,16 @@ def summed_logprobs(model, policy: dict, queries, responses, pad_id: int, batch_
     return sums, per_token
 
 
-def reward_scores(model, tokenizer, prompts, answers, batch_size: int) -> list[float]:
+def reward_scores(model, tokenizer, prompts, answers, batch_size: int, adapter: str = REWARD) -> list[float]:
     """The reward adapter + head's score of each (prompt, answer), tokenised as the reward stage trained it."""
     from workbench.modeling.single_base import reward_scores as score_batch
 
     device = next(model.parameters()).device
     scores: list[float] = []
-    with _no_grad(), adapters.use_adapter(model, REWARD), adapters.folded_for_inference(model):
+    with _no_grad(), adapters.use_adapter(model, adapter), adapters.folded_for_inference(model):
         for start in range(0, len(prompts), batch_size):
             chunk = slice(start, start + batch_size)
-            scores += score_batch(model, tokenizer, prompts[chunk], answers[chunk], device).tolist()
+            scores += score_batch(model, tokenizer, prompts[chunk], answers[chunk], device, adapter).tolist()
     return scores
 
 

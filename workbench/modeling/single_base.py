@@ -23,13 +23,20 @@ POLICY, REF, VALUE, REWARD = "policy", "ref", "value", "reward"
 
 
 def load_single_base(
-    args: ModelArguments, *, sft_adapter, reward_adapter, gradient_checkpointing: bool = False, value: bool = True
+    args: ModelArguments,
+    *,
+    sft_adapter,
+    reward_adapter,
+    gradient_checkpointing: bool = False,
+    value: bool = True,
+    policy_adapter=None,
 ):
-    """ONE causal-LM base as `args` says, carrying `policy` + `ref` (the SFT adapter, trained / frozen) and `reward` +
-    `value` (the reward adapter with its head, frozen / trained; no `value` if `value` is False, for critic-free RL).
-    Returns the PeftModel with `policy` active."""
+    """ONE causal-LM base as `args` says, carrying `policy` + `ref` (the SFT adapter, trained / frozen; the policy
+    from `policy_adapter` when given, a later round's start) and `reward` + `value` (the reward adapter with its
+    head, frozen / trained; no `value` if `value` is False, for critic-free RL). Returns the PeftModel with `policy`
+    active."""
     model = loading.load_model(args, for_training=True, gradient_checkpointing=gradient_checkpointing)
-    model = adapters.attach(model, POLICY, path=sft_adapter, trainable=True)
+    model = adapters.attach(model, POLICY, path=policy_adapter or sft_adapter, trainable=True)
     model = adapters.attach(model, REF, path=sft_adapter, trainable=False)
     model = heads.attach_scalar_adapter(model, REWARD, reward_adapter, trainable=False)
     if value:
@@ -72,8 +79,10 @@ def response_values(model, query_ids, query_mask, response_ids, response_mask) -
     return values[:, query_ids.shape[1] - 1 : -1].float()
 
 
-def reward_scores(model, tokenizer, prompts: Sequence[list[dict]], responses: Sequence[str], device) -> torch.Tensor:
+def reward_scores(
+    model, tokenizer, prompts: Sequence[list[dict]], responses: Sequence[str], device, adapter: str = REWARD
+) -> torch.Tensor:
     """The reward adapter + head's score of each (prompt, response) conversation, right-padded as in training."""
     sequences = [reward_input_ids(tokenizer, p, r) for p, r in zip(prompts, responses)]
     ids, mask = right_pad(sequences, tokenizer.pad_token_id)
-    return heads.scalar_scores(model, REWARD, ids.to(device), mask.long().to(device)).float()
+    return heads.scalar_scores(model, adapter, ids.to(device), mask.long().to(device)).float()

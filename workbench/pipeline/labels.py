@@ -7,12 +7,14 @@ their usernames and that file, never a password.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
 
 from workbench.errors import UserError
 from workbench.fileio import write_json_atomic
+from workbench.pipeline.pipeline_recipe import round_stage, split_round
 from workbench.pipeline.plan import Planner, Stage, user_name
 from workbench.pipeline.runner import STOP
 
@@ -51,7 +53,7 @@ def record_push(planner: Planner, stage: Stage, log) -> None:
     client, dataset = _dataset(planner, stage)
     report = dataset_progress(client, dataset)
     write_json_atomic(
-        planner.path("labels", "push.json"),
+        stage.outputs[0],
         {**stage.config, "dataset_id": str(dataset.id), "url": client.api_url, "records": report["total"]},
     )
     log(f"{report['total']} records in {report['workspace']}/{report['dataset']} at {client.api_url}")
@@ -62,7 +64,7 @@ def record_labels(planner: Planner, stage: Stage, log) -> None:
 
     client, dataset = _dataset(planner, stage)
     report = dataset_progress(client, dataset)
-    write_json_atomic(planner.path("labels", "labels.json"), {**stage.config, "progress": report})
+    write_json_atomic(stage.outputs[0], {**stage.config, "progress": report})
     log(format_progress(report))
 
 
@@ -74,8 +76,6 @@ def ensure_annotators(client, planner: Planner, workspace: str, log) -> list[str
     path = planner.path("labels", "annotators.json")
     known = {}
     if path.exists():
-        import json
-
         known = {row["username"]: row["password"] for row in json.loads(path.read_text())["annotators"]}
     names = [f"{user_name(planner.run.name)}-annotator-{i}" for i in range(1, planner.cfg.annotators + 1)]
     for name in names:
@@ -116,7 +116,12 @@ def human_labels(planner: Planner, stage: Stage, log, console=None) -> None:
     workspace = planner.cfg.argilla_workspace
     names = ensure_annotators(client, planner, workspace, log)
     total = dataset_progress(client, dataset)["total"]
-    needed = min(planner.cfg.labels_needed or total, total)
+    _, round_ = split_round(stage.name)
+    earlier = 0  # records of earlier rounds (their labels were waited for then): labels_needed counts this round's
+    if round_ > 1:
+        earlier = json.loads(planner.path(round_stage("labels", round_ - 1), "push.json").read_text())["records"]
+    new = total - earlier
+    needed = earlier + min(planner.cfg.labels_needed or new, new)
     log(
         f"\nRank the candidates in the Argilla UI: {client.api_url}  (dataset {workspace}/{dataset.name})\n"
         f"  annotator logins: {', '.join(names)}\n"

@@ -7,6 +7,7 @@ the pipeline owns (paths inside the run folder, the base model, the W&B group, t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # Every stage a run can have, in order: the labels, then one stage per alignment method (`methods`), then eval.
@@ -17,6 +18,9 @@ AFTER_METHODS = ("eval", "report")
 STAGES = (*BEFORE_METHODS, *METHODS, *AFTER_METHODS)
 RECIPE_STAGES = ("sft", "generate", "reward", *METHODS, "eval")
 LABELERS = ("simulated", "human")
+
+# A later labeling round repeats these and the methods: its candidates come from the last round's policy.
+ROUND_STAGES = ("generate", "push", "label", "pull", "reward")
 
 # The critic-free RL methods run `workbench ppo` on the ppo recipe with these keys (workbench/rl/advantages.py),
 # k responses to each of batch_size / k prompts: the same sequences per step as the recipe's PPO, and no critic.
@@ -29,14 +33,33 @@ RL_METHODS = {
 }
 
 
-def stages_of(methods) -> tuple[str, ...]:
-    """A run's stages in order, with its `methods` in METHODS' order."""
-    return (*BEFORE_METHODS, *(name for name in METHODS if name in methods), *AFTER_METHODS)
+def round_stage(name: str, round_: int) -> str:
+    """A stage's name in labeling round `round_`: round 1 keeps the plain name (`reward`), later ones add `-r<N>`
+    (`reward-r2`, `reinforce++-r2`)."""
+    return name if round_ == 1 else f"{name}-r{round_}"
+
+
+def split_round(stage: str) -> tuple[str, int]:
+    """`reward-r2` → (`reward`, 2); `reward` → (`reward`, 1)."""
+    match = re.fullmatch(r"(.+)-r(\d+)", stage)
+    return (match.group(1), int(match.group(2))) if match else (stage, 1)
+
+
+def stages_of(methods, rounds: int = 1) -> tuple[str, ...]:
+    """A run's stages in order, with its `methods` in METHODS' order; rounds 2.. repeat ROUND_STAGES and the
+    methods before the one eval."""
+    chosen = [name for name in METHODS if name in methods]
+    stages = [*BEFORE_METHODS, *chosen]
+    for round_ in range(2, rounds + 1):
+        stages += [round_stage(name, round_) for name in (*ROUND_STAGES, *chosen)]
+    return (*stages, *AFTER_METHODS)
 
 
 def recipe_of(stage: str) -> str:
-    """The stage recipe (and `workbench` command) a stage runs: the critic-free methods run the ppo one."""
-    return "ppo" if stage in RL_METHODS else stage
+    """The stage recipe (and `workbench` command) a stage runs: the critic-free methods run the ppo one; a later
+    round's stage runs its round-1 stage's."""
+    base, _ = split_round(stage)
+    return "ppo" if base in RL_METHODS else base
 
 
 @dataclass
@@ -85,9 +108,39 @@ class PipelineConfig:
         default=None,
         metadata={"help": "Per-stage recipe keys that win over everything: {sft: {learning_rate: 1e-4}, ppo: {...}}."},
     )
+    rounds: int = field(
+        default=1,
+        metadata={
+            "help": "Labeling rounds. Round r+1 generates candidates for the next num_prompts training prompts from "
+            "round r's policy (the first method's), pushes them to the same Argilla dataset as round r+1, trains "
+            "a reward model on every round's labels and continues each method from its round-r policy (the "
+            "reference stays SFT); one eval compares every round's policies. Stages of round r > 1: <stage>-r<r>."
+        },
+    )
     sft_max_steps: int | None = field(default=None, metadata={"help": "SFT optimizer steps (sft max_steps)."})
     num_prompts: int | None = field(default=None, metadata={"help": "Prompts to generate candidates for."})
     num_candidates: int | None = field(default=None, metadata={"help": "K: candidates per prompt to rank."})
+    label_prompts: int | None = field(
+        default=None,
+        metadata={
+            "help": "How many of the prompts' candidates go to the labelers, chosen by `selection` "
+            "(`label push --select`); default every prompt."
+        },
+    )
+    selection: str = field(
+        default="random",
+        metadata={
+            "help": "How `label_prompts` are chosen (labeling/selection.py): random; diversity (the candidates that "
+            "differ most); uncertainty (those `selection_reward_adapter` is least sure how to order)."
+        },
+    )
+    selection_reward_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "A reward adapter (a finished reward stage's adapter/) that scores the candidates before the "
+            "push: needed by selection uncertainty; its ranking becomes each record's suggestion to the labelers."
+        },
+    )
     labelers: str = field(
         default="simulated",
         metadata={

@@ -15,17 +15,27 @@ from pathlib import Path
 
 import yaml
 
+from labeling.selection import STRATEGIES
 from workbench.errors import UserError
-from workbench.pipeline.pipeline_recipe import LABELERS, METHODS, RECIPE_STAGES, RL_METHODS, recipe_of, stages_of
+from workbench.pipeline.pipeline_recipe import (
+    LABELERS,
+    METHODS,
+    RECIPE_STAGES,
+    RL_METHODS,
+    recipe_of,
+    round_stage,
+    split_round,
+    stages_of,
+)
 
 # Keys the pipeline wires between stages; an override of one would cut a stage off from its inputs or outputs.
 WIRED = {
     "sft": {"output_dir"},
-    "generate": {"output_dir", "adapter"},
+    "generate": {"output_dir", "adapter", "skip_prompts"},
     "reward": {"output_dir"},
-    **{name: {"output_dir", "sft_adapter", "reward_adapter"} for name in RL_METHODS},
+    **{name: {"output_dir", "sft_adapter", "reward_adapter", "policy_adapter"} for name in RL_METHODS},
     "dpo": {"output_dir", "sft_adapter", "datasets"},
-    "eval": {"output_dir", "reward_adapter", "policies"},
+    "eval": {"output_dir", "reward_adapter", "policies", "agreement_reward_adapters"},
 }
 
 
@@ -80,13 +90,39 @@ class Planner:
         if not methods or unknown or len(set(methods)) < len(methods):
             found = f"unknown {unknown[0]!r}" if unknown else "an empty list" if not methods else "a repeated one"
             raise UserError(f"{self.where}: methods: expected some of {', '.join(METHODS)}, each once; found {found}")
-        self.stages = stages_of(methods)
+        if cfg.rounds < 1:
+            raise UserError(f"{self.where}: rounds must be at least 1; got {cfg.rounds}")
+        if cfg.rounds > 1 and "dpo" in methods:
+            raise UserError(
+                f"{self.where}: methods: dpo cannot continue across rounds (TRL's DPO reference is the adapter it "
+                "starts from, so a later round's KL would not be to SFT); use ppo, rloo, grpo or reinforce++"
+            )
+        if cfg.rounds > 1 and cfg.num_prompts is None:
+            raise UserError(f"{self.where}: rounds {cfg.rounds} needs num_prompts (each round takes the next ones)")
+        self.stages = stages_of(methods, cfg.rounds)
         if cfg.labelers not in LABELERS:
             raise UserError(f"{self.where}: labelers must be one of {LABELERS}; got {cfg.labelers!r}")
         if cfg.annotators < 1:
             raise UserError(f"{self.where}: annotators must be at least 1; got {cfg.annotators}")
         if not 0.0 <= cfg.min_agreement <= 1.0:
             raise UserError(f"{self.where}: min_agreement must be between 0 and 1; got {cfg.min_agreement}")
+        if cfg.selection not in STRATEGIES:
+            raise UserError(f"{self.where}: selection must be one of {', '.join(STRATEGIES)}; got {cfg.selection!r}")
+        if cfg.selection != "random" and cfg.label_prompts is None:
+            raise UserError(
+                f"{self.where}: selection {cfg.selection} chooses label_prompts of the num_prompts candidates; "
+                "set label_prompts"
+            )
+        if cfg.selection == "uncertainty" and not cfg.selection_reward_adapter and cfg.rounds == 1:
+            raise UserError(
+                f"{self.where}: selection uncertainty needs selection_reward_adapter (a reward adapter folder that "
+                "scores the candidates before they are pushed) or rounds > 1 (each later round's reward model)"
+            )
+        if cfg.selection_reward_adapter and not Path(cfg.selection_reward_adapter).is_dir():
+            raise UserError(
+                f"{self.where}: selection_reward_adapter {cfg.selection_reward_adapter}: expected a reward adapter "
+                "folder; it does not exist"
+            )
 
     @property
     def where(self) -> str:
@@ -101,6 +137,7 @@ class Planner:
         (rloo, grpo, reinforce++) builds on the ppo recipe and `overrides.ppo`, then its own keys (RL_METHODS)."""
         from workbench.recipe import load_recipe
 
+        base_name, _ = split_round(name)  # a later round's stage takes its round-1 stage's recipe and overrides
         base_path = getattr(self.cfg, f"{recipe_of(name)}_recipe")
         recipe = {}
         if base_path:
@@ -112,19 +149,21 @@ class Planner:
         recipe["seed"] = self.cfg.seed  # one seed reaches every stage (overrides.<stage>.seed still wins)
         recipe.update({key: value for key, value in owned.items() if value is not None})
         overrides = self.cfg.overrides or {}
-        if RL_METHODS.get(name):  # a critic-free method: ppo's overrides, its keys, the rollout's sequences kept
+        if RL_METHODS.get(base_name):  # a critic-free method: ppo's overrides, its keys, the rollout's sequences
             recipe.update(overrides.get("ppo") or {})
-            k = RL_METHODS[name].get("rollouts_per_prompt", 1)
-            recipe.update(RL_METHODS[name], batch_size=max(1, recipe.get("batch_size", 8) // k))
-        recipe.update(overrides.get(name) or {})
+            k = RL_METHODS[base_name].get("rollouts_per_prompt", 1)
+            recipe.update(RL_METHODS[base_name], batch_size=max(1, recipe.get("batch_size", 8) // k))
+        recipe.update(overrides.get(base_name) or {})
         return recipe
 
     def header(self, name: str) -> str:
         command = recipe_of(name)
         base = getattr(self.cfg, f"{command}_recipe", None)
         sources = [f"{base} (base recipe)"] if base else [f"workbench {command} defaults"]
-        keys = f" + the {name} method's keys (workbench/pipeline/pipeline_recipe.py)" if RL_METHODS.get(name) else ""
-        sources.append(f"the pipeline keys{keys} and overrides.{name} of {self.where}")
+        base_name, _ = split_round(name)
+        method_keys = RL_METHODS.get(base_name)
+        keys = f" + the {base_name} method's keys (workbench/pipeline/pipeline_recipe.py)" if method_keys else ""
+        sources.append(f"the pipeline keys{keys} and overrides.{base_name} of {self.where}")
         return (
             f"# workbench {command} --config {self.path('recipes', f'{name}.yaml')}\n"
             f"# Written by `workbench pipeline` from {' + '.join(sources)}; edit those, not this file.\n"
@@ -153,9 +192,22 @@ class Planner:
     def stage(self, name: str) -> Stage:
         if name not in self.stages:
             raise UserError(f"no pipeline stage {name!r} in this run; stages: {', '.join(self.stages)}")
-        if name in RL_METHODS:
-            return self._rl(name)
-        return getattr(self, f"_{name}")()
+        base, round_ = split_round(name)
+        if base in RL_METHODS:
+            return self._rl(base, round_)
+        if base in ("sft", "eval", "report"):
+            return getattr(self, f"_{base}")()
+        return getattr(self, f"_{base}")(round_)
+
+    def policy_of(self, round_: int) -> Path:
+        """The policy a round's candidates come from: SFT in round 1, then the last round's first method's."""
+        return self.path("sft" if round_ == 1 else round_stage(self.methods_chosen()[0], round_ - 1), "adapter")
+
+    def methods_chosen(self) -> list[str]:
+        return [name for name in METHODS if name in self.stages]
+
+    def reward_of(self, round_: int) -> Path:
+        return self.path(round_stage("reward", round_), "adapter")
 
     def _with_recipe(self, name: str, owned: dict, outputs: list[str], resume: list[str]) -> Stage:
         folder = self.path(name)
@@ -179,34 +231,59 @@ class Planner:
         }
         return self._with_recipe("sft", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
 
-    def _generate(self) -> Stage:
+    def _generate(self, round_: int = 1) -> Stage:
+        """K candidates for num_prompts training prompts; round r takes the r-th num_prompts of them, from the
+        last round's policy."""
         owned = {
-            "adapter": str(self.path("sft", "adapter")),
+            "adapter": str(self.policy_of(round_)),
             "load_in_4bit": self.cfg.load_in_4bit,
             "max_prompts": self.cfg.num_prompts,
             "num_completions": self.cfg.num_candidates,
         }
-        return self._with_recipe("generate", owned, ["candidates.jsonl", "manifest.json"], ["--overwrite"])
+        if round_ > 1:
+            owned["skip_prompts"] = (round_ - 1) * self.cfg.num_prompts
+        name = round_stage("generate", round_)
+        return self._with_recipe(name, owned, ["candidates.jsonl", "manifest.json"], ["--overwrite"])
 
-    def _push(self) -> Stage:
+    def _push(self, round_: int = 1) -> Stage:
+        """The round's candidates (or `label_prompts` of them, chosen by `selection`) into the Argilla dataset as
+        round `round_`; first scored by a reward model when there is one (round 1: `selection_reward_adapter`; later
+        rounds: the last round's), whose ranking becomes each record's suggestion."""
         dataset, workspace = self._dataset()
+        cfg = self.cfg
         need = self.rankings_per_record()
-        command = ["label", "push", "--candidates", str(self.path("generate", "candidates.jsonl"))]
+        folder = self.path(round_stage("labels", round_))
+        candidates = str(self.path(round_stage("generate", round_), "candidates.jsonl"))
+        command = ["label", "push", "--candidates", candidates]
         command += ["--dataset", dataset, "--workspace", workspace, "--min_submitted", str(need)]
         config = {"dataset": dataset, "workspace": workspace, "min_submitted": need}
-        return Stage(
-            "push",
-            self.path("labels"),
-            [self.path("labels", "push.json")],
-            config,
-            None,
-            [command + self._argilla_args()],
-        )
+        if round_ > 1:
+            command += ["--round", str(round_)]
+            config["round"] = round_
+        commands = []
+        scorer = str(self.reward_of(round_ - 1)) if round_ > 1 else cfg.selection_reward_adapter
+        if scorer:
+            scores = str(folder / "scores.jsonl")
+            commands.append(
+                ["reward", "score", "--adapter", scorer, "--input", candidates, "--output", scores, "--overwrite"]
+            )
+            command += ["--suggestions", scores]
+            config["selection_reward_adapter"] = scorer
+        if cfg.label_prompts is not None:  # only then in the config: a run without selection keeps its hash
+            # with no reward model yet (round 1 without selection_reward_adapter), uncertainty starts at random
+            strategy = "random" if cfg.selection == "uncertainty" and not scorer else cfg.selection
+            command += ["--select", str(cfg.label_prompts), "--strategy", strategy, "--seed", str(cfg.seed)]
+            config |= {"label_prompts": cfg.label_prompts, "selection": strategy, "seed": cfg.seed}
+        commands.append(command + self._argilla_args())
+        name = round_stage("push", round_)
+        return Stage(name, folder, [folder / "push.json"], config, None, commands)
 
-    def _label(self) -> Stage:
+    def _label(self, round_: int = 1) -> Stage:
         dataset, workspace = self._dataset()
         cfg = self.cfg
         config = {"dataset": dataset, "labelers": cfg.labelers, "annotators": cfg.annotators}
+        if round_ > 1:
+            config["round"] = round_
         commands = []
         if cfg.labelers == "simulated":
             config |= {"noise": cfg.annotator_noise, "seed": cfg.seed}
@@ -218,11 +295,13 @@ class Planner:
                 )
         else:
             config["labels_needed"] = cfg.labels_needed
-        return Stage("label", self.path("labels"), [self.path("labels", "labels.json")], config, None, commands)
+        folder = self.path(round_stage("labels", round_))
+        return Stage(round_stage("label", round_), folder, [folder / "labels.json"], config, None, commands)
 
-    def _pull(self) -> Stage:
+    def _pull(self, round_: int = 1) -> Stage:
+        """Every round's rankings so far (the whole dataset) as preference pairs."""
         dataset, workspace = self._dataset()
-        folder = self.path("preferences")
+        folder = self.path(round_stage("preferences", round_))
         command = ["label", "pull", "--dataset", dataset, "--workspace", workspace, "--output", str(folder)]
         command += ["--min_agreement", str(self.cfg.min_agreement)]
         command += ["--overwrite", "--wandb_group", self.state["wandb_group"], *self._argilla_args()]
@@ -231,29 +310,37 @@ class Planner:
                 command += [f"--{key}", str(getattr(self.tracking, key))]
         outputs = [folder / "manifest.json", folder / "preferences.jsonl"]
         config = {"dataset": dataset, "workspace": workspace, "min_agreement": self.cfg.min_agreement}
-        return Stage("pull", folder, outputs, config, None, [command])
+        if round_ > 1:
+            config["round"] = round_
+        return Stage(round_stage("pull", round_), folder, outputs, config, None, [command])
 
-    def _reward(self) -> Stage:
+    def _reward(self, round_: int = 1) -> Stage:
+        """A reward model on every round's labels so far (a fresh adapter each round)."""
         owned = {
             "model_name_or_path": self.cfg.model_name_or_path,
             "load_in_4bit": self.cfg.load_in_4bit,
-            "datasets": [{"path": str(self.path("preferences", "preferences.jsonl"))}],
+            "datasets": [{"path": str(self.path(round_stage("preferences", round_), "preferences.jsonl"))}],
             "sft_adapter": str(self.path("sft", "adapter")),
             "max_steps": self.cfg.reward_max_steps,
         }
-        return self._with_recipe("reward", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
+        name = round_stage("reward", round_)
+        return self._with_recipe(name, owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
 
-    def _rl(self, name: str) -> Stage:
-        """ppo, or a critic-free method (rloo, grpo, reinforce++): `workbench ppo` on the SFT and reward adapters."""
+    def _rl(self, method: str, round_: int = 1) -> Stage:
+        """ppo, or a critic-free method (rloo, grpo, reinforce++): `workbench ppo` on the SFT and the round's reward
+        adapter; a later round's policy continues from the method's last one, its reference stays SFT."""
         owned = {
             "sft_adapter": str(self.path("sft", "adapter")),
-            "reward_adapter": str(self.path("reward", "adapter")),
+            "reward_adapter": str(self.reward_of(round_)),
             "load_in_4bit": self.cfg.load_in_4bit,
             "total_steps": self.cfg.ppo_steps,
         }
+        if round_ > 1:
+            owned["policy_adapter"] = str(self.path(round_stage(method, round_ - 1), "adapter"))
+        name = round_stage(method, round_)
         return self._with_recipe(name, owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
 
-    def _dpo(self) -> Stage:
+    def _dpo(self, round_: int = 1) -> Stage:  # round 1 only: a run with rounds > 1 refuses dpo
         owned = {
             "sft_adapter": str(self.path("sft", "adapter")),
             "datasets": [{"path": str(self.path("preferences", "preferences.jsonl"))}],
@@ -263,14 +350,22 @@ class Planner:
         return self._with_recipe("dpo", owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
 
     def methods(self) -> list[str]:
-        return [name for name in self.stages if name in METHODS]
+        """Every method stage of every round, in order (`reinforce++`, then `reinforce++-r2`, ...)."""
+        return [name for name in self.stages if split_round(name)[0] in METHODS]
 
     def _eval(self) -> Stage:
+        """SFT against every round's policies, judged by the gold rubric and the last round's reward model."""
         owned = {
             "policies": [{"name": "base", "adapter": None}] * self.cfg.eval_base
             + [{"name": "sft", "adapter": str(self.path("sft", "adapter"))}]
             + [{"name": name, "adapter": str(self.path(name, "adapter"))} for name in self.methods()],
-            "reward_adapter": str(self.path("reward", "adapter")),
+            "reward_adapter": str(self.reward_of(self.cfg.rounds)),
+            # every earlier round's reward model: its agreement with the gold rubric on the same answers
+            "agreement_reward_adapters": [
+                {"name": round_stage("reward", r), "adapter": str(self.reward_of(r))}
+                for r in range(1, self.cfg.rounds)
+            ]
+            or None,
             "max_prompts": self.cfg.eval_prompts,
         }
         return self._with_recipe("eval", owned, ["metrics.json", "report.md"], ["--overwrite"])

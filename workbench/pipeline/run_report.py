@@ -130,6 +130,14 @@ def plot_reward(metrics: dict, history: list[dict], path: Path) -> str | None:
 METHOD_TITLES = {"ppo": "PPO", "rloo": "RLOO", "grpo": "GRPO", "reinforce++": "REINFORCE++"}
 
 
+def method_title(stage: str) -> str:
+    """`reinforce++-r2` → `REINFORCE++, round 2`."""
+    from workbench.pipeline.pipeline_recipe import split_round
+
+    method, round_ = split_round(stage)
+    return METHOD_TITLES[method] + (f", round {round_}" if round_ > 1 else "")
+
+
 def plot_ppo(history: list[dict], path: Path, method: str = "PPO") -> str | None:
     if not history:
         return None
@@ -162,9 +170,10 @@ def plot_win_rates(eval_metrics: dict, path: Path) -> str | None:
 def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) -> tuple[str, dict]:
     """report.md's text and {name: plot path} for a run of `stages`; every number read from the stage outputs under
     run_dir."""
-    from workbench.pipeline.pipeline_recipe import RL_METHODS
+    from workbench.pipeline.pipeline_recipe import RL_METHODS, round_stage, split_round
 
     f, plots = Figures(run_dir), {}
+    rounds = max(split_round(name)[1] for name in stages)
     lines = [
         f"# Pipeline report: {run_dir.name}",
         "",
@@ -195,31 +204,35 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
     f.get("SFT held-out loss, after SFT", "sft/metrics.json", "eval_loss")
     source, history = last_checkpoint_state(run_dir / "sft")
     plots["sft"] = plot_sft(history, run_dir / "plots" / "sft_loss.png")
-    # ── labels ───────────────────────────────────────────────────────────────────────────────────────────────────
-    f.get("Argilla records ranked", "preferences/manifest.json", "counts.records_ranked")
-    f.get("Submitted rankings", "preferences/manifest.json", "counts.submitted")
-    f.get("Preference pairs", "preferences/manifest.json", "counts.pairs")
-    f.get("Pairs below min_agreement, left out", "preferences/manifest.json", "counts.pairs_below_agreement")
-    f.get(
-        "Annotator agreement (Krippendorff's alpha)",
-        "preferences/manifest.json",
-        "agreement.krippendorff_alpha_ordinal",
-    )
-    f.get("Annotator agreement (mean Kendall's W)", "preferences/manifest.json", "agreement.mean_kendalls_w")
-    # ── reward ───────────────────────────────────────────────────────────────────────────────────────────────────
+    # ── labels and reward model, per labeling round ─────────────────────────────────────────────────────────────
+    for round_ in range(1, rounds + 1):
+        tag = "" if round_ == 1 else f"Round {round_}: "  # a later round's pull holds every round's labels so far
+        pulled, reward_dir = round_stage("preferences", round_), round_stage("reward", round_)
+        f.get(f"{tag}Argilla records ranked", f"{pulled}/manifest.json", "counts.records_ranked")
+        f.get(f"{tag}Submitted rankings", f"{pulled}/manifest.json", "counts.submitted")
+        f.get(f"{tag}Preference pairs", f"{pulled}/manifest.json", "counts.pairs")
+        f.get(f"{tag}Pairs below min_agreement, left out", f"{pulled}/manifest.json", "counts.pairs_below_agreement")
+        f.get(
+            f"{tag}Annotator agreement (Krippendorff's alpha)",
+            f"{pulled}/manifest.json",
+            "agreement.krippendorff_alpha_ordinal",
+        )
+        f.get(f"{tag}Annotator agreement (mean Kendall's W)", f"{pulled}/manifest.json", "agreement.mean_kendalls_w")
+        source = f"{reward_dir}/metrics.json"
+        f.get(f"{tag}Reward model held-out pairs", source, "eval_pairs")
+        f.get(f"{tag}Reward model held-out accuracy", source, "eval_accuracy")
+        f.get(f"{tag}Reward model held-out accuracy, standard error", source, "eval_accuracy_stderr")
+        f.get(f"{tag}Reward model held-out accuracy, untrained head", source, "base_eval_accuracy")
+        f.get(f"{tag}Reward model mean margin", source, "eval_mean_margin")
+        f.get(f"{tag}Reward model expected calibration error", source, "eval_ece")
     reward = f.load("reward/metrics.json") or {}
-    f.get("Reward model held-out pairs", "reward/metrics.json", "eval_pairs")
-    f.get("Reward model held-out accuracy", "reward/metrics.json", "eval_accuracy")
-    f.get("Reward model held-out accuracy, standard error", "reward/metrics.json", "eval_accuracy_stderr")
-    f.get("Reward model held-out accuracy, untrained head", "reward/metrics.json", "base_eval_accuracy")
-    f.get("Reward model mean margin", "reward/metrics.json", "eval_mean_margin")
-    f.get("Reward model expected calibration error", "reward/metrics.json", "eval_ece")
     _, reward_history = last_checkpoint_state(run_dir / "reward")
     plots["reward"] = plot_reward(reward, reward_history, run_dir / "plots" / "reward_model.png")
     # ── the alignment methods: PPO and the critic-free RL methods, DPO ──────────────────────────────────────────
-    rl_methods = [name for name in stages if name in RL_METHODS]
+    rl_methods = [name for name in stages if split_round(name)[0] in RL_METHODS]
+    titles = {name: method_title(name) for name in rl_methods}
     for name in rl_methods:
-        title, source = METHOD_TITLES[name], f"{name}/metrics.json"
+        title, source = titles[name], f"{name}/metrics.json"
         f.get(f"{title} steps", source, "summary.steps")
         f.get(f"{title} mean reward, first steps", source, "summary.reward_first")
         f.get(f"{title} mean reward, last steps", source, "summary.reward_last")
@@ -248,6 +261,8 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
     agreement = "reward_model_vs_gold"
     f.get("Eval answer pairs, same prompt, gold scores apart", "eval/metrics.json", f"{agreement}.pairs")
     f.get("Eval reward model orders them as the gold rubric", "eval/metrics.json", f"{agreement}.rate")
+    for name in evaluation.get("reward_models_vs_gold") or {}:  # each round's reward model on the same answers
+        f.get(f"Eval {name} orders them as the gold rubric", "eval/metrics.json", f"reward_models_vs_gold.{name}.rate")
     plots["win_rates"] = plot_win_rates(evaluation, run_dir / "plots" / "win_rates.png")
 
     if evaluation.get("win_rates"):
@@ -261,7 +276,7 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
         ("SFT", "sft", f"Loss curve from `{source}` (the trainer's log history)." if source else None),
         ("Reward model", "reward", "Left: training curves; right: held-out pairs binned by confidence."),
         *(
-            (METHOD_TITLES[name], name, f"Mean reward of each rollout and KL to SFT, from `{name}/metrics.json`.")
+            (titles[name], name, f"Mean reward of each rollout and KL to SFT, from `{name}/metrics.json`.")
             for name in rl_methods
         ),
         ("Win rates", "win_rates", f"Against `{baseline}` on held-out prompts; see [eval/report.md](eval/report.md)."),

@@ -11,6 +11,7 @@ import json
 import re
 
 from workbench import tracking
+from workbench.pipeline.pipeline_recipe import round_stage, split_round
 
 
 def _artifact(run, name: str, kind: str, files: list, metadata: dict) -> None:
@@ -47,7 +48,7 @@ def log_pipeline_run(planner, plots: dict) -> None:
         [generate / "candidates.jsonl", manifest_path],
         json.loads(manifest_path.read_text()) if manifest_path.exists() else {},
     )
-    preferences = planner.path("preferences")
+    preferences = planner.path(round_stage("preferences", planner.cfg.rounds))  # every round's labels
     pulled = preferences / "manifest.json"
     _artifact(
         run,
@@ -57,7 +58,8 @@ def log_pipeline_run(planner, plots: dict) -> None:
         json.loads(pulled.read_text()) if pulled.exists() else {},
     )
     report_files = [planner.path("report.md"), *(planner.path(p) for p in plots.values())]
-    lineage = {name: str(planner.path(name, "adapter")) for name in ("sft", "reward", *planner.methods())}
+    rewards = [name for name in planner.stages if split_round(name)[0] == "reward"]  # every round's reward model
+    lineage = {name: str(planner.path(name, "adapter")) for name in ("sft", *rewards, *planner.methods())}
     _artifact(run, f"report-{prefix}", "report", report_files, {"adapters": lineage})
     run.log({f"plots/{name}": wandb.Image(str(planner.path(path))) for name, path in plots.items()})
     seconds = {f"time/{name}_s": r["seconds"] for name, r in state["stages"].items() if "seconds" in r}

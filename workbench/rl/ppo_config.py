@@ -25,6 +25,13 @@ class PPOConfig:
     reward_adapter: str | None = field(
         default=None, metadata={"help": "Reward adapter folder (`workbench reward` output_dir/adapter)."}
     )
+    policy_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start the trained policy from this adapter instead of sft_adapter (a later labeling round "
+            "continues the last round's policy); the reference, and so the KL, stays sft_adapter."
+        },
+    )
     prompts: list[dict] = field(
         default_factory=lambda: [{"path": "bundled:prompts", "where": {"split": "train"}}],
         metadata={"help": "Prompt datasets: a list of {path, where, max_samples, split}; rows need `prompt_column`."},

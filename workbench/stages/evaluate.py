@@ -35,6 +35,13 @@ class EvalConfig:
     reward_adapter: str | None = field(
         default=None, metadata={"help": "Reward adapter (`workbench reward` output_dir/adapter); names the base."}
     )
+    agreement_reward_adapters: list[dict] | None = field(
+        default=None,
+        metadata={
+            "help": "More reward models, a list of {name, adapter}, whose agreement with the gold rubric is measured "
+            "on the same answers (`reward_models_vs_gold`; the pipeline's earlier rounds'); they judge nothing else."
+        },
+    )
     reference: str | None = field(
         default=None, metadata={"help": "Policy the KL is measured against; default the first whose stage is sft."}
     )
@@ -93,6 +100,10 @@ class EvalConfig:
         for key in ("reference", "baseline"):
             if getattr(self, key) not in names:
                 raise UserError(f"{key} {getattr(self, key)!r} is not one of the policies {sorted(names)}")
+        for index, item in enumerate(self.agreement_reward_adapters or []):
+            if not isinstance(item, dict) or set(item) != {"name", "adapter"} or not item["name"]:
+                raise UserError(f"agreement_reward_adapters[{index}] must be {{name, adapter}}; got {item!r}")
+            adapters.read_manifest(item["adapter"], "SEQ_CLS", f"agreement_reward_adapters[{index}]")
         if self.batch_size < 1:
             raise UserError(f"batch_size must be a positive integer; got {self.batch_size}")
         if self.best_of < 0 or self.best_of == 1 or self.best_of_temperature <= 0:
@@ -151,7 +162,8 @@ def main(argv: list[str]) -> int:
     # ── prompts and the one base carrying every policy ─────────────────────────────────────────────────────────
     rows = load_prompts(cfg.prompts, "prompts", where=cfg.prompts_where, limit=cfg.max_prompts)
     prompts = [row["prompt"] for row in rows]
-    model, tokenizer = scoring.load(cfg.reward_adapter, policies, model_args)
+    judges_only = cfg.agreement_reward_adapters or []
+    model, tokenizer = scoring.load(cfg.reward_adapter, policies, model_args, [j["adapter"] for j in judges_only])
     base = model.workbench_base
     names = [p["name"] for p in policies]
     print(f"workbench eval: {len(rows)} prompts; policies {names} on one base ({base.name_or_path})")
@@ -220,6 +232,15 @@ def main(argv: list[str]) -> int:
     }
     if cfg.gold_rubric:
         metrics["reward_model_vs_gold"] = measures.judge_agreement(samples)
+        if judges_only:  # each reward model on the same answers: the main one's numbers, then the others'
+            per_model = {Path(cfg.reward_adapter).parent.name: metrics["reward_model_vs_gold"]}
+            prompts_of, answers_of = [s["prompt"] for s in samples], [s["response"] for s in samples]
+            for index, other in enumerate(judges_only):
+                judge = scoring.judge_name(index)
+                scores = scoring.reward_scores(model, tokenizer, prompts_of, answers_of, cfg.batch_size, judge)
+                rescored = [{**s, "reward": score} for s, score in zip(samples, scores)]
+                per_model[other["name"]] = measures.judge_agreement(rescored)
+            metrics["reward_models_vs_gold"] = per_model
 
     # ── outputs: samples, metrics, plots, report, W&B ────────────────────────────────────────────────────────────
     write_jsonl_atomic(output_dir / "samples.jsonl", samples)

@@ -37,6 +37,10 @@ class GenerateConfig:
         default_factory=lambda: {"split": "train"}, metadata={"help": "Keep prompt rows whose columns equal these."}
     )
     max_prompts: int | None = field(default=None, metadata={"help": "Use at most this many prompts (the first)."})
+    skip_prompts: int = field(
+        default=0,
+        metadata={"help": "Leave out the first this many prompts (a later labeling round takes the next ones)."},
+    )
     num_completions: int = field(default=4, metadata={"help": "K: candidates per prompt (2 or more)."})
     batch_size: int = field(default=8, metadata={"help": "Sequences generated together."})
     seed: int = field(default=0, metadata={"help": "Random seed: same recipe, same candidates."})
@@ -62,6 +66,7 @@ def parse(argv: list[str]):
     k = cfg.num_completions
     check_value(argv, "num_completions", k >= 2, "2 or more (a ranking needs two)", k)
     check_value(argv, "batch_size", cfg.batch_size >= 1, "1 or more", cfg.batch_size)
+    check_value(argv, "skip_prompts", cfg.skip_prompts >= 0, "0 or more", cfg.skip_prompts)
     sampling.check()
     return (*parsed, parser.given)
 
@@ -102,7 +107,9 @@ def main(argv: list[str]) -> int:
     write_resolved_recipe(output_dir / "recipe.yaml", STAGE, given, *configs)
 
     # ── prompts ──────────────────────────────────────────────────────────────────────────────────────────────────
-    prompts = load_prompts(cfg.prompts, "prompts", where=cfg.prompts_where, limit=cfg.max_prompts)
+    prompts = load_prompts(
+        cfg.prompts, "prompts", where=cfg.prompts_where, limit=cfg.max_prompts, skip=cfg.skip_prompts
+    )
     print(f"workbench generate: {len(prompts)} prompts × {cfg.num_completions} completions")
 
     # ── model ────────────────────────────────────────────────────────────────────────────────────────────────────

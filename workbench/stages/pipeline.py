@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from workbench.errors import UserError
-from workbench.pipeline.pipeline_recipe import RECIPE_STAGES, PipelineConfig, recipe_of, stages_of
+from workbench.pipeline.pipeline_recipe import RECIPE_STAGES, PipelineConfig, recipe_of, split_round, stages_of
 
 TRACKING_KEYS = {"wandb_project", "wandb_group", "wandb_mode", "wandb_tags"}
 
@@ -39,7 +39,7 @@ def parse(argv: list[str]):
     parser = RecipeParser([PipelineConfig, TrackingConfig], "workbench pipeline")
     cfg, tracking_cfg = parser.parse(_force_all(argv))
     # the pipeline's own sizes, named as the pipeline recipe names them (the stage recipes check theirs in validate)
-    sizes = dict(sft_max_steps=1, num_prompts=1, num_candidates=2, annotators=1)
+    sizes = dict(sft_max_steps=1, num_prompts=1, num_candidates=2, annotators=1, label_prompts=1)
     for key, least in (sizes | dict(reward_max_steps=1, ppo_steps=1, dpo_max_steps=1, eval_prompts=1)).items():
         value = getattr(cfg, key)
         check_value(argv, key, value is None or value >= least, f"{least} or more", value)
@@ -64,7 +64,7 @@ def validate(planner) -> None:
 
     from workbench.cli import COMMANDS
 
-    for name in (name for name in planner.stages if name in RECIPE_STAGES):
+    for name in (name for name in planner.stages if split_round(name)[0] in RECIPE_STAGES):
         stage = planner.stage(name)
         path = planner.write_recipe(stage)
         try:  # quietly: importing the stages' libraries prints warnings that are not the user's business here
@@ -75,7 +75,7 @@ def validate(planner) -> None:
             base = getattr(planner.cfg, f"{recipe_of(name)}_recipe")
             raise UserError(
                 f"stage {name}: {error} (its recipe is built from {base or 'the stage defaults'}, the pipeline's "
-                f"keys and overrides.{name} in {planner.where})"
+                f"keys and overrides.{split_round(name)[0]} in {planner.where})"
             ) from error
 
 
@@ -94,12 +94,17 @@ def hooks_for(planner, runner_console) -> dict:
             labels.human_labels(planner, stage, log, console=runner_console)
         labels.record_labels(planner, stage, log)
 
-    return {
+    by_kind = {
         "push": {"before": serve, "after": lambda stage, log: labels.record_push(planner, stage, log)},
         "label": {"before": serve_quietly, "after": label_after},
         "pull": {"before": serve_quietly},
         "report": {"after": lambda stage, log: write_report(planner, log)},
     }
+    hooks = {name: by_kind[split_round(name)[0]] for name in planner.stages if split_round(name)[0] in by_kind}
+    for name in hooks:  # a later round's push finds the server up already: its banner goes to the log only
+        if name != "push" and split_round(name)[0] == "push":
+            hooks[name] = {**hooks[name], "before": serve_quietly}
+    return hooks
 
 
 def write_report(planner, log) -> None:
@@ -117,7 +122,8 @@ def main(argv: list[str]) -> int:
 
     run_dir = Path(cfg.run_dir)
     with hold_run_dir(run_dir):  # one pipeline per run_dir; a second one gets a one-line error
-        return _run(argv, cfg, tracking_cfg, given, forced_stages(cfg.force, stages_of(cfg.methods)), run_dir)
+        force = forced_stages(cfg.force, stages_of(cfg.methods, cfg.rounds))
+        return _run(argv, cfg, tracking_cfg, given, force, run_dir)
 
 
 def _run(argv: list[str], cfg, tracking_cfg, given: set[str], force: set[str], run_dir: Path) -> int:

@@ -17,6 +17,8 @@ import json
 from functools import partial
 from pathlib import Path
 
+from workbench.errors import UserError
+
 STAGE = "ppo"
 FINISHED = ["adapter/workbench.json", "metrics.json"]
 
@@ -74,6 +76,14 @@ def main(argv: list[str]) -> int:
     # ── lineage: the SFT adapter names the base; the reward adapter must sit on the same one ──────────────────────
     sft_manifest = adapters.read_manifest(ppo_cfg.sft_adapter, "CAUSAL_LM", "sft_adapter")
     reward_manifest = adapters.read_manifest(ppo_cfg.reward_adapter, "SEQ_CLS", "reward_adapter")
+    policy_manifest = None
+    if ppo_cfg.policy_adapter:
+        policy_manifest = adapters.read_manifest(ppo_cfg.policy_adapter, "CAUSAL_LM", "policy_adapter")
+        if policy_manifest.peft_method != sft_manifest.peft_method:
+            raise UserError(
+                f"policy_adapter {ppo_cfg.policy_adapter} is a {policy_manifest.peft_method} adapter; sft_adapter "
+                f"{ppo_cfg.sft_adapter} is {sft_manifest.peft_method}: the policy continues the SFT adapter's kind"
+            )
     model_args = base_of(model_args, sft_manifest.base_model)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -97,6 +107,7 @@ def main(argv: list[str]) -> int:
         reward_adapter=ppo_cfg.reward_adapter,
         gradient_checkpointing=ppo_cfg.gradient_checkpointing,
         value=ppo_cfg.critic,
+        policy_adapter=ppo_cfg.policy_adapter,
     )
     base_info = model.workbench_base
     trainer = PPOTrainer(model, tokenizer, prompts, ppo_cfg, accelerator)
@@ -134,7 +145,8 @@ def main(argv: list[str]) -> int:
             parents=[
                 parent("sft", ppo_cfg.sft_adapter, sft_manifest),
                 parent("reward", ppo_cfg.reward_adapter, reward_manifest),
-            ],
+            ]
+            + ([parent("policy", ppo_cfg.policy_adapter, policy_manifest)] if policy_manifest else []),
             data_fingerprint=sft_manifest.data_fingerprint,
             metrics=summary,
             wandb_run=tracking.run_reference(run),
