@@ -9,8 +9,9 @@ The loop `label push --select N --strategy S` runs with labelers, played here by
 1. The pool: `--pool` training prompts (bundled prompts, split train) with 4 candidates each from the run's SFT policy
    and generate recipe, what the pipeline pushes.
 2. Per seed, the first `--batch` prompts are a random draw (no reward model exists yet), the same for every strategy.
-3. The run's annotators (their number, noise and the pipeline's per-annotator seeds, `Planner.annotator_seed`) rank
-   the chosen prompts' candidates by the gold rubric with noise (labeling.simulate.rank_record); their rankings
+3. The run's annotators (their number and noise; seeds as `Planner.annotator_seed` makes them from the bench seed,
+   each record's noise drawn from its prompt id rather than its Argilla id) rank the chosen prompts' candidates by
+   the gold rubric with noise (labeling.simulate.rank_record); their rankings
    become preference pairs through labeling.ranking_pairs.build_preferences with the run's `min_agreement`, what
    `label pull` runs.
 4. The run's reward recipe trains a reward model on every label so far (seed = the bench seed; max_steps scaled to the
@@ -66,13 +67,13 @@ def simulated_records(rows: list[dict], pipeline: dict, seed: int) -> list[dict]
     """The run's simulated annotators' rankings of `rows`, as Argilla records (REST form) for build_preferences."""
     from labeling import settings
     from labeling.simulate import rank_record
+    from workbench.pipeline.plan import annotator_seed
 
     records = []
     for row in rows:
         responses = []
         for index in range(1, pipeline["annotators"] + 1):
-            annotator_seed = seed * 1000 + index  # Planner.annotator_seed
-            rng = random.Random(f"{annotator_seed}/{row['prompt_id']}")
+            rng = random.Random(f"{annotator_seed(seed, index)}/{row['prompt_id']}")
             ranks = rank_record(row["prompt"], row["completions"], pipeline["annotator_noise"], rng)
             values = {settings.RANKING: {"value": settings.ranking_value(ranks)}}
             responses.append({"status": "submitted", "user_id": f"sim-{index}", "values": values})
@@ -245,7 +246,7 @@ def main() -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_json_atomic(Path(args.out), result)
     return 0
 
 

@@ -97,10 +97,14 @@ def load_scores(path: str | Path, k: int, prompt_ids: set[str]) -> dict[str, Rew
     for number, row in read_jsonl(path):
         where = f"{path}:{number}"
         missing = [column for column in ("prompt_id", "scores") if column not in row]
-        if "agent" not in row and "reward_model" not in row:
+        agent = row.get("agent") or row.get("reward_model")
+        if not agent:
             missing.append("agent")
         if missing:
-            raise UserError(f"{where}: missing column(s) {missing}; a scores row needs prompt_id, scores, agent")
+            raise UserError(
+                f"{where}: missing column(s) {missing}; a scores row needs prompt_id, scores and agent (or "
+                "reward_model, as `workbench reward score` writes it), not empty"
+            )
         values = _numbers(row["scores"], k, "scores", where)
         members = row.get("member_scores") or [values]
         if not isinstance(members, list):
@@ -109,7 +113,7 @@ def load_scores(path: str | Path, k: int, prompt_ids: set[str]) -> dict[str, Rew
         prompt_id = str(row["prompt_id"])
         if prompt_id not in prompt_ids:
             raise UserError(f"{where}: prompt_id {prompt_id!r} is not in the candidates")
-        scores[prompt_id] = RewardScores(values, str(row.get("agent") or row["reward_model"]), members)
+        scores[prompt_id] = RewardScores(values, str(agent), members)
     return scores
 
 

@@ -114,7 +114,9 @@ def pull(
     overwrite: bool = False,
     tracking=None,
     min_agreement: float = 0.0,
+    max_round: int | None = None,
 ) -> dict:
+    """Every submitted ranking of `dataset` (with `max_round`: of its rounds up to that one) as preference pairs."""
     from tqdm import tqdm
 
     if settings.dataset_k(dataset) == 0:
@@ -122,8 +124,11 @@ def pull(
     names = api.usernames(client)
     total = api.get_json(client, f"/api/v1/datasets/{dataset.id}/progress")["total"]
     records = tqdm(api.iter_records(client, dataset.id), total=total, desc=f"pulling {dataset.name}", unit="record")
+    if max_round is not None:  # a labeling round's pull: later rounds' records are not its labels
+        records = (r for r in records if (r.get("metadata") or {}).get("round", 1) <= max_round)
     prefs = build_preferences(records, names, method, min_agreement)
     manifest = manifest_for(prefs, client, dataset, method, min_agreement)
+    manifest["max_round"] = max_round
     write_output(output, prefs, manifest, overwrite)
     if tracking is not None:
         manifest["wandb_run"] = log_to_wandb(output, prefs, manifest, tracking)
@@ -143,6 +148,9 @@ def main(argv: list[str]) -> int:
         default=0.0,
         help="keep a pair only when at least this fraction of the record's annotators agree (1 = unanimous)",
     )
+    parser.add_argument(
+        "--max_round", type=int, default=None, help="only records of labeling rounds up to this one (default: all)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--wandb_project", default="alignment-workbench", help="W&B project")
     parser.add_argument("--wandb_group", default=None, help="W&B group")
@@ -155,6 +163,8 @@ def main(argv: list[str]) -> int:
         raise UserError(
             f"--min_agreement must be between 0 and 1 (a fraction of annotators); got {args.min_agreement}"
         )
+    if args.max_round is not None and args.max_round < 1:
+        raise UserError(f"--max_round must be at least 1; got {args.max_round}")
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it (nothing was pulled)")
@@ -170,7 +180,9 @@ def main(argv: list[str]) -> int:
 
     client = connect(home=args.home)
     dataset = api.find_dataset(client, args.dataset, args.workspace)
-    manifest = pull(client, dataset, output, args.aggregation, args.overwrite, tracking, args.min_agreement)
+    manifest = pull(
+        client, dataset, output, args.aggregation, args.overwrite, tracking, args.min_agreement, args.max_round
+    )
     counts, agreement = manifest["counts"], manifest["agreement"]
     alpha, w = agreement["krippendorff_alpha_ordinal"], agreement["mean_kendalls_w"]
     print(

@@ -75,7 +75,6 @@ def ensure_dataset(client, name: str, workspace: str, k: int, min_submitted: int
         )
         api.with_retry(dataset.create, f"creating dataset {workspace}/{name}")
         return dataset
-    settings.ensure_selection_properties(client, dataset)
     existing_k = settings.dataset_k(dataset)
     if existing_k != k:
         what = f"{existing_k} response fields" if existing_k else "no ranking question"
@@ -85,6 +84,10 @@ def ensure_dataset(client, name: str, workspace: str, k: int, min_submitted: int
             f"note: dataset {name} keeps min_submitted={dataset.settings.distribution.min_submitted} "
             f"(asked {min_submitted}); change it in the Argilla UI's dataset settings"
         )
+    api.with_retry(
+        lambda: settings.ensure_selection_properties(client, dataset),
+        f"adding selection metadata to {workspace}/{name}",
+    )
     return dataset
 
 
@@ -102,7 +105,8 @@ def push(
     strategy: str = "random",
     seed: int = 0,
 ) -> PushResult:
-    """Push the candidates (or, with `select_n`, the next `select_n` of them by `strategy`) as ranking records."""
+    """Push the candidates as ranking records (with `select_n`: until the round holds `select_n` of them, chosen by
+    `strategy`)."""
     from tqdm import tqdm
 
     k = len(candidates[0]["completions"])
@@ -127,7 +131,10 @@ def push(
     if select_n is not None:  # the round holds select_n of these prompts; those already pushed count
         room = select_n - already_there
         members = {prompt_id: score.members for prompt_id, score in scores.items()} if scores else None
-        new_rows = select(new_rows, strategy, room, seed, members) if room > 0 and new_rows else []
+        # the order over every candidate, not only the unpushed ones: an interrupted push resumes the same choice
+        ordered = select(candidates, strategy, len(candidates), seed, members)
+        pending = {row["prompt_id"] for row in new_rows}
+        new_rows = [row for row in ordered if row["prompt_id"] in pending][: max(room, 0)]
     payloads = []
     for row in new_rows:
         score = (scores or {}).get(row["prompt_id"])

@@ -271,8 +271,11 @@ def test_one_seed_reaches_every_stage_and_the_simulated_annotators(tmp_path):
 def test_selection_reaches_the_push_and_bad_settings_fail_before_any_stage(tmp_path):
     """`label_prompts` and `selection` become `label push --select/--strategy/--seed`; a reward adapter for
     uncertainty scores the candidates first. A run without them keeps the push stage's configuration hash."""
-    adapter = tmp_path / "rm" / "adapter"
-    adapter.mkdir(parents=True)
+    from workbench.modeling.adapters import AdapterManifest
+
+    adapter = tmp_path / "rm" / "adapter"  # a reward adapter's folder as `workbench reward` leaves it
+    AdapterManifest("reward", {"name_or_path": "tiny-llama"}, "lora", task_type="SEQ_CLS").write(adapter)
+    (adapter / "adapter_config.json").write_text("{}")
 
     def planner(*argv, **changes):
         recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, **changes)
@@ -291,9 +294,11 @@ def test_selection_reaches_the_push_and_bad_settings_fail_before_any_stage(tmp_p
         "selection must be one of random, uncertainty, diversity; got 'best'": dict(label_prompts=2, selection="best"),
         "selection diversity chooses label_prompts": dict(selection="diversity"),
         "selection uncertainty needs selection_reward_adapter": dict(label_prompts=2, selection="uncertainty"),
-        "selection_reward_adapter /nowhere: expected a reward adapter folder": dict(
+        "selection_reward_adapter /nowhere: expected workbench.json, found no such folder": dict(
             selection_reward_adapter="/nowhere"
         ),
+        "label_prompts 7 is more than the num_prompts 6": dict(label_prompts=7),
+        "overrides.generate.max_prompts: with rounds": {"rounds": 2, "overrides.generate": {"max_prompts": 3}},
     }
     for message, changes in refused.items():
         with pytest.raises(UserError, match=re.escape(message)):
@@ -691,6 +696,7 @@ def test_two_rounds_label_the_last_policy_s_answers_where_the_reward_model_is_le
     continues round 1's; the eval and the report give both rounds."""
     from labeling import api
     from labeling.connection import connect
+    from workbench.cli import main as workbench_main
 
     run_dir, _, _, _ = finished_run
     home, port = argilla_home
@@ -727,6 +733,12 @@ def test_two_rounds_label_the_last_policy_s_answers_where_the_reward_model_is_le
         json.loads((active / f / "manifest.json").read_text())["counts"] for f in ("preferences", "preferences-r2")
     ]
     assert [c["records_ranked"] for c in counts] == [4, 8] and [c["submitted"] for c in counts] == [8, 16]
+    again_one = tmp_path / "round-1-pulled-again"  # after round 2's push, round 1's pull still sees round 1 only
+    pull_args = ["label", "pull", "--dataset", push["dataset"], "--workspace", push["workspace"], "--max_round", "1"]
+    assert (
+        workbench_main([*pull_args, "--output", str(again_one), "--home", str(home), "--wandb_mode", "disabled"]) == 0
+    )
+    assert json.loads((again_one / "manifest.json").read_text())["counts"] == counts[0]
     parents = json.loads((active / "reinforce++-r2" / "adapter" / "workbench.json").read_text())["parents"]
     assert [p["path"] for p in parents if p["role"] == "policy"] == [
         str((active / "reinforce++" / "adapter").resolve())

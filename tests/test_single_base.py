@@ -181,3 +181,31 @@ def test_value_starts_as_the_reward_model(single_base, tokenizer):
         values = response_values(single_base, *inputs)
     assert torch.equal(reward[mask], value[mask])
     assert values.shape == inputs[2].shape and torch.isfinite(values).all()
+
+
+def test_a_later_round_starts_the_policy_from_its_last_adapter_and_keeps_sft_as_the_reference(
+    tiny_model_path, tiny_adapters, single_base, tokenizer, tmp_path
+):
+    """`policy_adapter` (a later labeling round's start): the trained `policy` answers as that adapter does, `ref`
+    as the SFT adapter does, so the KL is still to SFT."""
+    sft_dir, reward_dir = tiny_adapters
+    last_dir, _ = make_adapters(tiny_model_path, tmp_path, seed=7)  # another policy adapter on the same base
+    args = margs(tiny_model_path, quant(**QUANT))
+    model = load_single_base(args, sft_adapter=sft_dir, reward_adapter=reward_dir, policy_adapter=last_dir)
+    model.eval()
+    last_model, _ = adapters.load_with_adapter(last_dir, margs(None, quant(**QUANT)))[::2]
+    last_model.eval()
+    inputs = queries_and_responses(tokenizer)
+    with torch.no_grad():
+        policy, _ = response_logprobs(model, *inputs, temperature=0.7)
+        with adapters.use_adapter(model, REF):
+            ref, _ = response_logprobs(model, *inputs, temperature=0.7)
+        with adapters.use_adapter(single_base, REF):
+            sft, _ = response_logprobs(single_base, *inputs, temperature=0.7)
+        last, _ = response_logprobs(last_model, *inputs, temperature=0.7)
+    mask = inputs[3]
+    assert torch.allclose(policy[mask], last[mask], atol=1e-5, rtol=0), (policy[mask] - last[mask]).abs().max()
+    assert torch.allclose(ref[mask], sft[mask], atol=1e-5, rtol=0), (ref[mask] - sft[mask]).abs().max()
+    assert (policy[mask] - ref[mask]).abs().max() > 1e-2  # the two adapters really differ
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert any(f".{POLICY}." in name for name in trainable) and not any(f".{REF}." in name for name in trainable)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from labeling import api
+from labeling.selection import candidate_diversity
 from workbench.cli import main as workbench
 from workbench.errors import UserError
 
@@ -88,7 +89,9 @@ def test_push_twice_and_resume_keep_records_and_responses(argilla_env, tmp_path)
     ranks = {item["value"]: item["rank"] for item in kept["values"]["ranking"]["value"]}
     assert kept["status"] == "submitted" and ranks == {"response_1": 2, "response_2": 1, "response_3": 3}
     assert records["q1"]["fields"]["prompt"] == [{"role": "user", "content": ROWS[0][1]}]
-    assert records["q1"]["metadata"] == {"policy": "base:hand-written", "round": 1, "prompt_id": "q1"}
+    diversity = round(candidate_diversity(ROWS[0][2]), 6)  # labeling/selection.py; no scores, so no uncertainty
+    metadata = {"policy": "base:hand-written", "round": 1, "prompt_id": "q1", "diversity": diversity}
+    assert records["q1"]["metadata"] == metadata
     dataset = api.find_dataset(client, name)
     assert dataset.settings.distribution.min_submitted == 2
     assert {q.name for q in dataset.settings.questions} == {"ranking", "comment"}
@@ -313,7 +316,7 @@ def test_push_select_sends_the_most_uncertain_prompts_first_and_the_queue_sorts_
     uncertainty is most uncertain first."""
     import httpx
 
-    from labeling.selection import candidate_diversity, ranking_uncertainty
+    from labeling.selection import ranking_uncertainty
     from labeling.settings import first_place_probabilities
 
     name, suffix = f"active-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:6]

@@ -117,11 +117,13 @@ def human_labels(planner: Planner, stage: Stage, log, console=None) -> None:
     names = ensure_annotators(client, planner, workspace, log)
     total = dataset_progress(client, dataset)["total"]
     _, round_ = split_round(stage.name)
-    earlier = 0  # records of earlier rounds (their labels were waited for then): labels_needed counts this round's
+    earlier, done = 0, 0  # earlier rounds' records, and how many of them were complete when their wait ended
     if round_ > 1:
         earlier = json.loads(planner.path(round_stage("labels", round_ - 1), "push.json").read_text())["records"]
-    new = total - earlier
-    needed = earlier + min(planner.cfg.labels_needed or new, new)
+        labels = json.loads(planner.path(round_stage("labels", round_ - 1), "labels.json").read_text())
+        done = labels["progress"]["completed"]
+    new = total - earlier  # labels_needed counts this round's records
+    needed = done + min(planner.cfg.labels_needed or new, new)
     log(
         f"\nRank the candidates in the Argilla UI: {client.api_url}  (dataset {workspace}/{dataset.name})\n"
         f"  annotator logins: {', '.join(names)}\n"

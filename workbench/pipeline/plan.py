@@ -39,6 +39,11 @@ WIRED = {
 }
 
 
+def annotator_seed(seed: int, index: int) -> int:
+    """Simulated annotator `index` (1-based)'s noise seed in a run with `seed`: distinct per annotator and seed."""
+    return seed * 1000 + index
+
+
 @dataclass
 class Stage:
     name: str
@@ -118,10 +123,19 @@ class Planner:
                 f"{self.where}: selection uncertainty needs selection_reward_adapter (a reward adapter folder that "
                 "scores the candidates before they are pushed) or rounds > 1 (each later round's reward model)"
             )
-        if cfg.selection_reward_adapter and not Path(cfg.selection_reward_adapter).is_dir():
+        if cfg.selection_reward_adapter:
+            from workbench.modeling.adapters import read_manifest
+
+            read_manifest(cfg.selection_reward_adapter, "SEQ_CLS", f"{self.where}: selection_reward_adapter")
+        if cfg.label_prompts is not None and cfg.num_prompts is not None and cfg.label_prompts > cfg.num_prompts:
             raise UserError(
-                f"{self.where}: selection_reward_adapter {cfg.selection_reward_adapter}: expected a reward adapter "
-                "folder; it does not exist"
+                f"{self.where}: label_prompts {cfg.label_prompts} is more than the num_prompts {cfg.num_prompts} "
+                "whose candidates it chooses from"
+            )
+        if cfg.rounds > 1 and "max_prompts" in (overrides.get("generate") or {}):
+            raise UserError(
+                f"{self.where}: overrides.generate.max_prompts: with rounds, num_prompts sets each round's prompts "
+                "(round r takes the r-th num_prompts of them)"
             )
 
     @property
@@ -180,8 +194,7 @@ class Planner:
         return f"{user_name(self.run.name)}-{digest}", self.cfg.argilla_workspace
 
     def annotator_seed(self, index: int) -> int:
-        """Simulated annotator `index` (1-based)'s noise seed: distinct per annotator and per pipeline seed."""
-        return self.cfg.seed * 1000 + index
+        return annotator_seed(self.cfg.seed, index)
 
     def rankings_per_record(self) -> int:
         if self.cfg.rankings_per_record is not None:
@@ -268,7 +281,7 @@ class Planner:
                 ["reward", "score", "--adapter", scorer, "--input", candidates, "--output", scores, "--overwrite"]
             )
             command += ["--suggestions", scores]
-            config["selection_reward_adapter"] = scorer
+            config["scored_by"] = scorer
         if cfg.label_prompts is not None:  # only then in the config: a run without selection keeps its hash
             # with no reward model yet (round 1 without selection_reward_adapter), uncertainty starts at random
             strategy = "random" if cfg.selection == "uncertainty" and not scorer else cfg.selection
@@ -304,6 +317,8 @@ class Planner:
         folder = self.path(round_stage("preferences", round_))
         command = ["label", "pull", "--dataset", dataset, "--workspace", workspace, "--output", str(folder)]
         command += ["--min_agreement", str(self.cfg.min_agreement)]
+        if self.cfg.rounds > 1:  # round r's labels are rounds 1..r, even when it runs again after a later push
+            command += ["--max_round", str(round_)]
         command += ["--overwrite", "--wandb_group", self.state["wandb_group"], *self._argilla_args()]
         for key in ("wandb_project", "wandb_mode"):
             if key in self.tracking_given:

@@ -261,7 +261,9 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
     agreement = "reward_model_vs_gold"
     f.get("Eval answer pairs, same prompt, gold scores apart", "eval/metrics.json", f"{agreement}.pairs")
     f.get("Eval reward model orders them as the gold rubric", "eval/metrics.json", f"{agreement}.rate")
-    for name in evaluation.get("reward_models_vs_gold") or {}:  # each round's reward model on the same answers
+    for name in evaluation.get("reward_models_vs_gold") or {}:  # earlier rounds' reward models, same answers
+        if name == round_stage("reward", rounds):
+            continue  # the eval's own reward model: the row above
         f.get(f"Eval {name} orders them as the gold rubric", "eval/metrics.json", f"reward_models_vs_gold.{name}.rate")
     plots["win_rates"] = plot_win_rates(evaluation, run_dir / "plots" / "win_rates.png")
 

@@ -100,9 +100,16 @@ class EvalConfig:
         for key in ("reference", "baseline"):
             if getattr(self, key) not in names:
                 raise UserError(f"{key} {getattr(self, key)!r} is not one of the policies {sorted(names)}")
+        judge_names = {Path(self.reward_adapter).parent.name}  # the main reward model's name in the results
         for index, item in enumerate(self.agreement_reward_adapters or []):
             if not isinstance(item, dict) or set(item) != {"name", "adapter"} or not item["name"]:
                 raise UserError(f"agreement_reward_adapters[{index}] must be {{name, adapter}}; got {item!r}")
+            if item["name"] in judge_names:
+                raise UserError(
+                    f"agreement_reward_adapters[{index}]: name {item['name']!r} is taken (the reward_adapter's run "
+                    "folder or an earlier entry); names are unique"
+                )
+            judge_names.add(item["name"])
             adapters.read_manifest(item["adapter"], "SEQ_CLS", f"agreement_reward_adapters[{index}]")
         if self.batch_size < 1:
             raise UserError(f"batch_size must be a positive integer; got {self.batch_size}")

@@ -9,8 +9,9 @@ Input rows (JSONL/JSON/Parquet/CSV, a `save_to_disk` folder or a hub id), by col
   chosen + rejected     preference pairs (prompt optional): adds `score_chosen`, `score_rejected`, and prints
                         pairwise accuracy, mean margin and calibration.
 Every row also gets `reward_model` (the adapter folder) and `agent` (its name in a suggestion). `--adapter` given
-several times scores with an ensemble: `scores` are the members' means, `member_scores` each member's, and a
-candidates row's `uncertainty` counts the members' disagreement too. The output is written atomically. Texts are
+several times scores with an ensemble: `scores` (`score`, `score_chosen`, ...) are the members' means,
+`member_scores` (`member_score`, `member_score_chosen`, ...) each member's, and a candidates row's `uncertainty`
+counts the members' disagreement too. The output is written atomically. Texts are
 tokenized as TRL's RewardTrainer tokenizes them for training (the chat template over prompt + completion).
 """
 
