@@ -88,3 +88,52 @@ def test_ui_rankings_become_exactly_these_pairs(argilla_server, tmp_path, monkey
         (smokey, bob, 1.0, ranker),
         (ash, bob, 1.0, ranker),  # Smokey = Ash: a tie, no pair
     }
+
+
+def test_a_labeler_sorts_the_queue_by_the_reward_model_s_uncertainty(argilla_server, tmp_path, monkeypatch):
+    """Records pushed with reward-model scores carry `uncertainty` metadata that the real UI sorts the queue by:
+    picked in the Sort menu (ascending: the record the reward model is surest about first), and descending (the
+    most uncertain first, where a ranking teaches the reward model most)."""
+    from workbench.cli import main
+
+    monkeypatch.setenv("ARGILLA_API_URL", argilla_server.api_url)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
+    suffix = uuid.uuid4().hex[:6]
+    workspace, name, username, password = f"act-{suffix}", f"act-ui-{suffix}", f"sorter-{suffix}", "sorter-pass1"
+    # uncertainty (bits): "Say one." 0.27 (scores 3 apart), "Say three." 0.96, "Say two." 1.0 (a tie). Unsorted,
+    # an annotator's queue is a per-user shuffle; a sort the UI ignored would show the same record both ways
+    rows = {"q3": ("Say three.", [0.0, 0.5]), "q1": ("Say one.", [0.0, 3.0]), "q2": ("Say two.", [1.0, 1.0])}
+    candidates, scores = tmp_path / "candidates.jsonl", tmp_path / "scores.jsonl"
+    candidates.write_text(
+        "".join(
+            json.dumps({"prompt_id": p, "prompt": [{"role": "user", "content": q}], "completions": ["Yes.", "No."]})
+            + "\n"
+            for p, (q, _) in rows.items()
+        )
+    )
+    scores.write_text(
+        "".join(json.dumps({"prompt_id": p, "scores": s, "agent": "rm"}) + "\n" for p, (_, s) in rows.items())
+    )
+    push = ["label", "push", "--candidates", str(candidates), "--dataset", name, "--workspace", workspace]
+    assert main([*push, "--suggestions", str(scores)]) == 0
+    argilla_server.create_user(username, password, workspace=workspace)
+
+    def shown(page) -> str:
+        for _attempt in range(100):
+            found = [question for question, _ in rows.values() if page.get_by_text(question, exact=True).count()]
+            if len(found) == 1:
+                return found[0]
+            page.wait_for_timeout(200)
+        raise AssertionError(f"expected one record on the page, found {found}")
+
+    with signed_in_page(argilla_server.api_url, tmp_path, username, password) as page:
+        page.get_by_text(name).first.wait_for(timeout=60_000)
+        page.get_by_text(name).first.click()
+        page.locator("#response_1").first.wait_for(timeout=60_000)
+        page.get_by_role("button", name="Sort", exact=True).first.click()
+        page.get_by_role("button", name="Reward model uncertainty (bits)", exact=True).first.click()
+        page.wait_for_url("**sort=metadata.uncertainty.asc**", timeout=30_000)
+        assert shown(page) == "Say one."
+        page.goto(page.url.replace("metadata.uncertainty.asc", "metadata.uncertainty.desc"))
+        page.locator("#response_1").first.wait_for(timeout=60_000)
+        assert shown(page) == "Say two."
