@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from alignment import agreement_set, gold_scores, outcomes, paired_difference, run, write_recipe  # noqa: E402
 
 from labeling.selection import STRATEGIES, candidate_diversity, select  # noqa: E402
-from workbench.fileio import write_json_atomic, write_jsonl_atomic  # noqa: E402
+from workbench.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic  # noqa: E402
 from workbench.jsonl import read_jsonl  # noqa: E402
 
 
@@ -243,10 +243,12 @@ def main() -> int:
         ],  # fmt: skip
         "seconds": time.perf_counter() - started,
     }
-    text = json.dumps(result, indent=2)
+    # every (prompt, agreed) outcome on one line per row: they are for paired re-analysis, not for reading
+    outcomes = ",\n    ".join(json.dumps(row, separators=(",", ":")) for row in result.pop("outcomes"))
+    text = json.dumps(result, indent=2)[:-2] + ',\n  "outcomes": [\n    ' + outcomes + "\n  ]\n}"
     print(text)
     if args.out:
-        write_json_atomic(Path(args.out), result)
+        write_text_atomic(Path(args.out), text + "\n")
     return 0
 
 
