@@ -24,6 +24,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "push": ("labeling.push", "main", "Push generated candidates into an Argilla ranking dataset."),
     "pull": ("labeling.pull", "main", "Pull submitted rankings as preference pairs, with agreement."),
     "simulate": ("labeling.simulate", "main", "A simulated annotator ranks pending records by the gold rubric."),
+    "watch": (
+        "labeling.watch",
+        "main",
+        "Retrain the reward model every M new rankings and refresh the pending records' suggestions.",
+    ),
 }
 
 

@@ -115,15 +115,20 @@ def pull(
     tracking=None,
     min_agreement: float = 0.0,
     max_round: int | None = None,
+    records: list[dict] | None = None,
 ) -> dict:
-    """Every submitted ranking of `dataset` (with `max_round`: of its rounds up to that one) as preference pairs."""
+    """Every submitted ranking of `dataset` (with `max_round`: of its rounds up to that one) as preference pairs;
+    from `records` when given (a snapshot the caller already read), else read page by page."""
     from tqdm import tqdm
 
     if settings.dataset_k(dataset) == 0:
         raise UserError(f"dataset {dataset.name} has no {settings.RANKING!r} question over response fields")
     names = api.usernames(client)
-    total = api.get_json(client, f"/api/v1/datasets/{dataset.id}/progress")["total"]
-    records = tqdm(api.iter_records(client, dataset.id), total=total, desc=f"pulling {dataset.name}", unit="record")
+    if records is None:
+        total = api.get_json(client, f"/api/v1/datasets/{dataset.id}/progress")["total"]
+        records = tqdm(
+            api.iter_records(client, dataset.id), total=total, desc=f"pulling {dataset.name}", unit="record"
+        )
     if max_round is not None:  # a labeling round's pull: later rounds' records are not its labels
         records = (r for r in records if (r.get("metadata") or {}).get("round", 1) <= max_round)
     prefs = build_preferences(records, names, method, min_agreement)

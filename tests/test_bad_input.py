@@ -757,6 +757,28 @@ def _(t: Inputs):
     return Case(argv, ["--batch_size"])
 
 
+@case("label-watch-zero-every")
+def _(t: Inputs):
+    recipe = t.recipe({"model_name_or_path": "tiny-llama"})
+    argv = ["label", "watch", "--dataset", "d", "--reward_recipe", str(recipe), "--output", str(t.out)]
+    return Case(argv + ["--every", "0"], ["--every", "got 0"], output=t.out)
+
+
+@case("label-watch-missing-reward-recipe")
+def _(t: Inputs):
+    recipe = t.tmp / "nowhere.yaml"
+    argv = ["label", "watch", "--dataset", "d", "--reward_recipe", str(recipe), "--output", str(t.out)]
+    return Case(argv, ["--reward_recipe", str(recipe), "does not exist"], output=t.out)
+
+
+@case("label-watch-broken-reward-recipe")
+def _(t: Inputs):
+    recipe = t.tmp / "broken.yaml"
+    recipe.write_text("model_name_or_path: tiny-llama\nmax_steps: [2\n")
+    argv = ["label", "watch", "--dataset", "d", "--reward_recipe", str(recipe), "--output", str(t.out)]
+    return Case(argv, [f"{recipe}:", "YAML"], output=t.out)
+
+
 @case("label-pull-existing-output")
 def _(t: Inputs):
     pulled = t.write("out/preferences.jsonl", '{"chosen": "a", "rejected": "b"}\n')

@@ -5,7 +5,8 @@ from __future__ import annotations
 import bitsandbytes as bnb
 import pytest
 import torch
-from model_args import margs, quant
+from model_args import lora, margs, quant
+from peft import get_peft_model
 
 from workbench.errors import UserError
 from workbench.modeling import loading
@@ -74,6 +75,41 @@ def test_scalar_head_and_kbit_training_preparation(tiny_model_path):
     # prepare_model_for_kbit_training freezes the base and upcasts the non-quantized parts.
     assert not any(p.requires_grad for p in model.parameters())
     assert model.score.weight.dtype == torch.float32
+
+
+def lora_gradients(tiny_model_path, eval_forward_first: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = loading.load_model(margs(str(tiny_model_path), q(load_in_4bit=True, dtype="float32")), for_training=True)
+    model = get_peft_model(model, lora(r=8, dropout=0.0))
+    ids = torch.randint(0, 100, (2, 16))
+    if eval_forward_first:  # what Trainer's evaluation or a PPO rollout does before the next training step
+        model.eval()
+        with torch.no_grad():
+            model(input_ids=ids)
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_a_4bit_model_for_training_keeps_its_gradients_after_a_no_grad_eval_forward(tiny_model_path):
+    """On an AVX512-BF16 CPU, bitsandbytes repacks 4-bit weights for a fused kernel without backward on the first
+    no-grad eval forward: measured before the fix, no LoRA weight got a gradient after it. A model loaded for training
+    gets the same gradients, bit for bit, with or without such a forward; an inference-only model keeps the fast path.
+    """
+    straight, after_eval = lora_gradients(tiny_model_path, False), lora_gradients(tiny_model_path, True)
+    assert len(straight) == 2 * 7 * 2  # A and B of the 7 default targets in both layers (A's are 0: B starts at 0)
+    assert straight.keys() == after_eval.keys()
+    assert all(straight[name].norm() > 0 for name in straight if "lora_B" in name)
+    assert all(torch.equal(straight[name], after_eval[name]) for name in straight)
+    inference = loading.load_model(margs(str(tiny_model_path), q(load_in_4bit=True, dtype="float32"))).eval()
+    with torch.no_grad():
+        inference(input_ids=torch.tensor([[1, 2, 3]]))
+    packed = [
+        getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+        for m in inference.modules()
+        if isinstance(m, bnb.nn.Linear4bit)
+    ]
+    assert packed and all(packed) == bnb.functional.has_avx512bf16()
 
 
 @pytest.mark.parametrize(

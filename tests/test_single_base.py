@@ -118,6 +118,7 @@ def test_ref_logprobs_equal_the_separately_loaded_sft_model(single_base, tiny_ad
         with adapters.use_adapter(single_base, REF):
             ref, _ = response_logprobs(single_base, *inputs, temperature=0.7)
         sft_model, _ = adapters.load_with_adapter(sft_dir, margs(None, quant(**QUANT)))[::2]
+        loading.keep_4bit_weights_unpacked(sft_model)  # the single base's kernel, not bitsandbytes' AVX512 inference
         sft_model.eval()
         sft, _ = response_logprobs(sft_model, *inputs, temperature=0.7)
         with sft_model.disable_adapter():
@@ -159,6 +160,7 @@ def test_reward_equals_the_reward_stage_model(single_base, tiny_adapters, tokeni
             pad_token_id=tokenizer.pad_token_id,
         )
         stage_model = adapters.attach(stage_model, "default", path=reward_dir, trainable=False)
+        loading.keep_4bit_weights_unpacked(stage_model)  # the kernel the reward stage trained with
         stage_model.eval()
         ids, mask = right_pad(sequences, tokenizer.pad_token_id)
         expected = stage_model(input_ids=ids, attention_mask=mask.long()).logits.squeeze(-1).float()
@@ -194,6 +196,7 @@ def test_a_later_round_starts_the_policy_from_its_last_adapter_and_keeps_sft_as_
     model = load_single_base(args, sft_adapter=sft_dir, reward_adapter=reward_dir, policy_adapter=last_dir)
     model.eval()
     last_model, _ = adapters.load_with_adapter(last_dir, margs(None, quant(**QUANT)))[::2]
+    loading.keep_4bit_weights_unpacked(last_model)  # the single base's kernel, not bitsandbytes' AVX512 inference one
     last_model.eval()
     inputs = queries_and_responses(tokenizer)
     with torch.no_grad():

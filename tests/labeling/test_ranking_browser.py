@@ -7,11 +7,15 @@ UI's keyboard ranking (focus a card, press its rank). Needs `pip install playwri
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
 
+from labeling import api
 from tests.labeling.conftest import signed_in_page
+from workbench.cli import main as main_cli
 
 pytestmark = [pytest.mark.argilla, pytest.mark.browser]
 
@@ -22,6 +26,16 @@ QUESTIONS = {
     ),
     "Suggest a name for a grey cat.": (["Smokey.", "Bob", "Ash."], {1: 1, 3: 1, 2: 2}),
 }
+
+
+def shown(page, texts: dict[str, str]) -> str:
+    """The key of the one text in `texts` that the page shows (the record in focus view)."""
+    for _attempt in range(100):
+        found = [key for key, text in texts.items() if page.get_by_text(text, exact=True).count()]
+        if len(found) == 1:
+            return found[0]
+        page.wait_for_timeout(200)
+    raise AssertionError(f"expected one record on the page, found {found}")
 
 
 def test_ui_rankings_become_exactly_these_pairs(argilla_server, tmp_path, monkeypatch):
@@ -118,14 +132,6 @@ def test_a_labeler_sorts_the_queue_by_the_reward_model_s_uncertainty(argilla_ser
     assert main([*push, "--suggestions", str(scores)]) == 0
     argilla_server.create_user(username, password, workspace=workspace)
 
-    def shown(page) -> str:
-        for _attempt in range(100):
-            found = [question for question, _ in rows.values() if page.get_by_text(question, exact=True).count()]
-            if len(found) == 1:
-                return found[0]
-            page.wait_for_timeout(200)
-        raise AssertionError(f"expected one record on the page, found {found}")
-
     with signed_in_page(argilla_server.api_url, tmp_path, username, password) as page:
         page.get_by_text(name).first.wait_for(timeout=60_000)
         page.get_by_text(name).first.click()
@@ -133,7 +139,72 @@ def test_a_labeler_sorts_the_queue_by_the_reward_model_s_uncertainty(argilla_ser
         page.get_by_role("button", name="Sort", exact=True).first.click()
         page.get_by_role("button", name="Reward model uncertainty (bits)", exact=True).first.click()
         page.wait_for_url("**sort=metadata.uncertainty.asc**", timeout=30_000)
-        assert shown(page) == "Say one."
+        assert shown(page, {q: q for q, _ in rows.values()}) == "Say one."
         page.goto(page.url.replace("metadata.uncertainty.asc", "metadata.uncertainty.desc"))
         page.locator("#response_1").first.wait_for(timeout=60_000)
-        assert shown(page) == "Say two."
+        assert shown(page, {q: q for q, _ in rows.values()}) == "Say two."
+
+
+def test_a_labeler_sees_the_suggestion_that_label_watch_refreshed(argilla_server, tmp_path, monkeypatch):
+    """Records pushed with an old reward model's ranking; 4 rankings come in; `label watch --every 4` trains a new
+    reward model and refreshes the pending records. In the real UI the pending record shows the old agent's ranking
+    before, and after a reload the new reward model's name and ranking (cards placed in its order)."""
+    from labeling.aggregate import dense_ranks
+    from labeling.simulate import simulate
+    from tests.labeling.test_watch import RECIPE, ROOT
+
+    monkeypatch.setenv("ARGILLA_API_URL", argilla_server.api_url)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_server.api_key)
+    suffix = uuid.uuid4().hex[:6]
+    workspace, name, username, password = f"w-{suffix}", f"watch-ui-{suffix}", f"viewer-{suffix}", "viewer-pass1"
+    topics = ["tea", "rain", "maps", "bees", "salt", "moss", "ink", "owls"]
+    questions = {f"p{i}": f"Tell me one fact about {topic}." for i, topic in enumerate(topics)}
+    candidates, scores = tmp_path / "candidates.jsonl", tmp_path / "scores.jsonl"
+    completions = ["Here is a clear fact, with a reason why it holds.", "idk", "A short note."]
+    candidates.write_text(
+        "".join(
+            json.dumps({"prompt_id": p, "prompt": [{"role": "user", "content": q}], "completions": completions}) + "\n"
+            for p, q in questions.items()
+        )
+    )
+    scores.write_text(
+        "".join(json.dumps({"prompt_id": p, "scores": [0.0, 2.0, 1.0], "agent": "old/rm"}) + "\n" for p in questions)
+    )
+    push = ["label", "push", "--candidates", str(candidates), "--dataset", name, "--workspace", workspace]
+    assert main_cli([*push, "--suggestions", str(scores)]) == 0
+    argilla_server.create_user(username, password, workspace=workspace)
+    client = argilla_server.client()
+    dataset = api.find_dataset(client, name, workspace)
+    assert simulate(client, dataset, f"sim-{suffix}", limit=4) == 4
+    recipe, output = tmp_path / "reward.yaml", tmp_path / "watch"
+    recipe.write_text(RECIPE)
+
+    def agent(page) -> str:
+        return page.locator(".draggable__slot .tooltip__text").first.text_content().strip()
+
+    with signed_in_page(argilla_server.api_url, tmp_path, username, password) as page:
+        page.get_by_text(name).first.wait_for(timeout=60_000)
+        page.get_by_text(name).first.click()
+        page.locator("#response_1").first.wait_for(timeout=60_000)
+        before = shown(page, questions)
+        assert agent(page) == "old/rm"
+        page.locator(".draggable__slot:nth-child(1) #response_2").first.wait_for(timeout=10_000)  # old: 2 > 3 > 1
+
+        watch = [sys.executable, "-m", "workbench.cli", "label", "watch", "--dataset", name, "--workspace", workspace]
+        watch += ["--reward_recipe", str(recipe), "--output", str(output), "--every", "4", "--max_generations", "1"]
+        result = subprocess.run(
+            [*watch, "--listen", "poll", "--poll_s", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+        page.reload()
+        page.locator("#response_1").first.wait_for(timeout=60_000)
+        record = shown(page, questions)
+        assert record == before  # still pending: the simulated annotator ranked 4 others
+        assert agent(page) == "watch/reward-g1"
+        by_record = {row["prompt_id"]: row["scores"] for row in map(json.loads, (output / "scores-g1.jsonl").open())}
+        records = {r["metadata"]["prompt_id"]: str(r["id"]) for r in api.iter_records(client, dataset.id)}
+        ranks = dense_ranks(by_record[records[record]], higher_is_better=True)
+        for option, rank in enumerate(ranks, start=1):
+            page.locator(f".draggable__slot:nth-child({rank}) #response_{option}").first.wait_for(timeout=10_000)
+        page.screenshot(path=str(tmp_path / "refreshed.png"))

@@ -304,9 +304,9 @@ def interruptible() -> None:
 
 
 @contextlib.contextmanager
-def hold_run_dir(run_dir: Path):
-    """One pipeline per run_dir at a time: an exclusive lock on `<run_dir>/.pipeline.lock`, released when the
-    pipeline ends however it ends (the kernel drops a dead process's locks)."""
+def hold_run_dir(run_dir: Path, command: str = "workbench pipeline", folder: str = "run_dir"):
+    """One pipeline (or other long `command`) per run_dir at a time: an exclusive lock on `<run_dir>/.pipeline.lock`,
+    released when the command ends however it ends (the kernel drops a dead process's locks)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / ".pipeline.lock"
     with open(path, "a+") as lock:
@@ -316,7 +316,7 @@ def hold_run_dir(run_dir: Path):
             lock.seek(0)
             holder = lock.read().strip() or "unknown"
             raise UserError(
-                f"{run_dir}: another `workbench pipeline` is running on this run_dir (pid {holder}); wait for it to "
+                f"{run_dir}: another `{command}` is running on this {folder} (pid {holder}); wait for it to "
                 "end or stop it, then run this command again"
             ) from error
         lock.seek(0)
