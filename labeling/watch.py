@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,7 @@ class Watch:
     max_generations: int | None = None
     aggregation: str = "majority"
     min_agreement: float = 0.0
-    log: object = print
+    log: Callable[[str], object] = print
     stop: threading.Event = field(default_factory=threading.Event)
     wake: threading.Event = field(default_factory=threading.Event)  # a webhook delivery or `stop` cuts a wait short
 
@@ -321,6 +322,10 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--every must be at least 1 (new rankings per retrain); got {args.every}")
     if args.poll_s <= 0:
         raise UserError(f"--poll_s must be above 0 seconds; got {args.poll_s}")
+    if not 0.0 <= args.min_agreement <= 1.0:
+        raise UserError(
+            f"--min_agreement must be between 0 and 1 (a fraction of annotators); got {args.min_agreement}"
+        )
     if args.max_generations is not None and args.max_generations < 1:
         raise UserError(f"--max_generations must be at least 1; got {args.max_generations}")
     recipe = Path(args.reward_recipe)

@@ -764,6 +764,13 @@ def _(t: Inputs):
     return Case(argv + ["--every", "0"], ["--every", "got 0"], output=t.out)
 
 
+@case("label-watch-min-agreement-above-1")
+def _(t: Inputs):
+    recipe = t.recipe({"model_name_or_path": "tiny-llama"})
+    argv = ["label", "watch", "--dataset", "d", "--reward_recipe", str(recipe), "--output", str(t.out)]
+    return Case(argv + ["--min_agreement", "2"], ["--min_agreement", "between 0 and 1", "2.0"], output=t.out)
+
+
 @case("label-watch-missing-reward-recipe")
 def _(t: Inputs):
     recipe = t.tmp / "nowhere.yaml"
