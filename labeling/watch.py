@@ -12,24 +12,27 @@ Every M new submitted rankings, a generation g runs:
    newest reward model's opinion and can sort the queue by it. Completed records keep theirs.
 
 New rankings are noticed through Argilla's webhooks (`response.*` events, delivered by the server's worker to a
-listener on 127.0.0.1: labeling/webhooks.py) and, as a safety net or with `--listen poll` (a remote Argilla that cannot
-reach this machine), by reading the dataset every `--poll_s` seconds.
+listener on 127.0.0.1: labeling/webhooks.py; the default when Argilla runs on this machine) and, as a safety net or
+with `--listen poll` (the default for a remote Argilla, whose worker cannot reach this machine's loopback), by reading
+the dataset every `--poll_s` seconds.
 
 Restart safety: a ranking is a submitted response's id on the server. `DIR/watch.json` records, per generation, the ids
-its snapshot held, written together with the snapshot and before training. A restarted watcher (after kill -9, a
-reboot or a server restart) finishes the generation it was in on that same snapshot (the reward stage resumes from its
+its snapshot held, written together with the snapshot and before training. A restarted watcher (after kill -9 or a
+server restart) finishes the generation it was in on that same snapshot (the reward stage resumes from its
 last checkpoint) and then counts as new only ids no generation holds: no ranking is lost or counted twice. An edited
 ranking keeps its id, so it is not counted again; its new value is in the next snapshot. A training in progress dies
 with the watcher (no orphan races its successor), one watcher holds an output folder at a time, and while the server
 is unreachable the watcher waits and retries. Ctrl-C stops it between checks, or interrupts a training, which the
-next start resumes.
+next start resumes. A watcher needs the server when it starts; once running it waits out an outage.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -50,7 +53,7 @@ from .pull import pull
 from .selection import selection_metadata
 
 STATE = "watch.json"
-LISTEN = ("webhook", "poll")
+LISTEN = ("auto", "webhook", "poll")
 
 
 @dataclass
@@ -62,12 +65,13 @@ class Watch:
     reward_recipe: Path
     output: Path
     every: int
-    listen: str = "webhook"
+    listen: str = "webhook"  # "webhook" or "poll" (main() resolves "auto")
     poll_s: float = 30.0
     max_generations: int | None = None
     aggregation: str = "majority"
     min_agreement: float = 0.0
-    log: Callable[[str], object] = print
+    log: Callable[[str], object] = functools.partial(print, flush=True)
+    child: subprocess.Popen | None = None  # the training or scoring process running now, if any
     stop: threading.Event = field(default_factory=threading.Event)
     wake: threading.Event = field(default_factory=threading.Event)  # a webhook delivery or `stop` cuts a wait short
 
@@ -89,7 +93,9 @@ def read_state(watch: Watch, dataset) -> dict:
         state = json.loads(path.read_text())
     except ValueError as error:
         raise UserError(f"{path}: expected the watcher's JSON state, found invalid JSON ({error})") from error
-    if state.get("dataset", {}).get("id") != str(dataset.id):
+    if not isinstance(state, dict) or not isinstance(state.get("generations"), list):
+        raise UserError(f"{path}: expected the watcher's state (an object with `generations`), found something else")
+    if (state.get("dataset") or {}).get("id") != str(dataset.id):
         raise UserError(
             f"{path} watches dataset {state.get('dataset', {}).get('name')!r} "
             f"({state.get('dataset', {}).get('id')}), not {dataset.name!r} ({dataset.id}); use another --output"
@@ -113,19 +119,24 @@ def pending_candidates(records: list[dict], k: int) -> list[dict]:
     return rows
 
 
-def run_workbench(args: list[str], log_path: Path, what: str) -> None:
-    """A workbench command in its own process (labeling/ never imports torch); its output goes to `log_path`."""
+def run_workbench(watch: Watch, args: list[str], what: str) -> None:
+    """A workbench command in its own process (labeling/ never imports torch); its output goes to `DIR/watch.log`."""
     command = [sys.executable, "-m", "workbench.cli", *args]
+    log_path = watch.output / "watch.log"
     with log_path.open("a") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         # dies with the watcher (kill -9 included), so a restarted watcher never races an orphaned training
-        result = subprocess.run(
+        watch.child = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, preexec_fn=interruptible
         )
-    if result.returncode != 0:
+        try:
+            code = watch.child.wait()
+        finally:
+            watch.child = None
+    if code != 0:
         tail = log_path.read_text().strip().splitlines()[-1:] or [""]
-        raise UserError(f"{what} failed (exit {result.returncode}): {tail[0]} (full log: {log_path})")
+        raise UserError(f"{what} failed (exit {code}): {tail[0]} (full log: {log_path})")
 
 
 def write_reward_recipe(watch: Watch, generation: int) -> Path:
@@ -161,6 +172,8 @@ def take_snapshot(watch: Watch, client, dataset, state: dict, records: list[dict
         "labels": folder.name,
         "status": "labeled",
     }
+    if generation["pairs"] == 0:  # ties only, say: nothing to train on yet; these rankings stay counted
+        generation.update(status="done", refreshed=0, reward=None)
     state["generations"].append(generation)
     save_state(watch, state)  # from here on, a restart finishes this generation on this snapshot
     return generation
@@ -173,7 +186,7 @@ def train(watch: Watch, generation: dict) -> None:
         recipe = write_reward_recipe(watch, number)
         resume = ["--resume"] if folder.exists() else []
         watch.log(f"watch: generation {number}: training a reward model on {generation['pairs']} pair(s) -> {folder}")
-        run_workbench(["reward", "--config", str(recipe), *resume], watch.output / "watch.log", f"reward-g{number}")
+        run_workbench(watch, ["reward", "--config", str(recipe), *resume], f"reward-g{number}")
     generation["reward"] = str(folder / "adapter")
 
 
@@ -188,18 +201,22 @@ def refresh(watch: Watch, client, dataset, generation: dict) -> int:
     candidates, scored = watch.output / f"pending-g{number}.jsonl", watch.output / f"scores-g{number}.jsonl"
     write_jsonl_atomic(candidates, rows)
     run_workbench(
+        watch,
         ["reward", "score", "--adapter", generation["reward"], "--input", str(candidates), "--output", str(scored)]
         + ["--overwrite"],
-        watch.output / "watch.log",
         f"scoring the pending records with reward-g{number}",
     )
     scores = load_scores(scored, k, {row["prompt_id"] for row in rows})
     question_id = str(dataset.settings.questions[settings.RANKING].id)
-    by_id = {str(record["id"]): record for record in records}
+    # read again after scoring (minutes): metadata edited meanwhile is kept, records completed or deleted are skipped
+    by_id = {str(record["id"]): record for record in api.iter_records(client, dataset.id, include_responses=False)}
     payloads = []
     for row in rows:
+        now = by_id.get(row["prompt_id"])
+        if now is None or now.get("status") == "completed":
+            continue
         score = scores[row["prompt_id"]]
-        metadata = {**(by_id[row["prompt_id"]].get("metadata") or {}), **selection_metadata(row, score.members)}
+        metadata = {**(now.get("metadata") or {}), **selection_metadata(row, score.members)}
         suggestion = settings.ranking_suggestion(score.scores, score.agent, question_id)
         payloads.append({"id": row["prompt_id"], "metadata": metadata, "suggestions": [suggestion]})
     for start in range(0, len(payloads), 100):
@@ -248,9 +265,7 @@ def check(watch: Watch, client, dataset, state: dict) -> None:
         watch.log(f"watch: {len(new)}/{watch.every} new ranking(s) since generation {len(state['generations'])}")
         return
     generation = take_snapshot(watch, client, dataset, state, records)
-    if generation["pairs"] == 0:  # ties only, say: nothing to train on yet; these rankings stay counted
-        generation.update(status="done", refreshed=0, reward=None)
-        save_state(watch, state)
+    if generation["status"] == "done":
         watch.log(f"watch: generation {generation['generation']}: no preference pairs yet; waiting for more")
         return
     finish(watch, client, dataset, state, generation)
@@ -267,17 +282,22 @@ def watch_loop(watch: Watch, client, dataset) -> dict:
     watch.output.mkdir(parents=True, exist_ok=True)
     state = read_state(watch, dataset)
     listener = None
+    # a killed watcher's webhook (this dataset, this folder) points at a listener that is gone
+    description = f"workbench label watch {dataset.id} {watch.output.resolve()}"
+    removed = webhooks.remove_ours(client, description)
+    if removed:
+        watch.log(f"watch: removed {removed} webhook(s) an earlier watcher of {watch.output} left")
+    api.with_retry(lambda: settings.ensure_selection_properties(client, dataset), "adding the uncertainty metadata")
     if watch.listen == "webhook":
         listener = webhooks.Listener(str(dataset.id), watch.wake)
-        if state.get("webhook_id"):  # a killed watcher's webhook points at a listener that is gone
-            api.with_retry(lambda: webhooks.unregister(client, state["webhook_id"]), "removing the old webhook")
-        state["webhook_id"] = webhooks.register(client, listener, f"workbench label watch {dataset.name}")
+        state["webhook_id"] = webhooks.register(client, listener, description)
         save_state(watch, state)
         watch.log(f"watch: listening for Argilla webhooks on {listener.url}; polling every {watch.poll_s:g}s too")
     try:
         while not watch.stop.is_set():
             if watch.max_generations is not None and generations_done(state) >= watch.max_generations:
                 break
+            watch.wake.clear()  # deliveries from here on wake the next wait
             try:
                 check(watch, client, dataset, state)
             except UserError as error:
@@ -289,7 +309,6 @@ def watch_loop(watch: Watch, client, dataset) -> dict:
             if watch.max_generations is not None and generations_done(state) >= watch.max_generations:
                 break
             watch.wake.wait(watch.poll_s)
-            watch.wake.clear()
     finally:
         if listener is not None:
             listener.close()
@@ -310,7 +329,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--output", required=True, help="folder for watch.json and every generation's files")
     parser.add_argument("--every", type=int, default=20, help="retrain after this many new submitted rankings")
     parser.add_argument(
-        "--listen", choices=LISTEN, default="webhook", help="webhook (wake on Argilla's events) or poll only"
+        "--listen",
+        choices=LISTEN,
+        default="auto",
+        help="webhook (wake on Argilla's events; Argilla on this machine only), poll, or auto (webhook when local)",
     )
     parser.add_argument("--poll_s", type=float, default=30.0, help="seconds between reads of the dataset")
     parser.add_argument("--max_generations", type=int, default=None, help="stop after this many (default: never)")
@@ -320,7 +342,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.every < 1:
         raise UserError(f"--every must be at least 1 (new rankings per retrain); got {args.every}")
-    if args.poll_s <= 0:
+    if not (math.isfinite(args.poll_s) and args.poll_s > 0):
         raise UserError(f"--poll_s must be above 0 seconds; got {args.poll_s}")
     if not 0.0 <= args.min_agreement <= 1.0:
         raise UserError(
@@ -333,11 +355,23 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--reward_recipe {recipe} does not exist")
     from workbench.recipe import load_recipe
 
-    load_recipe(recipe)  # a broken recipe is refused now, not at the first retrain
+    if load_recipe(recipe).get("use_peft") is False:  # a broken recipe is refused now, not at the first retrain
+        raise UserError(f"{recipe}: use_peft: false; label watch scores with the reward adapter each generation saves")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a folder (it holds watch.json and each generation)")
 
     from .connection import connect
 
     client = connect(home=args.home)
+    listen = args.listen
+    if listen == "auto":
+        listen = "webhook" if webhooks.is_loopback(client.api_url) else "poll"
+    elif listen == "webhook" and not webhooks.is_loopback(client.api_url):
+        raise UserError(
+            f"--listen webhook needs Argilla on this machine (its worker posts to our 127.0.0.1 listener); "
+            f"{client.api_url} is not: use --listen poll"
+        )
     dataset = api.find_dataset(client, args.dataset, args.workspace)
     if settings.dataset_k(dataset) == 0:
         raise UserError(f"dataset {dataset.name} has no {settings.RANKING!r} question over response fields")
@@ -345,18 +379,20 @@ def main(argv: list[str]) -> int:
         args.dataset,
         args.workspace,
         recipe,
-        Path(args.output),
+        output,
         args.every,
-        args.listen,
+        listen,
         args.poll_s,
         args.max_generations,
         args.aggregation,
         args.min_agreement,
     )
 
-    def stop(*_):  # stop between checks, removing the webhook
+    def stop(*_):  # stop between checks (interrupting a training, which the next start resumes), removing the webhook
         watch.stop.set()
         watch.wake.set()
+        if watch.child is not None and watch.child.poll() is None:
+            watch.child.send_signal(signal.SIGINT)
 
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, stop)

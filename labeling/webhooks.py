@@ -21,6 +21,15 @@ from . import api
 
 RESPONSE_EVENTS = ["response.created", "response.updated", "response.deleted"]
 TOLERANCE_S = 300
+MAX_BODY = 1 << 20  # an event about one response is a few kB
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_loopback(api_url: str) -> bool:
+    """Whether the Argilla at `api_url` runs on this machine (only then can its worker reach our listener)."""
+    from urllib.parse import urlparse
+
+    return (urlparse(api_url).hostname or "") in {host.strip("[]") for host in LOOPBACK}
 
 
 def signature(secret: str, msg_id: str, timestamp: str, body: bytes) -> str:
@@ -41,8 +50,8 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None 
             return False
     except ValueError:
         return False
-    expected = signature(secret, msg_id, timestamp, body)
-    return any(hmac.compare_digest(expected, given) for given in signatures.split())
+    expected = signature(secret, msg_id, timestamp, body).encode()
+    return any(hmac.compare_digest(expected, given.encode("utf-8", "replace")) for given in signatures.split())
 
 
 class Listener:
@@ -56,14 +65,23 @@ class Listener:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                if listener.secret is None or not verify(listener.secret, dict(self.headers), body):
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                self.send_response(204)
+            timeout = 10  # a client that stops sending is dropped, not waited on
+
+            def answer(self, status: int) -> None:
+                self.send_response(status)
                 self.end_headers()
+
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                try:
+                    length = int(self.headers.get("content-length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_BODY:
+                    return self.answer(400)
+                body = self.rfile.read(length)
+                if listener.secret is None or not verify(listener.secret, dict(self.headers), body):
+                    return self.answer(401)
+                self.answer(204)
                 try:
                     event = json.loads(body)
                     dataset = event["data"]["record"]["dataset"]["id"]
@@ -90,18 +108,30 @@ class Listener:
 
 
 def register(client, listener: Listener, description: str) -> str:
-    """Create the server-side webhook that delivers response events to `listener`; returns its id."""
+    """Create the server-side webhook that delivers response events to `listener`; returns its id. Not retried: a
+    retry after a lost answer would leave a second webhook (the server allows 10 in all); `remove_ours` at the next
+    start removes any that a crash left."""
+    from workbench.errors import UserError
 
-    def create():
-        response = client.http_client.post(
-            "/api/v1/webhooks", json={"url": listener.url, "events": RESPONSE_EVENTS, "description": description}
-        )
-        response.raise_for_status()
-        return response.json()
-
-    created = api.with_retry(create, "registering the webhook")
+    response = client.http_client.post(
+        "/api/v1/webhooks", json={"url": listener.url, "events": RESPONSE_EVENTS, "description": description}
+    )
+    if response.status_code == 422:
+        raise UserError(f"Argilla refused the watcher's webhook: {response.text}")
+    response.raise_for_status()
+    created = response.json()
     listener.secret = created["secret"]
     return str(created["id"])
+
+
+def remove_ours(client, description: str) -> int:
+    """Delete every webhook with this description (a watcher's on this dataset and output folder, left by a crash);
+    returns how many."""
+    hooks = api.get_json(client, "/api/v1/webhooks", what="listing webhooks")["items"]
+    ours = [str(hook["id"]) for hook in hooks if hook.get("description") == description]
+    for webhook_id in ours:
+        api.with_retry(lambda webhook_id=webhook_id: unregister(client, webhook_id), "removing an old webhook")
+    return len(ours)
 
 
 def unregister(client, webhook_id: str) -> None:

@@ -31,7 +31,7 @@ RECIPE = """\
 model_name_or_path: tiny-llama
 dtype: float32
 bf16: false
-max_steps: 2
+max_steps: 4
 per_device_train_batch_size: 4
 learning_rate: 1.0e-3
 max_length: 128
@@ -63,13 +63,13 @@ def candidates(path: Path) -> Path:
     return path
 
 
-def wait_for(condition, what: str, timeout: float = 420.0):
+def wait_for(condition, what: str, timeout: float = 420.0, every: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -180,13 +180,17 @@ def test_watch_retrains_every_m_rankings_and_survives_kills_and_server_restarts(
         suggestion = api.get_json(client, f"/api/v1/records/{pending[-1]['id']}/suggestions")["items"][0]
         assert suggestion["agent"] == "watch/reward-g2"
 
-        # generation 3: kill -9 once its snapshot is taken (training under way); 2 rankings arrive while it is dead,
-        # then the server stops and starts again; a new watcher finishes generation 3 on the same snapshot
+        # generation 3: kill -9 in the middle of its training (after its first checkpoint); 2 rankings arrive while
+        # it is dead, then the server stops and starts again; a new watcher resumes generation 3's training from that
+        # checkpoint, on the same snapshot
         rank(4, "ann-c")
-        wait_for(lambda: len(state(output)["generations"]) == 3, "generation 3's snapshot")
+        reward_3 = output / "reward-g3"
+        checkpoint = reward_3 / "checkpoint-1" / "trainer_state.json"
+        wait_for(checkpoint.exists, "reward-g3's first checkpoint", every=0.05)
         watcher.send_signal(signal.SIGKILL)
         watcher.wait(timeout=30)
-        assert state(output)["generations"][2]["status"] != "done"
+        assert not (reward_3 / "adapter" / "workbench.json").exists()  # killed mid-training
+        assert state(output)["generations"][2]["status"] == "labeled"
         rank(2, "ann-d")
         assert stop(home, log=lambda line: None)
         serve(home, port=port, log=lambda line: None)
@@ -208,6 +212,7 @@ def test_watch_retrains_every_m_rankings_and_survives_kills_and_server_restarts(
         assert len(counted) == len(set(counted)) == 16 and set(counted) == server_ids()  # none lost, none twice
         log = (tmp_path / "watcher.log").read_text()
         assert "Argilla unreachable" in log and "finishing generation 3" in log
+        assert f"--config {output / 'recipes' / 'reward-g3.yaml'} --resume" in (output / "watch.log").read_text()
         hooks = api.get_json(client, "/api/v1/webhooks")["items"]  # the killed watcher's webhook was removed too
         assert not [hook for hook in hooks if hook["description"].startswith("workbench label watch")]
     finally:
