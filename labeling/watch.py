@@ -6,7 +6,8 @@ Every M new submitted rankings, a generation g runs:
 1. a snapshot of every submitted ranking of the dataset becomes preference pairs (`DIR/labels-g<g>/`, the files of
    `label pull`);
 2. a fresh reward model trains on them (`DIR/reward-g<g>/`: `workbench reward` with the recipe, `datasets` and
-   `output_dir` set; `DIR/recipes/reward-g<g>.yaml` is the exact recipe);
+   `output_dir` set; `DIR/recipes/reward-g<g>.yaml` is the exact recipe); with `--warm_start` it starts from
+   generation g-1's reward model instead (the reward stage's `init_adapter`);
 3. it scores the candidates of every record still pending (`DIR/scores-g<g>.jsonl`, `workbench reward score`);
 4. those records get its ranking as their suggestion and its `uncertainty` as metadata, so the next labeler sees the
    newest reward model's opinion and can sort the queue by it. Completed records keep theirs.
@@ -70,6 +71,7 @@ class Watch:
     max_generations: int | None = None
     aggregation: str = "majority"
     min_agreement: float = 0.0
+    warm_start: bool = False  # generation g > 1 starts from generation g-1's reward model
     log: Callable[[str], object] = functools.partial(print, flush=True)
     child: subprocess.Popen | None = None  # the training or scoring process running now, if any
     stop: threading.Event = field(default_factory=threading.Event)
@@ -149,6 +151,9 @@ def write_reward_recipe(watch: Watch, generation: int) -> Path:
     recipe["datasets"] = [{"path": str(preferences.resolve())}]
     recipe["output_dir"] = str((watch.output / f"reward-g{generation}").resolve())
     recipe["wandb_job_type"] = "reward-watch"
+    if watch.warm_start and generation > 1:  # continue the last generation's model (init_from_sft starts g1 only)
+        previous = watch.output / f"reward-g{generation - 1}" / "adapter"
+        recipe.update(init_adapter=str(previous.resolve()), init_from_sft=False)
     path = watch.output / "recipes" / f"reward-g{generation}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# workbench reward --config {path}\n# written by `workbench label watch` from {watch.reward_recipe}\n"
@@ -338,6 +343,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max_generations", type=int, default=None, help="stop after this many (default: never)")
     parser.add_argument("--aggregation", choices=METHODS, default="majority", help="how annotators are combined")
     parser.add_argument("--min_agreement", type=float, default=0.0, help="as in label pull")
+    parser.add_argument(
+        "--warm_start",
+        action="store_true",
+        help="start each generation's reward model from the last one's (LoRA and head) instead of a fresh one",
+    )
     parser.add_argument("--home", default=None, help="embedded Argilla home (when ARGILLA_API_URL is not set)")
     args = parser.parse_args(argv)
     if args.every < 1:
@@ -386,6 +396,7 @@ def main(argv: list[str]) -> int:
         args.max_generations,
         args.aggregation,
         args.min_agreement,
+        args.warm_start,
     )
 
     def stop(*_):  # stop between checks (interrupting a training, which the next start resumes), removing the webhook

@@ -207,3 +207,26 @@ def test_reward_lora_starts_from_the_sft_lora_with_a_fresh_head(tiny_model_path,
     other = adapters.attach(other, "default", config=lora(task_type="SEQ_CLS", r=8, alpha=8))
     with pytest.raises(UserError, match="adapter_config.json: r is 4; the adapter it initialises has 8"):
         adapters.init_lora_from(other, "default", sft_dir)
+
+
+def test_a_warm_start_copies_the_reward_lora_and_its_head(tiny_model_path, tmp_path):
+    """init_lora_from(heads=True) (the reward stage's init_adapter): the fresh reward model scores as the saved one,
+    LoRA and score head; an adapter without that head (an SFT policy's) is refused naming the head."""
+    reward = load(tiny_model_path, head="scalar", pad_token_id=0)
+    reward = adapters.attach(reward, "default", config=lora(task_type="SEQ_CLS", r=4, alpha=8))
+    randomise(reward, "default", 2)  # the LoRA and the head (modules_to_save.default)
+    saved = adapters.save(reward, "default", tmp_path / "r1", manifest_for(reward, "reward"))
+
+    fresh = load(tiny_model_path, head="scalar", pad_token_id=0)
+    fresh = adapters.attach(fresh, "default", config=lora(task_type="SEQ_CLS", r=4, alpha=8))
+    assert not torch.equal(logits(fresh), logits(reward))
+    lora_tensors = sum("lora_" in k for k, _ in reward.named_parameters())
+    assert adapters.init_lora_from(fresh, "default", saved, heads=True) == lora_tensors + 1
+    assert torch.equal(logits(fresh), logits(reward))
+
+    policy = adapters.attach(load(tiny_model_path), "default", config=lora(r=4, alpha=8))
+    sft_dir = adapters.save(policy, "default", tmp_path / "sft", manifest_for(policy, "sft"))
+    other = load(tiny_model_path, head="scalar", pad_token_id=0)
+    other = adapters.attach(other, "default", config=lora(task_type="SEQ_CLS", r=4, alpha=8))
+    with pytest.raises(UserError, match=r"its heads \(none\) do not match adapter 'default'.*score.modules_to_save"):
+        adapters.init_lora_from(other, "default", sft_dir, heads=True)

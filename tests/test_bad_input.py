@@ -411,6 +411,14 @@ def _(t: Inputs):
     return Case(["reward", "--config", str(recipe)], [str(t.tmp / "no-sft"), "workbench.json"], output=t.out)
 
 
+@case("reward-warm-start-from-a-policy")
+def _(t: Inputs):
+    sft = t.adapters[0]
+    recipe = t.reward_recipe(init_adapter=str(sft))
+    expect = ["init_adapter", str(sft), ("CAUSAL_LM", "policy adapter", "not a reward")]
+    return Case(["reward", "--config", str(recipe)], expect, output=t.out)
+
+
 @case("reward-default-dtype-on-cpu")
 def _(t: Inputs):
     """The default precision (4-bit, bfloat16 compute) on a CPU: train, or refuse in one line; never a dtype crash."""

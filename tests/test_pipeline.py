@@ -354,7 +354,22 @@ def test_rounds_repeat_the_labeling_stages_from_the_last_policy(tmp_path):
     assert evaluation["agreement_reward_adapters"] == [{"name": "reward", "adapter": str(run / "reward" / "adapter")}]
     assert forced_stages(["push-r2"], plan.stages) == {"push-r2", *plan.stages[9:]}
     assert "agreement_reward_adapters" not in planner().stage("eval").recipe  # one round: the eval as before
+    assert "init_adapter" not in reward  # a fresh reward model each round unless reward_warm_start
+    warm = planner(rounds=2, methods=["reinforce++"], reward_warm_start=True)
+    assert "init_adapter" not in warm.stage("reward").recipe
+    assert warm.stage("reward-r2").recipe["init_adapter"] == str(run / "reward" / "adapter")
+    sft_first = planner(
+        rounds=2, methods=["reinforce++"], reward_warm_start=True, **{"overrides.reward": {"init_from_sft": True}}
+    )
+    assert (
+        sft_first.stage("reward").recipe["init_from_sft"] and not sft_first.stage("reward-r2").recipe["init_from_sft"]
+    )
+    assert warm.stage("reward-r2").sha() != planner(rounds=2, methods=["reinforce++"]).stage("reward-r2").sha()
     refused = {
+        "overrides.reward.init_adapter: reward_warm_start sets it": {
+            "reward_warm_start": True,
+            "overrides.reward": {"init_adapter": str(run / "other")},
+        },
         "rounds must be at least 1; got 0": dict(rounds=0),
         "dpo cannot continue across rounds": dict(rounds=2, methods=["ppo", "dpo"]),
         "rounds 2 needs num_prompts": dict(rounds=2, num_prompts=None),
@@ -693,7 +708,8 @@ def test_two_rounds_label_the_last_policy_s_answers_where_the_reward_model_is_le
     """`rounds: 2`, `label_prompts: 4` of 6 chosen by `selection: uncertainty`: round 1 scores its candidates with
     `selection_reward_adapter` (finished_run's), round 2 with round 1's reward model. Round 2's records are round 1's
     policy's answers to the next prompts, in the same dataset; pull counts are exact across rounds; round 2's policy
-    continues round 1's; the eval and the report give both rounds."""
+    continues round 1's, and its reward model round 1's (reward_warm_start); the eval and the report give both
+    rounds."""
     from labeling import api
     from labeling.connection import connect
     from workbench.cli import main as workbench_main
@@ -703,7 +719,7 @@ def test_two_rounds_label_the_last_policy_s_answers_where_the_reward_model_is_le
     active = tmp_path / "active"
     shutil.copytree(run_dir / "sft", active / "sft", ignore=shutil.ignore_patterns("wandb"))  # found, recorded done
     changes = {"rounds": 2, "methods": ["reinforce++"], "label_prompts": 4, "selection": "uncertainty"}
-    changes["selection_reward_adapter"] = str(run_dir / "reward" / "adapter")
+    changes.update(selection_reward_adapter=str(run_dir / "reward" / "adapter"), reward_warm_start=True)
     recipe = tiny_recipe(tmp_path / "active.yaml", active, home, port, **changes)
     result = pipeline(recipe, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -744,6 +760,8 @@ def test_two_rounds_label_the_last_policy_s_answers_where_the_reward_model_is_le
         str((active / "reinforce++" / "adapter").resolve())
     ]
     assert [p["path"] for p in parents if p["role"] == "reward"] == [str((active / "reward-r2" / "adapter").resolve())]
+    warm = json.loads((active / "reward-r2" / "adapter" / "workbench.json").read_text())["parents"]
+    assert [p["path"] for p in warm if p.get("role") == "init"] == [str((active / "reward" / "adapter").resolve())]
     metrics = json.loads((active / "eval" / "metrics.json").read_text())
     assert {"reinforce++", "reinforce++-r2"} <= set(metrics["win_rates"])
     assert set(metrics["reward_models_vs_gold"]) == {"reward", "reward-r2"}

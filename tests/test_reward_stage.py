@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from labeling.selection import ranking_uncertainty
@@ -131,6 +132,35 @@ def test_resume_from_checkpoint_reaches_the_same_adapter(trained, tmp_path):
     # Same data order, optimizer moments and RNG: the uninterrupted run's weights up to bf16 rounding (measured
     # 0.005), while steps 4-6 moved them well away from checkpoint-3 (measured 0.10).
     assert distance(at_three, straight) > 10 * distance(resumed, straight)
+
+
+def test_a_warm_start_begins_as_the_reward_model_it_continues(trained, tmp_path):
+    """init_adapter (the pipeline's reward_warm_start): before any step the held-out pairs score exactly as the init
+    adapter scored them after its training; at learning rate 0 the saved LoRA and score head are the init adapter's
+    bit for bit; the manifest names it as the parent it started from. With init_from_sft too: exit 2."""
+    recipe, output_dir, sft = trained
+    init = output_dir / "adapter"
+    warm = tmp_path / "warm"
+    args = ["--config", str(recipe), "--init_adapter", str(init), "--output_dir", str(warm), "--max_steps", "2"]
+    result = run(reward_command(*args, "--learning_rate", "0", "--save_steps", "10"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "warm start from" in result.stdout
+    before, after = (json.loads((d / "metrics.json").read_text()) for d in (warm, output_dir))
+    assert before["base_eval_accuracy"] == after["eval_accuracy"]
+    assert before["base_eval_mean_margin"] == pytest.approx(after["eval_mean_margin"], abs=1e-5)
+    started, saved = (
+        load_file(init / "adapter_model.safetensors"),
+        load_file(warm / "adapter" / "adapter_model.safetensors"),
+    )
+    assert "base_model.model.score.weight" in saved and saved.keys() == started.keys()
+    assert all(torch.equal(saved[k].float(), started[k].float()) for k in saved)
+    manifest = json.loads((warm / "adapter" / "workbench.json").read_text())
+    assert {"kind": "adapter", "stage": "reward", "path": str(init.resolve()), "role": "init"} in manifest["parents"]
+
+    both = ["--init_adapter", str(init), "--init_from_sft", "true", "--sft_adapter", str(sft)]
+    both = run(reward_command("--config", str(recipe), "--output_dir", str(tmp_path / "both"), *both))
+    assert both.returncode == 2 and "Traceback" not in both.stderr
+    assert "init_adapter: expected one starting point for the reward LoRA; found init_from_sft: true" in both.stderr
 
 
 def test_score_command_scores_and_ranks_candidates(trained, tmp_path):

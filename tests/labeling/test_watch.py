@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from labeling import api, settings
 from labeling.selection import selection_metadata
@@ -135,7 +136,7 @@ def test_watch_retrains_every_m_rankings_and_survives_kills_and_server_restarts(
             workspace,
         ]
         command += ["--reward_recipe", str(recipe), "--output", str(output), "--every", "4", "--poll_s", str(poll_s)]
-        command += ["--max_generations", "4"]
+        command += ["--max_generations", "4", "--warm_start"]
         log = (tmp_path / "watcher.log").open("a")
         return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
@@ -213,6 +214,12 @@ def test_watch_retrains_every_m_rankings_and_survives_kills_and_server_restarts(
         log = (tmp_path / "watcher.log").read_text()
         assert "Argilla unreachable" in log and "finishing generation 3" in log
         assert f"--config {output / 'recipes' / 'reward-g3.yaml'} --resume" in (output / "watch.log").read_text()
+        for g in range(1, 5):  # --warm_start: each generation after the first continues the last one's model
+            recipe_g = yaml.safe_load((output / "recipes" / f"reward-g{g}.yaml").read_text())
+            previous = str((output / f"reward-g{g - 1}" / "adapter").resolve())
+            assert recipe_g.get("init_adapter") == (previous if g > 1 else None)
+            parents = json.loads((output / f"reward-g{g}" / "adapter" / "workbench.json").read_text())["parents"]
+            assert [p["path"] for p in parents if p.get("role") == "init"] == ([previous] if g > 1 else [])
         hooks = api.get_json(client, "/api/v1/webhooks")["items"]  # the killed watcher's webhook was removed too
         assert not [hook for hook in hooks if hook["description"].startswith("workbench label watch")]
     finally:

@@ -205,13 +205,15 @@ def attach(model, name: str, *, config=None, path: str | Path | None = None, tra
 LORA_SHAPE_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")
 
 
-def init_lora_from(model, name: str, source: str | Path) -> int:
+def init_lora_from(model, name: str, source: str | Path, heads: bool = False) -> int:
     """Copy the LoRA weights of the adapter saved in `source` into the freshly attached adapter `name`.
 
     InstructGPT starts its reward model from the SFT model; on one 4-bit base the same start is the reward LoRA
     initialised with the SFT LoRA (same rank, alpha and target modules), while the heads (`modules_to_save`, e.g. the
-    reward's `score`) keep their fresh initialisation. Returns the number of tensors copied; a LoRA of another shape or
-    with no layer in common is refused.
+    reward's `score`) keep their fresh initialisation. With `heads`, the saved heads are copied too: a reward model
+    warm-started from an earlier reward model (the last labeling round's) starts as that model, LoRA and score head.
+    Returns the number of tensors copied; a LoRA of another shape or with no layer in common, or (with `heads`) a head
+    missing on either side, is refused.
     """
     import torch
     from peft.utils import load_peft_weights
@@ -230,7 +232,8 @@ def init_lora_from(model, name: str, source: str | Path) -> int:
                 f"{source}/adapter_config.json: {key} is {saved.get(key)!r}; the adapter it initialises has "
                 f"{getattr(config, key)!r} (use the same LoRA settings in both recipes)"
             )
-    weights = {k: v for k, v in load_peft_weights(str(source), device="cpu").items() if "lora_" in k}
+    saved_tensors = load_peft_weights(str(source), device="cpu")
+    weights = {k: v for k, v in saved_tensors.items() if "lora_" in k}
     if not weights:
         raise UserError(f"{source}: the adapter holds no LoRA weights")
     # saved: ...q_proj.lora_A.weight; attached: ...q_proj.lora_A.<name>.weight (PEFT's naming)
@@ -250,7 +253,27 @@ def init_lora_from(model, name: str, source: str | Path) -> int:
                     f"{name!r}; both adapters must target the same modules of the same base"
                 )
             target.copy_(value.to(target.dtype))
-    return len(weights)
+    if not heads:
+        return len(weights)
+    # saved: ...score.weight; attached: ...score.modules_to_save.<name>.weight (PEFT's ModulesToSaveWrapper)
+    saved_heads = {k: v for k, v in saved_tensors.items() if "lora_" not in k}
+    own_heads = {k: p for k, p in model.named_parameters() if f".modules_to_save.{name}." in k}
+    wanted = {f"{k.rsplit('.', 1)[0]}.modules_to_save.{name}.{k.rsplit('.', 1)[1]}": k for k in saved_heads}
+    if set(wanted) != set(own_heads):
+        missing = sorted(set(own_heads) - set(wanted)) or sorted(set(wanted) - set(own_heads))
+        raise UserError(
+            f"{source}: its heads ({', '.join(sorted(saved_heads)) or 'none'}) do not match adapter {name!r}'s "
+            f"trainable heads (first difference: {missing[0]}); a warm start needs a reward adapter of the same kind"
+        )
+    with torch.no_grad():
+        for key, saved_key in wanted.items():
+            if own_heads[key].shape != saved_heads[saved_key].shape:
+                raise UserError(
+                    f"{source}: head {saved_key} has shape {tuple(saved_heads[saved_key].shape)}; adapter {name!r}'s "
+                    f"has {tuple(own_heads[key].shape)} (another base?)"
+                )
+            own_heads[key].copy_(saved_heads[saved_key].to(own_heads[key].dtype))
+    return len(weights) + len(wanted)
 
 
 def switch(model, name: str) -> None:

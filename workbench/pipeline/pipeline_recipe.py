@@ -181,6 +181,15 @@ class PipelineConfig:
         },
     )
     reward_max_steps: int | None = field(default=None, metadata={"help": "Reward model steps (reward max_steps)."})
+    reward_warm_start: bool = field(
+        default=False,
+        metadata={
+            "help": "With rounds: start round r's reward model from round r-1's (its LoRA and score head, the reward "
+            "stage's init_adapter) instead of a fresh one; it still learns from every round's labels for "
+            "reward_max_steps. Round 1 starts as the reward recipe says (fresh, or init_from_sft). Off by default: "
+            "bench/reward_warm_start.py measured no gain in agreement with the gold rubric over a fresh model."
+        },
+    )
     ppo_steps: int | None = field(
         default=None, metadata={"help": "RL steps of ppo, rloo, grpo and reinforce++ (their total_steps)."}
     )

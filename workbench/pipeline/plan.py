@@ -132,6 +132,11 @@ class Planner:
                 f"{self.where}: label_prompts {cfg.label_prompts} is more than the num_prompts {cfg.num_prompts} "
                 "whose candidates it chooses from"
             )
+        if cfg.reward_warm_start and "init_adapter" in (overrides.get("reward") or {}):
+            raise UserError(
+                f"{self.where}: overrides.reward.init_adapter: reward_warm_start sets it in every round after the "
+                "first (the last round's reward model); use one or the other"
+            )
         if cfg.rounds > 1 and "max_prompts" in (overrides.get("generate") or {}):
             raise UserError(
                 f"{self.where}: overrides.generate.max_prompts: with rounds, num_prompts sets each round's prompts "
@@ -222,9 +227,13 @@ class Planner:
     def reward_of(self, round_: int) -> Path:
         return self.path(round_stage("reward", round_), "adapter")
 
-    def _with_recipe(self, name: str, owned: dict, outputs: list[str], resume: list[str]) -> Stage:
+    def _with_recipe(
+        self, name: str, owned: dict, outputs: list[str], resume: list[str], pinned: dict | None = None
+    ) -> Stage:
+        """A stage that runs `workbench <command> --config` with its recipe: `owned` keys under the overrides, the
+        `pinned` ones over them."""
         folder = self.path(name)
-        recipe = self.recipe(name, {**owned, "output_dir": str(folder)})
+        recipe = self.recipe(name, {**owned, "output_dir": str(folder)}) | (pinned or {})
         command = recipe_of(name)
         return Stage(
             name,
@@ -330,7 +339,8 @@ class Planner:
         return Stage(round_stage("pull", round_), folder, outputs, config, None, [command])
 
     def _reward(self, round_: int = 1) -> Stage:
-        """A reward model on every round's labels so far (a fresh adapter each round)."""
+        """A reward model on every round's labels so far: a fresh adapter, or with reward_warm_start (rounds > 1)
+        the last round's reward model continued."""
         owned = {
             "model_name_or_path": self.cfg.model_name_or_path,
             "load_in_4bit": self.cfg.load_in_4bit,
@@ -338,8 +348,11 @@ class Planner:
             "sft_adapter": str(self.path("sft", "adapter")),
             "max_steps": self.cfg.reward_max_steps,
         }
+        pinned = None
+        if self.cfg.reward_warm_start and round_ > 1:  # init_from_sft, if set, starts round 1 only
+            pinned = {"init_adapter": str(self.reward_of(round_ - 1)), "init_from_sft": False}
         name = round_stage("reward", round_)
-        return self._with_recipe(name, owned, ["adapter/workbench.json", "metrics.json"], ["--resume"])
+        return self._with_recipe(name, owned, ["adapter/workbench.json", "metrics.json"], ["--resume"], pinned)
 
     def _rl(self, method: str, round_: int = 1) -> Stage:
         """ppo, or a critic-free method (rloo, grpo, reinforce++): `workbench ppo` on the SFT and the round's reward

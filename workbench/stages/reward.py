@@ -42,6 +42,14 @@ class RewardDataConfig(PreferenceDataConfig):
             "the SFT model); the score head starts fresh. Needs the same LoRA settings as the SFT recipe."
         },
     )
+    init_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Warm start: begin from this reward adapter folder (a finished reward stage's adapter/), its LoRA "
+            "weights and its score head, instead of a fresh LoRA and head; e.g. the previous labeling round's reward "
+            "model (the pipeline's reward_warm_start). Same base and LoRA settings; not with init_from_sft."
+        },
+    )
     group_rankings: bool = field(
         default=False,
         metadata={
@@ -113,6 +121,16 @@ def main(argv: list[str]) -> int:
         from workbench.errors import UserError
 
         raise UserError("init_from_sft: true needs sft_adapter (the SFT adapter folder) and use_peft: true")
+    if data_cfg.init_adapter and (data_cfg.init_from_sft or peft_config is None):
+        from workbench.errors import UserError
+
+        if data_cfg.init_from_sft:
+            raise UserError(
+                "init_adapter: expected one starting point for the reward LoRA; found init_from_sft: true too"
+            )
+        raise UserError(
+            "init_adapter: needs use_peft: true (it continues a LoRA reward adapter); found use_peft: false"
+        )
 
     import torch
     from transformers import set_seed
@@ -158,6 +176,11 @@ def main(argv: list[str]) -> int:
         adapters.check_base(sft_manifest, base_info, data_cfg.sft_adapter)
         path = str(Path(data_cfg.sft_adapter).resolve())
         parents.append({"kind": "adapter", "stage": sft_manifest.stage, "path": path, "role": "policy"})
+    if data_cfg.init_adapter:
+        init_manifest = adapters.read_manifest(data_cfg.init_adapter, "SEQ_CLS", "init_adapter")
+        adapters.check_base(init_manifest, base_info, data_cfg.init_adapter)
+        path = str(Path(data_cfg.init_adapter).resolve())
+        parents.append({"kind": "adapter", "stage": init_manifest.stage, "path": path, "role": "init"})
 
     # ── adapters ─────────────────────────────────────────────────────────────────────────────────────────────────
     if peft_config is not None:
@@ -182,6 +205,9 @@ def main(argv: list[str]) -> int:
         head_dtype=getattr(torch, quant.compute_dtype),
         group_rankings=data_cfg.group_rankings,
     )
+    if data_cfg.init_adapter:  # once the trainer has cast the weights (a quantized model's head goes via bf16)
+        copied = adapters.init_lora_from(trainer.model, "default", data_cfg.init_adapter, heads=True)
+        print(f"workbench reward: warm start from {data_cfg.init_adapter} (LoRA and head, {copied} tensors)")
     if len(trainer.train_dataset) == 0:  # TRL drops the pairs longer than max_length
         from workbench.errors import UserError
 
