@@ -36,6 +36,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def cpu_features() -> dict:
+    """The CPU's name and the instruction sets that pick bitsandbytes' 4-bit CPU kernel: with AVX512-BF16 an
+    inference-only `Linear4bit` repacks its weights for a fused bf16 kernel (see loading.keep_4bit_weights_unpacked),
+    so the 4-bit rows are only comparable between machines that agree here."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"name": platform.processor(), "avx512_bf16": None, "amx_bf16": None}
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    return {"name": name, "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
+
+
 def machine_rates(repeats: int = 5) -> dict:
     """This machine's read bandwidth (GB/s, summing a 1 GiB fp32 tensor) and fp32 matmul rate (GFLOP/s, 2048^3
     products), each the best of `repeats`, with torch's own threads."""
@@ -147,6 +160,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
         if not torch.cuda.is_available()
         else torch.cuda.get_device_name(),
+        "cpu": cpu_features(),
         "versions": {"torch": torch.__version__, **_versions()},
         "command": "python bench/generation_speed.py " + " ".join(sys.argv[1:]),
         "rows": [],
