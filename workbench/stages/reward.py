@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from workbench.data.preference_data import PreferenceDataConfig
+from workbench.errors import UserError
 
 STAGE = "reward"
 FINISHED = ["adapter/workbench.json", "model/workbench.json", "metrics.json"]
@@ -118,19 +119,11 @@ def main(argv: list[str]) -> int:
 
     peft_config = adapters.get_peft_config(model_args, task_type="SEQ_CLS")
     if data_cfg.init_from_sft and not (data_cfg.sft_adapter and peft_config is not None):
-        from workbench.errors import UserError
-
         raise UserError("init_from_sft: true needs sft_adapter (the SFT adapter folder) and use_peft: true")
-    if data_cfg.init_adapter and (data_cfg.init_from_sft or peft_config is None):
-        from workbench.errors import UserError
-
-        if data_cfg.init_from_sft:
-            raise UserError(
-                "init_adapter: expected one starting point for the reward LoRA; found init_from_sft: true too"
-            )
-        raise UserError(
-            "init_adapter: needs use_peft: true (it continues a LoRA reward adapter); found use_peft: false"
-        )
+    if data_cfg.init_adapter and data_cfg.init_from_sft:
+        raise UserError("init_adapter: expected one starting point for the reward LoRA; found init_from_sft: true too")
+    if data_cfg.init_adapter and peft_config is None:
+        raise UserError("init_adapter: needs use_peft: true (it continues a LoRA reward model); found use_peft: false")
 
     import torch
     from transformers import set_seed
@@ -209,8 +202,6 @@ def main(argv: list[str]) -> int:
         copied = adapters.init_lora_from(trainer.model, "default", data_cfg.init_adapter, heads=True)
         print(f"workbench reward: warm start from {data_cfg.init_adapter} (LoRA and head, {copied} tensors)")
     if len(trainer.train_dataset) == 0:  # TRL drops the pairs longer than max_length
-        from workbench.errors import UserError
-
         raise UserError(
             f"max_length: expected training pairs of at most {reward_cfg.max_length} tokens, found none of the "
             f"{len(train_dataset)} that short (TRL drops longer ones); raise max_length"
