@@ -29,13 +29,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 VENV = Path.home() / ".cache" / "workbench" / "venvs" / "trl-1.12.0"
+DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 NEVER_WRITTEN = "<filename>"  # a SmolLM2 special token a chat model does not produce: responses run full length
 
 RECIPE = """\
 model_name_or_path: {model}
 load_in_4bit: {four_bit}
 use_bnb_nested_quant: true
-dtype: float32
+dtype: {dtype}
 sft_adapter: {sft}
 reward_adapter: {reward}
 prompts:
@@ -101,12 +102,13 @@ def steady(seconds: list[float]) -> float | None:
 
 
 def run_workbench(model, sft, reward, prompts, args, four_bit: bool, scratch: Path) -> dict:
-    output_dir = scratch / f"ppo-{'4bit' if four_bit else 'fp32'}"
+    output_dir = scratch / f"ppo-{'4bit' if four_bit else 'full'}"
     recipe = scratch / f"{output_dir.name}.yaml"
     recipe.write_text(
         RECIPE.format(
             model=model, four_bit=str(four_bit).lower(), sft=sft, reward=reward, prompts=prompts, steps=args.steps,
             batch=args.batch, length=args.response_length, stop=NEVER_WRITTEN, output_dir=output_dir,
+            dtype=args.dtype,
         )
     )  # fmt: skip
     command = [sys.executable, "-m", "workbench.cli", "ppo", "--config", str(recipe)]
@@ -116,7 +118,7 @@ def run_workbench(model, sft, reward, prompts, args, four_bit: bool, scratch: Pa
     history = json.loads((output_dir / "metrics.json").read_text())["history"]
     seconds = [row["perf/step_seconds"] for row in history]
     return {
-        "base": "4-bit nf4 + double quant, fp32 compute" if four_bit else "fp32",
+        "base": f"4-bit nf4 + double quant, {args.dtype} compute" if four_bit else args.dtype,
         "step_seconds": [round(s, 3) for s in seconds],
         "steady_step_seconds": steady(seconds),
         # the step's phases (workbench/rl/phase_timer.py), each the median over the steps after the first
@@ -133,12 +135,14 @@ def run_trl(python: Path, model_path: str, prompt_ids: list, args, scratch: Path
     spec = {
         "model": model_path, "prompts": prompt_ids, "steps": args.steps, "batch_size": args.batch, "ppo_epochs": 2,
         "response_length": args.response_length, "temperature": 0.7, "learning_rate": 1e-5, "kl_coef": 0.05,
-        "kl_estimator": "k3", "lora_r": 16, "lora_alpha": 32, "seed": 0, "dtype": "float32",
+        "kl_estimator": "k3", "lora_r": 16, "lora_alpha": 32, "seed": 0, "dtype": args.dtype,
     }  # fmt: skip
     (scratch / "spec.json").write_text(json.dumps(spec))
     out = scratch / "trl.json"
     command = [str(python), str(ROOT / "bench" / "trl112" / "ppo_driver.py"), "--spec", str(scratch / "spec.json")]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    if args.trl_pythonpath:  # TRL 1.12 installed into a folder of its own, ahead of the other packages
+        env["PYTHONPATH"] = args.trl_pythonpath
     done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return {"error": f"trl 1.12.0 PPOTrainer exited {done.returncode}: {tail(done.stderr)}"}
@@ -146,7 +150,7 @@ def run_trl(python: Path, model_path: str, prompt_ids: list, args, scratch: Path
     seconds = result.pop("step_seconds")
     return {
         **result,
-        "base": "fp32; policy + LoRA (ref = adapter disabled), reward and value models loaded separately",
+        "base": f"{args.dtype}; policy + LoRA (ref = adapter disabled), reward and value models loaded separately",
         "step_seconds": [round(s, 3) for s in seconds],
         "steady_step_seconds": steady(seconds),
         "mean_response_length": args.response_length,  # stop_token=None: TRL always generates response_length
@@ -160,8 +164,17 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--response_length", type=int, default=32)
     parser.add_argument("--venv", default=str(VENV))
+    parser.add_argument(
+        "--trl_pythonpath",
+        help="run TRL 1.12 with this PYTHONPATH and our python instead of a venv (where nothing can be installed: "
+        "a folder holding trl 1.12.0 first, then the one with the other packages)",
+    )
+    parser.add_argument("--dtype", help="weights and compute dtype of both sides; float32 on CPU, bfloat16 on a GPU")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
+    import torch
+
+    args.dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
 
     from ppo_memory import emit, machine, make_adapters
 
@@ -175,20 +188,25 @@ def main() -> int:
     prompts = [row["prompt"] for row in rows][: args.batch * args.steps]
     prompt_ids = encode_prompts(tokenizer, prompts, max_prompt_length=256)
 
-    python, venv_error = ensure_venv(Path(args.venv))
+    python, venv_error = (Path(sys.executable), None) if args.trl_pythonpath else ensure_venv(Path(args.venv))
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         prompts_file = scratch / "prompts.jsonl"
         prompts_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
         sft, reward = make_adapters(model_path, scratch / "adapters")
-        results = {
-            "workbench_fp32": run_workbench(model_path, sft, reward, prompts_file, args, False, scratch),
-            "workbench_4bit": run_workbench(model_path, sft, reward, prompts_file, args, True, scratch),
-            "trl_1_12_0": {"error": venv_error}
-            if venv_error
-            else run_trl(python, model_path, prompt_ids, args, scratch),
+        full = f"workbench_{DTYPE_NAMES[args.dtype]}"
+        sides = {
+            "trl_1_12_0": lambda: (
+                {"error": venv_error} if venv_error else run_trl(python, model_path, prompt_ids, args, scratch)
+            ),
+            "workbench_4bit": lambda: run_workbench(model_path, sft, reward, prompts_file, args, True, scratch),
+            full: lambda: run_workbench(model_path, sft, reward, prompts_file, args, False, scratch),
         }
+        results = {}
+        for name, side in sides.items():
+            results[name] = side()
+            emit({"benchmark": "ppo_step_time", "partial": True, **results}, args.out)  # a run cut short keeps these
 
     def ratio(theirs: str, ours: str) -> float | None:
         a, b = results[theirs].get("steady_step_seconds"), results[ours].get("steady_step_seconds")
@@ -210,7 +228,9 @@ def main() -> int:
             "after": [round(x, 2) for x in os.getloadavg()],
         },
         **results,
-        "ratio_trl_over_workbench_fp32": ratio("trl_1_12_0", "workbench_fp32"),
+        "dtype": args.dtype,
+        "command": " ".join(["python", "bench/ppo_step_time.py", *sys.argv[1:]]),
+        f"ratio_trl_over_{full}": ratio("trl_1_12_0", full),
         "ratio_trl_over_workbench_4bit": ratio("trl_1_12_0", "workbench_4bit"),
     }
     emit(report, args.out)

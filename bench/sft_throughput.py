@@ -43,8 +43,8 @@ model_name_or_path: {model}
 load_in_4bit: {four_bit}
 bnb_4bit_quant_type: nf4
 use_bnb_nested_quant: true
-dtype: float32
-bf16: false
+dtype: {dtype}
+bf16: {bf16}
 use_peft: true
 lora_r: 16
 lora_alpha: 32
@@ -117,6 +117,45 @@ def summary(trainer, warmup: int, started: float) -> dict:
     }
 
 
+def base_dtype(base: str) -> str:
+    """The weights' dtype (and the 4-bit base's compute dtype): bfloat16 on a GPU, float32 on CPU, as each base's
+    recipes use; the `bf16` base is bfloat16 everywhere. Both setups train under autocast exactly when it is bf16."""
+    import torch
+
+    if base == "bf16" or (base == "4bit" and torch.cuda.is_available()):
+        return "bfloat16"
+    return "float32"
+
+
+def matmul_tflops() -> float | None:
+    """The GPU's bf16 matrix-product rate measured here (8192^3, mean of 10 after 3 warm-ups), MFU's denominator."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return round(2 * 8192**3 * 10 / (start.elapsed_time(end) / 1000) / 1e12, 1)
+
+
+def parameter_count(model: str) -> int:
+    """The base's parameters (a tied output head counted once: it is the embedding matrix, used as a matmul)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from workbench.modeling import loading
+
+    with __import__("torch").device("meta"):
+        meta = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(loading.resolve_model_path(model)[0]))
+    return sum(p.numel() for p in meta.parameters())
+
+
 def run_trl(args, data: Path, scratch: Path) -> dict:
     """The plain TRL script: nothing of the workbench but the data file, the model's path and its chat template."""
     import torch
@@ -130,15 +169,16 @@ def run_trl(args, data: Path, scratch: Path) -> dict:
 
     path = str(ensure_default_model()) if args.model == "smollm2-135m-instruct" else args.model
     set_seed(42)
+    dtype = getattr(torch, base_dtype(args.base))
     quantization = None
     if args.base == "4bit":
         quantization = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_compute_dtype=dtype,
         )
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, quantization_config=quantization)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quantization)
     tokenizer = AutoTokenizer.from_pretrained(path)
     # TRL cannot patch this model's template for assistant-only loss itself; a user writes the {% generation %}
     # markers in by hand, as workbench.modeling.chat_templates does (the same string)
@@ -155,7 +195,7 @@ def run_trl(args, data: Path, scratch: Path) -> dict:
         save_strategy="no",
         report_to=[],
         seed=42,
-        bf16=False,
+        bf16=dtype == torch.bfloat16,
         gradient_checkpointing=False,  # TRL's default is on; the workbench recipe has it off: same settings
         use_cpu=not torch.cuda.is_available(),
     )
@@ -180,6 +220,8 @@ def run_workbench(args, data: Path, scratch: Path, padding_free: bool) -> dict:
         RECIPE.format(
             model=args.model,
             four_bit=str(args.base == "4bit").lower(),
+            dtype=base_dtype(args.base),
+            bf16=str(base_dtype(args.base) == "bfloat16").lower(),
             data=data,
             max_length=args.max_length,
             padding_free=str(padding_free).lower(),
@@ -227,10 +269,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max_length", type=int, default=192)
     parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
-    parser.add_argument("--bases", nargs="+", default=["fp32", "4bit"], choices=["fp32", "4bit"])
+    parser.add_argument("--bases", nargs="+", default=["fp32", "4bit"], choices=["fp32", "bf16", "4bit"])
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--child", choices=SETUPS, help=argparse.SUPPRESS)
-    parser.add_argument("--base", choices=["fp32", "4bit"], help=argparse.SUPPRESS)
+    parser.add_argument("--base", choices=["fp32", "bf16", "4bit"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -262,11 +304,20 @@ def main() -> int:
                 if done.returncode or not lines:
                     raise SystemExit(f"bench/sft_throughput.py: {setup} ({base}) failed:\n{done.stderr[-3000:]}")
                 results.setdefault(base, {})[setup] = json.loads(lines[-1][len("BENCH ") :])
+                emit({"benchmark": "sft_throughput", "partial": True, "results": results}, args.out)
     for rows in results.values():
         trl_rate = rows.get("trl", {}).get("tokens_per_second")
         for setup, row in rows.items():
             if trl_rate and setup != "trl":
                 row["ratio_over_trl"] = round(row["tokens_per_second"] / trl_rate, 3)
+    # MFU on a GPU: LoRA on a frozen base costs about 4N FLOPs per token (forward 2N, the input gradients 2N, no
+    # weight gradients for the base), over the bf16 matrix-product rate measured in this run
+    peak = matmul_tflops()
+    parameters = parameter_count(args.model)
+    if peak:
+        for rows in results.values():
+            for row in rows.values():
+                row["mfu"] = round(4 * parameters * row["tokens_per_second"] / (peak * 1e12), 4)
     report = {
         "benchmark": "sft_throughput",
         "command": "python " + " ".join(sys.argv),
@@ -278,7 +329,15 @@ def main() -> int:
         "measure": f"non-padding tokens per second over steps {args.warmup + 1}-{args.steps} (whole optimizer steps)",
         "machine": machine(),
         "versions": {m.__name__: m.__version__ for m in (torch, transformers, trl, peft)},
-        "bases": {"fp32": "float32 weights", "4bit": "bitsandbytes NF4 + double quantization, float32 compute"},
+        "bases": {
+            base: {"fp32": "float32 weights", "bf16": "bfloat16 weights, bf16 autocast"}.get(base)
+            or f"bitsandbytes NF4 + double quantization, {base_dtype(base)} compute"
+            + (", bf16 autocast" if base_dtype(base) == "bfloat16" else "")
+            for base in args.bases
+        },
+        "parameters": parameters,
+        "bf16_matmul_tflops": peak,
+        "mfu": "4 * parameters * tokens_per_second / bf16_matmul_tflops (GPU only)",
         "results": results,
     }
     emit(report, args.out)

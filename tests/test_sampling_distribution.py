@@ -21,11 +21,12 @@ TEMPERATURE = 0.8
 WEIGHTS = [0.40, 0.25, 0.15, 0.10, 0.06, 0.04]  # the next-token distribution we build, over prompt tokens
 
 
-@pytest.fixture(scope="module")
-def peaked(tiny_model_path):
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def peaked(tiny_model_path, request):
     """The tiny model with an output head rebuilt so that, after the prompt, six of the prompt's own tokens hold ~99%
     of the next-token mass in known proportions (a random tiny model spreads it over 49k tokens), and a
-    generation_config that would change that distribution if it were applied."""
+    generation_config that would change that distribution if it were applied. On the CPU, and on a GPU where there
+    is one (CUDA's sampling kernels and its fused softmax must draw from the same distribution)."""
     args = margs(tiny_model_path)
     model, tokenizer = loading.load_model(args), loading.load_tokenizer(args, padding_side="left")
     query = torch.tensor(encode_prompts(tokenizer, [[{"role": "user", "content": "apple banana cherry grape lemon"}]]))
@@ -46,8 +47,9 @@ def peaked(tiny_model_path):
     model.generation_config.min_p = 0.2
     model.generation_config.typical_p = 0.5
     model.eval()
+    model, query = model.to(request.param), query.to(request.param)
     with torch.no_grad():
-        expected = torch.softmax(model(query).logits[0, -1] / TEMPERATURE, -1)
+        expected = torch.softmax(model(query).logits[0, -1].float() / TEMPERATURE, -1)
     return model, tokenizer, query, targets, expected
 
 
@@ -79,8 +81,9 @@ def test_sampled_tokens_follow_softmax_of_logits_over_temperature(peaked):
     assert chi_square_p(tokens, targets, expected) > 1e-3
     # and the log-probs PPO stores for those tokens are log softmax(logits / T) at them
     response = tokens[:, None]
+    queries, responses = query.repeat(8, 1), response[:8]
     logprobs, _ = response_logprobs(
-        model, query.repeat(DRAWS, 1)[:8], torch.ones(8, query.shape[1]), response[:8], torch.ones(8, 1), TEMPERATURE
+        model, queries, torch.ones_like(queries), responses, torch.ones_like(responses), TEMPERATURE
     )
     torch.testing.assert_close(logprobs[:, 0], torch.log(expected[tokens[:8]]), rtol=1e-4, atol=1e-4)
 

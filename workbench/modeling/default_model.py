@@ -156,6 +156,18 @@ def ensure_default_model() -> Path:
     return _atomic_checkpoint_dir(models_dir() / DEFAULT_MODEL_ALIAS, _convert_gguf)
 
 
+def ensure_default_tokenizer() -> Path:
+    """The default model's tokenizer and chat template alone, the tokenizer of every model built here with random
+    weights: a few megabytes that travel where the weights cannot (the GPU check carries only this folder)."""
+
+    def build(staging: Path) -> None:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(ensure_default_model()).save_pretrained(staging)
+
+    return _atomic_checkpoint_dir(models_dir() / f"{DEFAULT_MODEL_ALIAS}-tokenizer", build)
+
+
 def ensure_tiny_model(name: str = "tiny-llama", seed: int = 0) -> Path:
     """A tiny random model of a real architecture, with the default model's tokenizer and chat template."""
     import torch
@@ -165,7 +177,7 @@ def ensure_tiny_model(name: str = "tiny-llama", seed: int = 0) -> Path:
         raise UserError(f"unknown tiny model {name!r}; known: {', '.join(TINY_CONFIGS)}")
 
     def build(staging: Path) -> None:
-        tokenizer = AutoTokenizer.from_pretrained(ensure_default_model())
+        tokenizer = AutoTokenizer.from_pretrained(ensure_default_tokenizer())
         shape = dict(TINY_CONFIGS[name])
         config = AutoConfig.for_model(
             shape.pop("model_type"),
