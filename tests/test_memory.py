@@ -269,3 +269,59 @@ def test_cli_help_and_missing_model(capsys):
         assert f"--{name}" in help_text
     with pytest.raises(UserError, match="MODEL"):
         stage.main(["--method", "full"])
+
+
+def test_reward_stage_activations_match_saved_tensors():
+    """--stage reward: chosen and rejected in one forward (2 x batch sequences) through the LoRA'd base and a scalar
+    head that trains in full; autograd keeps the blocks' activations and the head's input, no vocabulary logits."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    config = tiny_llama(pad_token_id=0, num_labels=1)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.bfloat16)
+    model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear", task_type="SEQ_CLS"))
+    model.train()
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def keep(tensor):
+        if tensor.untyped_storage().data_ptr() not in parameters:
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    ids = torch.randint(1, 256, (2 * BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        scores = model(input_ids=ids).logits[:, 0]
+        -torch.nn.functional.logsigmoid(scores[:BATCH] - scores[BATCH:]).mean()
+    settings = MemorySettings(method="lora", stage="reward", batch=BATCH, seq=SEQ, lora_r=8)
+    shape = model_shape(config)
+    targets = {lin.name for lin in memory.lora_targets(shape, "all-linear")}
+    estimated = memory.training_activations(shape, settings, "bf16/fp16", targets, full=False)
+    returned_scores = 2 * BATCH * SEQ * 2  # the [2B, S, 1] scores: alive, not saved
+    assert sum(storages.values()) == pytest.approx(estimated.total - returned_scores, rel=0.02)
+    sft = memory.training_activations(shape, MemorySettings(method="lora", batch=2 * BATCH, seq=SEQ, lora_r=8),
+                                      "bf16/fp16", targets, full=False)  # fmt: skip
+    assert estimated.layers == sft.layers and estimated.logits < sft.logits / 100  # same blocks, no vocabulary
+
+
+def test_ppo_stage_counts_four_adapters_two_heads_and_the_larger_phase():
+    """--stage ppo by hand: the base, four fp32 LoRAs and two heads; the policy and value LoRAs and the value head
+    train (fp32 gradients, Adam's m and v); activations are the larger of the update's policy pass (one chunk of
+    logits) and the rollout's generation."""
+    config = tiny_llama()
+    shape = model_shape(config)
+    ppo = MemorySettings(method="qlora", stage="ppo", batch=BATCH, seq=SEQ, lora_r=8)
+    sft = MemorySettings(method="qlora", batch=BATCH, seq=SEQ, lora_r=8)
+    lora, h = 18688, 64  # tiny_llama's LoRA r=8 on all linears (test_qlora_rows_answer_quantized_training)
+    row, sft_row = memory.training_bytes(shape, ppo, "int4/nf4"), memory.training_bytes(shape, sft, "int4/nf4")
+    assert row["weights"] == sft_row["weights"] - 4 * lora + 4 * (4 * lora + 2 * h)
+    assert row["gradients"] == 4 * (2 * lora + h) and row["optimizer"] == 8 * (2 * lora + h)
+    targets = {lin.name for lin in memory.lora_targets(shape, "all-linear")}
+    update = memory.training_activations(shape, ppo, "int4/nf4", targets, full=False)
+    rollout = memory.inference_bytes(shape, ppo, "int4/nf4")
+    assert row["activations"] == max(update.total, rollout["kv_cache"] + rollout["activations"])
+    assert update.logits == min(BATCH * SEQ, memory.CHUNK_TOKENS) * config.vocab_size * (4 + 2)
+    assert estimate_memory(config, ppo).trainable_parameters == 2 * lora + h
+    with pytest.raises(UserError, match="--stage ppo"):
+        MemorySettings(method="full", stage="ppo").validate()

@@ -36,6 +36,15 @@ log-softmax that the loss keeps (4V) plus the logits the model returns (e*V). Wi
 layer's input (e*h per layer) stays, plus one layer's activations while it is recomputed, plus that tail.
 GPT-2 (LayerNorm, fused c_attn, GELU MLP) uses the same rules with its own norm and MLP terms: an estimate, not a
 measured identity.
+
+Stages (`--stage`): `sft` is the above. `reward` trains a scalar head (hidden -> 1, trained in full beside the LoRA)
+on chosen and rejected together, so a batch of B pairs is 2B sequences; the head saves its input (e*h per token)
+and there are no vocabulary logits. `ppo` is the single-base PPO (workbench/rl/): one base holding four LoRA adapters
+(policy and value trained, ref and reward frozen) and two scalar heads (value trained); the update's policy pass
+saves the head's input per token and holds one chunk of at most CHUNK_TOKENS rows of logits (fp32 and the compute
+dtype, workbench/modeling/chunked_logprobs.py), the value pass no logits; policy and value passes run one after the
+other, so the activations are the larger of the policy pass and the rollout's generation (KV cache and working set
+of batch x seq, as inference). Every sequence counts `--seq` tokens: a ceiling for padded batches.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ from workbench.errors import UserError
 DTYPES = ("fp32", "bf16/fp16", "int8", "int4/nf4")
 STORAGE_BYTES = {"fp32": 4, "bf16/fp16": 2}
 METHODS = ("full", "lora", "qlora")
+STAGES = ("sft", "reward", "ppo")
+CHUNK_TOKENS = 1024  # workbench/modeling/chunked_logprobs.py: rows of logits alive at once in the PPO update
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 NF4_BLOCK, NESTED_BLOCK, ADAM_8BIT_BLOCK, ADAM_8BIT_MIN_SIZE = 64, 256, 256, 4096
 NF4_DOUBLE_QUANT_BYTES_PER_PARAM = 0.5 + 1 / NF4_BLOCK + 4 / (NF4_BLOCK * NESTED_BLOCK)
@@ -72,6 +83,15 @@ class MemorySettings:
         },
     )
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout; above 0 each module saves a mask."})
+    stage: str = field(
+        default="sft",
+        metadata={
+            "help": "What trains: sft (causal LM loss), reward (scalar head on chosen and rejected: --batch counts "
+            "pairs, 2 x batch sequences) or ppo (one base, four adapters, chunked log-probs; --batch x --seq is both "
+            "the update's micro-batch and the rollout's generation batch).",
+            "choices": list(STAGES),
+        },
+    )
     optim: str = field(
         default="adamw",
         metadata={
@@ -96,6 +116,10 @@ class MemorySettings:
                 raise UserError(f"--{name}: expected a positive integer, got {getattr(self, name)}")
         if self.method not in METHODS:
             raise UserError(f"--method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.stage not in STAGES:
+            raise UserError(f"--stage: expected one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.stage == "ppo" and self.method == "full":
+            raise UserError("--stage ppo: the single-base PPO trains adapters; expected --method lora or qlora")
         if self.optim not in OPTIMIZERS:
             raise UserError(f"--optim: expected one of {', '.join(OPTIMIZERS)}, got {self.optim!r}")
         if self.attn_implementation not in ("sdpa", "eager"):
@@ -346,14 +370,18 @@ class Activations:
 def training_activations(
     shape: ModelShape, s: MemorySettings, dtype: str, targets: set[str], full: bool
 ) -> Activations:
-    e, tokens = compute_bytes(dtype), s.batch * s.seq
+    e, tokens = compute_bytes(dtype), sequences(s) * s.seq
     per_layer = tokens * layer_activation_bytes(shape, s, e, targets, full)
     if shape.layer_norm_kind == "rms":
         final_norm = 4 * shape.hidden_size + 4 + (e * shape.hidden_size if full else 0)
     else:
         final_norm = e * shape.hidden_size + 8
-    tail = tokens * (final_norm + (e * shape.hidden_size if full else 0))
-    logits = tokens * shape.vocab_size * (4 + e)
+    if s.stage == "sft":
+        tail = tokens * (final_norm + (e * shape.hidden_size if full else 0))
+        logits = tokens * shape.vocab_size * (4 + e)
+    else:  # a trained scalar head, or the chunked output head, saves its input; scores, or one chunk of logits
+        tail = tokens * (final_norm + e * shape.hidden_size)
+        logits = tokens * e if s.stage == "reward" else min(tokens, CHUNK_TOKENS) * shape.vocab_size * (4 + e)
     # With frozen embeddings nothing before the first adapter needs a gradient, so the first block's input norm
     # (which saves what a frozen final norm saves) keeps nothing.
     first_norm_unsaved = 0 if full else tokens * final_norm
@@ -364,6 +392,11 @@ def training_activations(
         logits,
         layer_inputs=tokens * e * shape.hidden_size * shape.num_layers,
     )
+
+
+def sequences(s: MemorySettings) -> int:
+    """Sequences in one forward: a reward batch of B pairs is 2B sequences."""
+    return s.batch * (2 if s.stage == "reward" else 1)
 
 
 def inference_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> dict[str, int]:
@@ -390,27 +423,53 @@ def training_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> dict[str
         return "qlora quantizes the base; see --method lora"
     full = s.method == "full"
     weights = base_weight_bytes(shape, dtype, s.double_quant)
+    if s.stage == "reward" and not shape.tie_word_embeddings:  # a sequence-classification model has no lm_head
+        weights -= compute_bytes(dtype) * shape.vocab_size * shape.hidden_size
     if full:
         sizes = linear_tensor_sizes(shape) + other_tensor_sizes(shape)
+        if s.stage == "reward":  # the scalar head trains; an untied lm_head does not exist
+            if not shape.tie_word_embeddings:
+                sizes.remove(shape.vocab_size * shape.hidden_size)
+            sizes.append(shape.hidden_size)
         trainable_bytes, targets = STORAGE_BYTES[dtype], set()
     else:
-        sizes = lora_tensor_sizes(shape, s.lora_r, s.lora_target_modules)
-        trainable_bytes = 4  # peft upcasts adapters to fp32
+        sizes = trainable_tensor_sizes(shape, s)
+        trainable_bytes = 4  # peft upcasts adapters to fp32 (and the scalar heads train in fp32)
         targets = {lin.name for lin in lora_targets(shape, s.lora_target_modules)}
-        weights += trainable_bytes * sum(sizes)
+        weights += trainable_bytes * (sum(adapter_tensor_sizes(shape, s)))
     gradients = trainable_bytes * sum(sizes)
     optimizer = optimizer_bytes(sizes, s.optim, master_copy=trainable_bytes < 4)
     activations = training_activations(shape, s, dtype, targets, full)
+    total, checkpointed = activations.total, activations.checkpointed
+    if s.stage == "ppo":  # the rollout's generation comes before the update, never beside it
+        rollout = inference_bytes(shape, s, dtype)
+        total = max(total, rollout["kv_cache"] + rollout["activations"])
+        checkpointed = max(checkpointed, rollout["kv_cache"] + rollout["activations"])
     states = weights + gradients + optimizer
     return {
         "weights": weights,
         "gradients": gradients,
         "optimizer": optimizer,
-        "activations": activations.total,
-        "activations_checkpointed": activations.checkpointed,
-        "total": states + activations.total,
-        "total_checkpointed": states + activations.checkpointed,
+        "activations": total,
+        "activations_checkpointed": checkpointed,
+        "total": states + total,
+        "total_checkpointed": states + checkpointed,
     }
+
+
+def adapter_tensor_sizes(shape: ModelShape, s: MemorySettings) -> list[int]:
+    """What the stage adds to the base: one LoRA (sft); LoRA and scalar head (reward); four LoRAs (policy, ref, value,
+    reward) and two scalar heads (value, reward) on the one base (ppo)."""
+    lora = lora_tensor_sizes(shape, s.lora_r, s.lora_target_modules)
+    head = [shape.hidden_size]
+    return {"sft": lora, "reward": lora + head, "ppo": lora * 4 + head * 2}[s.stage]
+
+
+def trainable_tensor_sizes(shape: ModelShape, s: MemorySettings) -> list[int]:
+    """What trains: the LoRA (sft); LoRA and head (reward); the policy's and the value's LoRA and the value head."""
+    lora = lora_tensor_sizes(shape, s.lora_r, s.lora_target_modules)
+    head = [shape.hidden_size]
+    return {"sft": lora, "reward": lora + head, "ppo": lora * 2 + head}[s.stage]
 
 
 @dataclass
@@ -432,11 +491,7 @@ def estimate_memory(config, settings: MemorySettings | None = None) -> MemoryEst
     settings.validate()
     shape = config if isinstance(config, ModelShape) else model_shape(config)
     total = parameter_count(shape)
-    trainable = (
-        total
-        if settings.method == "full"
-        else sum(lora_tensor_sizes(shape, settings.lora_r, settings.lora_target_modules))
-    )
+    trainable = total if settings.method == "full" else sum(trainable_tensor_sizes(shape, settings))
     return MemoryEstimate(
         shape.model_type,
         total,

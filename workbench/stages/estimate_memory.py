@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from workbench.errors import UserError
 from workbench.modeling.memory import DTYPES, MemoryEstimate, MemorySettings, estimate_memory
 
-USAGE = "workbench estimate-memory MODEL [--method full|lora|qlora] [--batch B] [--seq S] [--json] [...]"
+USAGE = (
+    "workbench estimate-memory MODEL [--method full|lora|qlora] [--stage sft|reward|ppo] [--batch B] [--seq S] "
+    "[--json] [...]"
+)
 
 
 @dataclass
@@ -111,7 +114,8 @@ def print_tables(estimate: MemoryEstimate, model: str) -> None:
     console = Console(width=max(Console().width, 120))
     console.print(
         f"[bold]{model}[/bold] ({estimate.model_type}): {estimate.parameters:,} parameters, "
-        f"{estimate.trainable_parameters:,} trainable ({settings.method}); batch {settings.batch} x seq {settings.seq}"
+        f"{estimate.trainable_parameters:,} trainable ({settings.method}, stage {settings.stage}); "
+        f"batch {settings.batch}{' pairs' if settings.stage == 'reward' else ''} x seq {settings.seq}"
     )
     inference = Table(title="Inference (generation with a KV cache of batch x seq)")
     for column in ("dtype", "weights", "KV cache", "activations", "total"):
