@@ -230,6 +230,37 @@ def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates:
     }
 
 
+def ensemble(work: Path, name: str, seeds: list[int], rows: list[dict], gold: list) -> dict:
+    """The variant's seeds as one ensemble reward model (each answer's mean score over the members, as `workbench
+    reward score` with several adapters scores it): its agreement, and the paired difference to its members' mean
+    agreement over the same answer pairs, with a bootstrap 95% interval over prompts. Ensembles are a lever of the
+    issue: a member's idiosyncratic errors average out, at the cost of one training and one scoring pass per member."""
+    from workbench.evaluation.metrics import bootstrap_interval
+
+    files = [work / f"{name}-seed{seed}" / "agreement-scored.jsonl" for seed in seeds]
+    members = [list(map(json.loads, path.open())) for path in files]
+    averaged = work / f"{name}-ensemble-scored.jsonl"
+    with averaged.open("w") as out:
+        for answers in zip(*members):
+            mean = [sum(values) / len(values) for values in zip(*(a["scores"] for a in answers))]
+            out.write(json.dumps({**answers[0], "scores": mean}) + "\n")
+    agree = outcomes(averaged, gold)
+    single = [r["outcomes"] for r in rows if r["variant"] == name]
+    per_prompt: dict[str, list[float]] = {}
+    for k, (prompt_id, outcome) in enumerate(agree):
+        per_prompt.setdefault(prompt_id, []).append(outcome - sum(o[k][1] for o in single) / len(single))
+    values = [sum(v) / len(v) for v in per_prompt.values()]
+    return {
+        "members": seeds,
+        "agreement": sum(o for _, o in agree) / len(agree),
+        "members_mean_agreement": sum(r["agreement"] for r in rows if r["variant"] == name) / len(single),
+        "difference_to_members": {
+            "mean": sum(d for v in per_prompt.values() for d in v) / len(agree),
+            "ci95": bootstrap_interval(values),
+        },
+    }
+
+
 def paired_difference(rows: list[dict], name: str, key: str, baseline: str = "baseline", by: str = "variant") -> dict:
     """`name` minus `baseline` (values of `row[by]`) over the same items (`row[key]`: (prompt_id, value) pairs in a
     fixed order) and the seeds both ran: the pooled mean, and a bootstrap 95% interval over prompts of each prompt's
@@ -456,6 +487,9 @@ def main() -> int:
         summary = per_variant(rows, names, "agreement", held_out_accuracy="held_out_accuracy")
         for name in names[1:]:
             summary[name]["difference_to_baseline"] = paired_difference(rows, name, "outcomes")
+        if len(args.seeds) > 1:
+            for name in names:
+                summary[name]["ensemble"] = ensemble(work, name, args.seeds, rows, gold)
         result |= {
             "variants": {n: VARIANTS[n] for n in names},
             "seeds": args.seeds,
