@@ -429,12 +429,21 @@ class ResumeKeepsAdapterDtype:
     TRL trains QLoRA adapters in bf16 (it casts them after `get_peft_model`), but on `resume_from_checkpoint` the
     Trainer reloads them with PEFT's `load_adapter`, which upcasts to fp32: the resumed run would then diverge from an
     uninterrupted one. We put the dtypes back before the optimizer (and its bf16 state) is rebuilt.
+
+    With several adapters on the base (DPO's trained `default` beside its frozen `ref`), transformers 5.17's Trainer
+    reloads only the subfolders (`ref/`) and never the checkpoint's root adapter, which is `default`: the resumed run
+    went on from the SFT adapter with the optimizer state of the checkpoint (5.23 reloads it). We reload it here; where
+    the Trainer already did, the same weights are loaded twice.
     """
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         target = model if model is not None else self.model
         dtypes = {name: p.dtype for name, p in target.named_parameters() if p.requires_grad}
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+        root = Path(resume_from_checkpoint) / "adapter_model.safetensors"
+        if len(getattr(target, "peft_config", {})) > 1 and "default" in target.peft_config and root.exists():
+            target.load_adapter(resume_from_checkpoint, "default", is_trainable=True)
+            target.set_adapter("default")
         for name, parameter in target.named_parameters():
             if name in dtypes and parameter.dtype != dtypes[name]:
                 parameter.data = parameter.data.to(dtypes[name])
