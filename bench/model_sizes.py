@@ -17,13 +17,16 @@ peak is the ceiling that the estimate describes, every sequence is exactly `--se
   token the model never writes), one minibatch of `--batch`, one PPO epoch; the adapters are the sft and reward
   runs' own.
 Step time: the median over the steps after the first two (sft, reward) or the first (ppo); peak memory:
-`torch.cuda.max_memory_allocated` over the whole stage (loading, steps, saving) and `max_memory_reserved`.
+`torch.cuda.max_memory_allocated` over the whole stage (loading, steps, saving) and `max_memory_reserved`, split by
+phase in `memory_phases` (loading; sft and reward: forward, forward + backward, optimizer; ppo: each phase its step
+times), each with what was allocated when it began: where the peak is, and what the weights take.
 Prints one JSON object; needs a CUDA device (on CPU the stages run, but no GPU memory is measured).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -153,11 +156,29 @@ def run_child(stage: str, recipe: Path) -> dict:
     module = __import__(f"workbench.stages.{stage}", fromlist=["main"])
     stamps: list[float] = []
     tokens: list[int] = []
+    memory = PhaseMemory()
+    if stage == "ppo":  # each phase the PPO step times (generation, scoring passes, updates) is a memory phase too
+        from workbench.rl import phase_timer
+
+        timed_phase = phase_timer.PhaseTimer.__call__
+
+        @contextlib.contextmanager
+        def phase_with_memory(self, phase: str):
+            with timed_phase(self, phase), memory(phase):
+                yield
+
+        phase_timer.PhaseTimer.__call__ = phase_with_memory
     if stage in ("sft", "reward"):
 
         class Stamp(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
                 stamps.append(time.perf_counter())
+
+            def on_pre_optimizer_step(self, args, state, control, **kwargs):
+                memory.enter("optimizer")
+
+            def on_optimizer_step(self, args, state, control, **kwargs):
+                memory.leave("optimizer")
 
         original = module.trainer_class()
 
@@ -169,7 +190,12 @@ def run_child(stage: str, recipe: Path) -> dict:
             def training_step(self, model, inputs, num_items_in_batch=None):
                 mask = inputs.get("attention_mask")
                 tokens.append(int(mask.sum()) if mask is not None else -1)
-                return super().training_step(model, inputs, num_items_in_batch)
+                with memory("forward_backward"):
+                    return super().training_step(model, inputs, num_items_in_batch)
+
+            def compute_loss(self, *args, **kwargs):
+                with memory("forward"):
+                    return super().compute_loss(*args, **kwargs)
 
         module.trainer_class = lambda: Timed
     started = time.perf_counter()
@@ -184,9 +210,74 @@ def run_child(stage: str, recipe: Path) -> dict:
             if steps:
                 result["tokens_per_second"] = round(tokens[-1] / statistics.median(steps), 1)
     if torch.cuda.is_available():
-        result["peak_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        result["peak_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+        result["peak_allocated_mib"] = mib(memory.overall_peak())
+        result["peak_reserved_mib"] = mib(torch.cuda.max_memory_reserved())
+        result["memory_phases"] = memory.phases
     return result
+
+
+def mib(n: int) -> float:
+    return round(n / 2**20, 1)
+
+
+class PhaseMemory:
+    """Peak CUDA memory per phase of a step (`with memory("forward"): ...`; phases may nest), and the allocator's
+    peak before the first phase (loading). Each phase records what was allocated when it first began and its peak
+    over every time it ran; the allocator's peak counter is reset at each boundary, so `overall_peak()` folds the
+    phases' peaks back into the whole run's. On a machine without CUDA it records nothing."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.cuda = torch.cuda.is_available()
+        self.phases: dict[str, dict] = {}
+        self.open: list[str] = []
+        self.peak = 0
+
+    def _fold(self) -> None:
+        import torch
+
+        peak = torch.cuda.max_memory_allocated()
+        self.peak = max(self.peak, peak)
+        if not self.phases:  # loading, and whatever the stage does before its first step
+            allocated = torch.cuda.memory_allocated()
+            self.phases["before_first_phase"] = {"peak_mib": mib(peak), "allocated_at_end_mib": mib(allocated)}
+        for name in self.open:
+            self.phases[name]["peak_mib"] = max(self.phases[name]["peak_mib"], mib(peak))
+
+    def enter(self, name: str) -> None:
+        import torch
+
+        if not self.cuda:
+            return
+        torch.cuda.synchronize()
+        self._fold()
+        torch.cuda.reset_peak_memory_stats()
+        self.phases.setdefault(name, {"allocated_at_start_mib": mib(torch.cuda.memory_allocated()), "peak_mib": 0.0})
+        self.open.append(name)
+
+    def leave(self, name: str) -> None:
+        import torch
+
+        if not self.cuda or name not in self.open:
+            return
+        torch.cuda.synchronize()
+        self._fold()
+        self.open.remove(name)
+        torch.cuda.reset_peak_memory_stats()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        self.enter(name)
+        try:
+            yield
+        finally:
+            self.leave(name)
+
+    def overall_peak(self) -> int:
+        if self.cuda:
+            self._fold()
+        return self.peak
 
 
 def ppo_phases(out: Path) -> dict:

@@ -72,9 +72,10 @@ def test_scalar_head_and_kbit_training_preparation(tiny_model_path):
     )
     assert model.score.out_features == 1 and model.config.pad_token_id == 0
     assert model.is_gradient_checkpointing
-    # prepare_model_for_kbit_training freezes the base and upcasts the non-quantized parts.
+    # The base is frozen; its unquantized weights keep the compute dtype, the new scalar head trains in float32.
     assert not any(p.requires_grad for p in model.parameters())
     assert model.score.weight.dtype == torch.float32
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
 
 
 def lora_gradients(tiny_model_path, eval_forward_first: bool) -> dict[str, torch.Tensor]:

@@ -198,8 +198,26 @@ def attach(model, name: str, *, config=None, path: str | Path | None = None, tra
         model.workbench_base = base_info
     if not trainable:
         _frozen(model).add(name)
+    ia3_keeps_input_dtype(model)
     switch(model, name)
     return model
+
+
+def ia3_keeps_input_dtype(model) -> int:
+    """Make peft's k-bit IA3 layers return their input's dtype; returns how many layers got the hook. Our own code
+    around a peft 0.21 bug: outside autocast, `ia3.bnb.Linear4bit` (and `Linear8bitLt`) casts a 16-bit input to
+    float32 and returns float32, so on a bf16 base an IA3 k_proj or v_proj hands attention float32 keys beside bf16
+    queries (SDPA refuses the mix) and an IA3 down_proj turns the residual stream float32."""
+    from peft.tuners.ia3 import bnb as ia3_bnb
+
+    kinds = tuple(getattr(ia3_bnb, kind) for kind in ("Linear4bit", "Linear8bitLt") if hasattr(ia3_bnb, kind))
+    hooked = 0
+    for module in model.modules():
+        if kinds and isinstance(module, kinds) and not getattr(module, "_workbench_keeps_dtype", False):
+            module.register_forward_hook(lambda layer, args, output: output.to(args[0].dtype))
+            module._workbench_keeps_dtype = True
+            hooked += 1
+    return hooked
 
 
 LORA_SHAPE_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")

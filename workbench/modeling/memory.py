@@ -31,9 +31,12 @@ and fused attention:
                the dropout output plus a 1-byte mask (CUDA; on CPU the mask takes the input's dtype), and 4*r for
                A's output. Under LoRA the first block's input norm saves nothing (frozen embeddings).
 
-After the last layer: the final norm as above, lm_head's input (e*h, when it trains), and the logits: the fp32
-log-softmax that the loss keeps (4V) plus the logits the model returns (e*V). With gradient checkpointing only each
-layer's input (e*h per layer) stays, plus one layer's activations while it is recomputed, plus that tail.
+After the last layer (`workbench sft` is TRL's SFTTrainer, which scores every token through its fused LM head,
+trl.kernels.chunked_logprob): the final norm as above, the head's input (e*h) and two fp32 numbers per token (log Z
+and the entropy); no full logits ever exist. The head's working set: one tile of at most TRL_HEAD_TOKENS x
+TRL_HEAD_VOCAB logits in the compute dtype and its fp32 fold, backward's fp32 gradient of the head's input (4h per
+token) and, when the head trains, its fp32 weight gradient (4Vh). With gradient checkpointing only each layer's input
+(e*h per layer) stays, plus one layer's activations while it is recomputed, plus that tail.
 GPT-2 (LayerNorm, fused c_attn, GELU MLP) uses the same rules with its own norm and MLP terms: an estimate, not a
 measured identity.
 
@@ -59,6 +62,9 @@ STORAGE_BYTES = {"fp32": 4, "bf16/fp16": 2}
 METHODS = ("full", "lora", "qlora")
 STAGES = ("sft", "reward", "ppo")
 CHUNK_TOKENS = 1024  # workbench/modeling/chunked_logprobs.py: rows of logits alive at once in the PPO update
+# trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE and trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE (TRL 1.16): the tile
+# of logits that TRL's fused LM head computes at a time
+TRL_HEAD_TOKENS, TRL_HEAD_VOCAB = 4096, 32768
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 NF4_BLOCK, NESTED_BLOCK, ADAM_8BIT_BLOCK, ADAM_8BIT_MIN_SIZE = 64, 256, 256, 4096
 NF4_DOUBLE_QUANT_BYTES_PER_PARAM = 0.5 + 1 / NF4_BLOCK + 4 / (NF4_BLOCK * NESTED_BLOCK)
@@ -376,9 +382,11 @@ def training_activations(
         final_norm = 4 * shape.hidden_size + 4 + (e * shape.hidden_size if full else 0)
     else:
         final_norm = e * shape.hidden_size + 8
-    if s.stage == "sft":
-        tail = tokens * (final_norm + (e * shape.hidden_size if full else 0))
-        logits = tokens * shape.vocab_size * (4 + e)
+    h, vocab = shape.hidden_size, shape.vocab_size
+    if s.stage == "sft":  # TRL's fused LM head: its input, log Z and entropy saved; one tile of logits at a time
+        tail = tokens * (final_norm + e * h + 8)
+        tile = min(tokens, TRL_HEAD_TOKENS) * min(vocab, TRL_HEAD_VOCAB) * (e + 4)
+        logits = tile + tokens * 4 * h + (4 * vocab * h if full else 0)
     else:  # a trained scalar head, or the chunked output head, saves its input; scores, or one chunk of logits
         tail = tokens * (final_norm + e * shape.hidden_size)
         logits = tokens * e if s.stage == "reward" else min(tokens, CHUNK_TOKENS) * shape.vocab_size * (4 + e)

@@ -80,8 +80,8 @@ def trainer_class():
             for name, parameter in self.model.named_parameters():
                 if parameter.requires_grad and "modules_to_save" in name and head_dtype is not None:
                     parameter.data = parameter.data.to(head_dtype)
-            # Without autocast (a CPU run with bf16 off) the hidden states reach the head in fp32 (the upcast norms)
-            # while the head is in the compute dtype: the head reads them in its own dtype.
+            # Without autocast (a CPU run with bf16 off) the hidden states reach the head in the base's dtype, which
+            # need not be the head's: the head reads them in its own dtype.
             for name, module in self.model.named_modules():
                 if name.endswith("modules_to_save.default") and hasattr(module, "weight"):
                     module.register_forward_pre_hook(lambda head, args: (args[0].to(head.weight.dtype), *args[1:]))
