@@ -318,8 +318,8 @@ def test_reward_stage_activations_match_saved_tensors():
 
 def test_ppo_stage_counts_four_adapters_two_heads_and_the_larger_phase():
     """--stage ppo by hand: the base, four fp32 LoRAs and two heads; the policy and value LoRAs and the value head
-    train (fp32 gradients, Adam's m and v); activations are the larger of the update's policy pass (one chunk of
-    logits) and the rollout's generation."""
+    train (fp32 gradients, Adam's m and v); activations are the largest of the update's policy pass (one chunk of
+    logits), the rollout's generation and its scoring passes."""
     config = tiny_llama()
     shape = model_shape(config)
     ppo = MemorySettings(method="qlora", stage="ppo", batch=BATCH, seq=SEQ, lora_r=8)
@@ -331,7 +331,11 @@ def test_ppo_stage_counts_four_adapters_two_heads_and_the_larger_phase():
     targets = {lin.name for lin in memory.lora_targets(shape, "all-linear")}
     update = memory.training_activations(shape, ppo, "int4/nf4", targets, full=False)
     rollout = memory.inference_bytes(shape, ppo, "int4/nf4")
-    assert row["activations"] == max(update.total, rollout["kv_cache"] + rollout["activations"])
+    # Scoring: one block's working set 64 tokens * 2 * (64 + 2 * 176) = 53248; the head on one chunk of 64 rows,
+    # bf16 logits and 2.25 float32 copies: 64 * 256 * (2 + 9) = 180224.
+    scoring = memory.scoring_bytes(shape, ppo, "int4/nf4")
+    assert scoring == 53248 + 180224
+    assert row["activations"] == max(update.total, rollout["kv_cache"] + rollout["activations"], scoring)
     assert update.logits == min(BATCH * SEQ, memory.CHUNK_TOKENS) * config.vocab_size * (4 + 2)
     assert estimate_memory(config, ppo).trainable_parameters == 2 * lora + h
     with pytest.raises(UserError, match="--stage ppo"):

@@ -101,3 +101,18 @@ def test_masked_mean():
     torch.testing.assert_close(masked_mean(values, mask), torch.tensor(7.0 / 3.0))
     torch.testing.assert_close(masked_mean(values, mask, dim=1), torch.tensor([1.5, 4.0]))
     assert masked_mean(values, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_per_token_entropy_takes_the_temperature_and_keeps_a_nan_row_nan():
+    """The temperature argument is softmax(logits / T)'s entropy; bf16 logits are read in float32; a row of NaN logits
+    gives NaN (padding is masked by the caller, never silently zero), a -inf logit contributes 0."""
+    logits = torch.tensor([[1.0, 2.0, 3.0, -math.inf], [math.nan] * 4])
+    scaled = torch.tensor([[1.0, 2.0, 3.0, -math.inf]]) / 0.5
+    p = torch.softmax(scaled, dim=-1)[0, :3]
+    by_hand = -(p * p.log()).sum()
+    entropy = per_token_entropy(logits, 0.5)
+    torch.testing.assert_close(entropy[0], by_hand)
+    assert torch.isnan(entropy[1])
+    torch.testing.assert_close(
+        per_token_entropy(logits[:1].bfloat16(), 0.5), per_token_entropy(logits[:1].bfloat16().float() / 0.5)
+    )

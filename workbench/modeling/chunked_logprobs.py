@@ -51,8 +51,7 @@ def _chunk_logprobs(head, hidden: torch.Tensor, tokens: torch.Tensor, temperatur
 
 
 def _entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    logits = logits.detach().float()
-    return per_token_entropy(logits / temperature if temperature != 1.0 else logits)
+    return per_token_entropy(logits.detach(), temperature)
 
 
 def chunked_logprobs(

@@ -46,8 +46,10 @@ and there are no vocabulary logits. `ppo` is the single-base PPO (workbench/rl/)
 (policy and value trained, ref and reward frozen) and two scalar heads (value trained); the update's policy pass
 saves the head's input per token and holds one chunk of at most CHUNK_TOKENS rows of logits (fp32 and the compute
 dtype, workbench/modeling/chunked_logprobs.py), the value pass no logits; policy and value passes run one after the
-other, so the activations are the larger of the policy pass and the rollout's generation (KV cache and working set
-of batch x seq, as inference). Every sequence counts `--seq` tokens: a ceiling for padded batches.
+other, so the activations are the largest of the policy pass, the rollout's generation (KV cache and working set of
+batch x seq, as inference) and its no-grad scoring passes (one block's working set, and the output head on one chunk
+of rows: logits in the compute dtype plus the log-prob's and entropy's float32 temporaries, at most 2.25 copies,
+bench/entropy_memory.py). Every sequence counts `--seq` tokens: a ceiling for padded batches.
 """
 
 from __future__ import annotations
@@ -420,6 +422,15 @@ def inference_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> dict[st
     return {"weights": weights, "kv_cache": kv_cache, "activations": working, "total": weights + kv_cache + working}
 
 
+def scoring_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> int:
+    """A PPO rollout's no-grad scoring pass over batch x seq tokens (policy log-probs with entropy, ref, values,
+    reward; see the module docstring): one block's working set, and the output head on one chunk of rows."""
+    e, tokens = compute_bytes(dtype), s.batch * s.seq
+    widths = shape.hidden_size + (2 if shape.model_type != "gpt2" else 1) * shape.intermediate_size
+    head = min(tokens, CHUNK_TOKENS) * shape.vocab_size * (e + 9)  # the logits, 2.25 float32 copies of them
+    return e * tokens * widths + head
+
+
 def training_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> dict[str, int] | str:
     """Bytes for one training step, or why this method cannot train with this dtype."""
     quantized = dtype in ("int8", "int4/nf4")
@@ -449,10 +460,10 @@ def training_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> dict[str
     optimizer = optimizer_bytes(sizes, s.optim, master_copy=trainable_bytes < 4)
     activations = training_activations(shape, s, dtype, targets, full)
     total, checkpointed = activations.total, activations.checkpointed
-    if s.stage == "ppo":  # the rollout's generation comes before the update, never beside it
+    if s.stage == "ppo":  # the rollout's generation and scoring come before the update, never beside it
         rollout = inference_bytes(shape, s, dtype)
-        total = max(total, rollout["kv_cache"] + rollout["activations"])
-        checkpointed = max(checkpointed, rollout["kv_cache"] + rollout["activations"])
+        before_update = max(rollout["kv_cache"] + rollout["activations"], scoring_bytes(shape, s, dtype))
+        total, checkpointed = max(total, before_update), max(checkpointed, before_update)
     states = weights + gradients + optimizer
     return {
         "weights": weights,

@@ -66,7 +66,7 @@ def response_logprobs(
         if not with_entropy:
             return logprobs, None
         with torch.no_grad():
-            return logprobs, per_token_entropy(logits.float() / temperature)
+            return logprobs, per_token_entropy(logits, temperature)
     hidden = inner.get_decoder()(**inputs).last_hidden_state[:, query_ids.shape[1] - 1 : -1]
     return chunked_logprobs(inner.get_output_embeddings(), hidden, response_ids, temperature, with_entropy)
 

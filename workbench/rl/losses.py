@@ -83,14 +83,22 @@ def clipped_value_loss(
     return ValueLossOutput(loss, clip_fraction)
 
 
-def per_token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of the next-token distribution at each position: logits [..., vocab] -> [...]."""
+def per_token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy in nats of softmax(logits / temperature) at each position: logits [..., vocab] -> [...].
+
+    The [..., vocab] temporaries are what an RL step's scoring pass peaks on (a chunk of 1024 rows of a 128k
+    vocabulary is 0.5 GB per float32 copy), so at most two float32 copies and a boolean mask are alive besides the
+    input: log p, then p * log p built in place (bench/entropy_memory.py measures it)."""
     # float32 at least: softmax over a 50k vocabulary in bf16 loses most of the tail mass.
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    log_probs = torch.log_softmax(logits, dim=-1)
-    probs = log_probs.exp()
-    # A -inf logit (a masked-out token) has p = 0 and log p = -inf; p * log p is NaN there, its limit is 0.
-    plogp = torch.where(probs > 0, probs * log_probs, torch.zeros((), dtype=probs.dtype, device=probs.device))
+    scaled = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if temperature != 1.0:
+        scaled = scaled / temperature
+    log_p = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
+    del scaled  # freed here when it was a copy
+    plogp = log_p.exp().mul_(log_p)
+    # A -inf logit (a masked-out token) has p = 0 and log p = -inf; p * log p is NaN there, its limit is 0. A row of
+    # NaN logits stays NaN.
+    plogp.masked_fill_(torch.isneginf(log_p), 0.0)
     return -plogp.sum(dim=-1)
 
 
