@@ -167,7 +167,7 @@ def test_accelerate_configs_exist():
 # ── real-model recipes: multi-GPU command and estimate-memory figures in the header ─────────────────────────────────
 
 FIGURE = re.compile(
-    r"^(training, gradient checkpointing|training, no gradient checkpointing|inference|LM-head logits): "
+    r"^(training, gradient checkpointing|training, no gradient checkpointing|inference): "
     r"([0-9.]+) GiB$",
     re.MULTILINE,
 )
@@ -247,12 +247,14 @@ def test_real_model_recipe_header(recipe):
             "training, gradient checkpointing": training["total_checkpointed"],
             "training, no gradient checkpointing": training["total"],
             "inference": inference["total"],
-            "LM-head logits": settings.batch * settings.seq * config.vocab_size * (4 + 2),
         }
         for label, gib in figures.items():
             assert gib == round(computed[label] / 2**30, 2), f"{relative}: {label} is {computed[label] / 2**30:.2f}"
-            kind = label.split(",")[0] if label != "LM-head logits" else "training"
-            assert (parsed.batch, parsed.seq) == expected[kind], f"{relative}: {label} is not for this recipe's sizes"
+            kind = label.split(",")[0]
+            batch = parsed.batch * (2 if parsed.stage == "reward" else 1)  # --stage reward counts pairs
+            assert (batch, parsed.seq) == expected[kind], f"{relative}: {label} is not for this recipe's sizes"
+            if stage in ("reward", "ppo") and kind == "training":  # the stage's own model, not a causal LM's
+                assert parsed.stage == stage, f"{relative}: the training figures need --stage {stage}"
         stated |= set(figures)
     assert stated >= {"training, gradient checkpointing", "training, no gradient checkpointing", "inference"}
     assert values["gradient_checkpointing"] is True and values["optim"] == "paged_adamw_8bit"
