@@ -264,7 +264,6 @@ def load_model(
         freeze_quantized_base(model, head)
     if for_training and gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if for_training and gradient_checkpointing:
         model.config.use_cache = False
     model.workbench_base = _base_info(args.model_name_or_path, path, is_local, args.model_revision, quant)
     return model

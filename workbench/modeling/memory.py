@@ -380,18 +380,15 @@ def training_activations(
 ) -> Activations:
     e, tokens = compute_bytes(dtype), sequences(s) * s.seq
     per_layer = tokens * layer_activation_bytes(shape, s, e, targets, full)
-    if shape.layer_norm_kind == "rms":
-        final_norm = 4 * shape.hidden_size + 4 + (e * shape.hidden_size if full else 0)
-    else:
-        final_norm = e * shape.hidden_size + 8
     h, vocab = shape.hidden_size, shape.vocab_size
+    final_norm = 4 * h + 4 + (e * h if full else 0) if shape.layer_norm_kind == "rms" else e * h + 8
     if s.stage == "sft":  # TRL's fused LM head: its input, log Z and entropy saved; one tile of logits at a time
         tail = tokens * (final_norm + e * h + 8)
         tile = min(tokens, TRL_HEAD_TOKENS) * min(vocab, TRL_HEAD_VOCAB) * (e + 4)
         logits = tile + tokens * 4 * h + (4 * vocab * h if full else 0)
     else:  # a trained scalar head, or the chunked output head, saves its input; scores, or one chunk of logits
-        tail = tokens * (final_norm + e * shape.hidden_size)
-        logits = tokens * e if s.stage == "reward" else min(tokens, CHUNK_TOKENS) * shape.vocab_size * (4 + e)
+        tail = tokens * (final_norm + e * h)
+        logits = tokens * e if s.stage == "reward" else min(tokens, CHUNK_TOKENS) * vocab * (4 + e)
     # With frozen embeddings nothing before the first adapter needs a gradient, so the first block's input norm
     # (which saves what a frozen final norm saves) keeps nothing.
     first_norm_unsaved = 0 if full else tokens * final_norm
@@ -400,7 +397,7 @@ def training_activations(
         per_layer * shape.num_layers - first_norm_unsaved,
         tail,
         logits,
-        layer_inputs=tokens * e * shape.hidden_size * shape.num_layers,
+        layer_inputs=tokens * e * h * shape.num_layers,
     )
 
 
@@ -409,13 +406,17 @@ def sequences(s: MemorySettings) -> int:
     return s.batch * (2 if s.stage == "reward" else 1)
 
 
+def block_working_bytes(shape: ModelShape, e: int, tokens: int) -> int:
+    """One block's working set in a no-grad forward over `tokens` tokens: its input plus gate and up outputs."""
+    return e * tokens * (shape.hidden_size + (2 if shape.model_type != "gpt2" else 1) * shape.intermediate_size)
+
+
 def inference_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> dict[str, int]:
     """Generation with a KV cache of batch x seq: weights, the cache, one block's working set at prefill, and the
     last position's fp32 logits. A rough peak (the working set is the block input plus gate and up outputs)."""
     e, tokens = compute_bytes(dtype), s.batch * s.seq
     kv_cache = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * e * tokens
-    widths = shape.hidden_size + (2 if shape.model_type != "gpt2" else 1) * shape.intermediate_size
-    working = e * tokens * widths + 4 * s.batch * shape.vocab_size
+    working = block_working_bytes(shape, e, tokens) + 4 * s.batch * shape.vocab_size
     if s.attn_implementation == "eager":
         working += (4 + e) * s.batch * shape.num_heads * s.seq * s.seq
     weights = base_weight_bytes(shape, dtype, s.double_quant)
@@ -426,9 +427,8 @@ def scoring_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> int:
     """A PPO rollout's no-grad scoring pass over batch x seq tokens (policy log-probs with entropy, ref, values,
     reward; see the module docstring): one block's working set, and the output head on one chunk of rows."""
     e, tokens = compute_bytes(dtype), s.batch * s.seq
-    widths = shape.hidden_size + (2 if shape.model_type != "gpt2" else 1) * shape.intermediate_size
     head = min(tokens, CHUNK_TOKENS) * shape.vocab_size * (e + 9)  # the logits, 2.25 float32 copies of them
-    return e * tokens * widths + head
+    return block_working_bytes(shape, e, tokens) + head
 
 
 def training_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> dict[str, int] | str:
