@@ -11,6 +11,7 @@ Every stage that writes a folder takes `OverwriteArguments` (or `ResumeArguments
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -39,11 +40,20 @@ class ResumeArguments(OverwriteArguments):
 
 
 def trainer_checkpoint(output_dir: Path) -> Path | None:
-    """The last checkpoint a transformers Trainer wrote (`checkpoint-<step>/`)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    return Path(last) if last else None
+    """The last complete checkpoint a transformers Trainer wrote (`checkpoint-<step>/`). Trainer writes
+    trainer_state.json last, so a folder without a readable one is a checkpoint that a kill interrupted: skipped, the
+    one before it resumes (transformers' `get_last_checkpoint` would pick the broken one, and resuming then fails)."""
+    steps = []
+    for folder in output_dir.glob("checkpoint-*") if output_dir.is_dir() else ():
+        if folder.is_dir() and CHECKPOINT.match(folder.name):
+            steps.append((int(folder.name.removeprefix("checkpoint-")), folder))
+    for _, folder in sorted(steps, reverse=True):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return folder
+    return None
 
 
 def prepare_output_dir(
