@@ -80,14 +80,14 @@ def _no_grad():
 
 
 def summed_logprobs(model, policy: dict, queries, responses, pad_id: int, batch_size: int, temperature: float):
-    """Per answer: the sum of its response tokens' log-probs under `policy`, and the per-token values, batched."""
+    """Per answer: the sum of its response tokens' log-probs under `policy`, batched."""
     import torch
 
     from workbench.modeling.single_base import response_logprobs
     from workbench.modeling.tokens import left_pad, right_pad
 
     device = next(model.parameters()).device
-    sums, per_token = [], []
+    sums = []
     with _no_grad(), active(model, policy["runs_as"], policy["adapter"]), adapters.folded_for_inference(model):
         for start in range(0, len(queries), batch_size):
             query_ids, query_mask = left_pad(queries[start : start + batch_size], pad_id)
@@ -101,10 +101,8 @@ def summed_logprobs(model, policy: dict, queries, responses, pad_id: int, batch_
                 temperature,
             )
             logprobs = torch.where(response_mask.to(device), logprobs, 0.0).float().cpu()
-            for row, mask in zip(logprobs, response_mask):
-                per_token.append(row[mask].tolist())
-                sums.append(row[mask].sum().item())
-    return sums, per_token
+            sums += logprobs.sum(dim=1).tolist()
+    return sums
 
 
 def reward_scores(model, tokenizer, prompts, answers, batch_size: int, adapter: str = REWARD) -> list[float]:
@@ -150,8 +148,9 @@ def judge(
 ) -> list[dict]:
     """One sample row per prompt and policy: the answer, its reward, gold-rubric score, log-ratio to `reference`.
 
-    `known_rewards`: {policy name: scores} already computed (best-of-N's picks); a policy answering under the
-    reference's own adapter (the reference itself, best-of-N) reuses its log-probs as the reference's: one forward."""
+    `known_rewards`: {policy name: scores} already computed (best-of-N's picks). A policy answering under the
+    reference's own adapter (the reference itself, best-of-N) has a log-ratio of 0 by construction: its answers take
+    no log-prob pass at all, and their `logprob` and `ref_logprob` are None."""
     from tqdm.auto import tqdm
 
     from labeling import rubric
@@ -166,13 +165,14 @@ def judge(
         tokens = [response_tokens(tokenizer, p, t, stops) for p, t in zip(prompts, texts)]
         queries, responses = [q for q, _ in tokens], [r for _, r in tokens]
         args = (queries, responses, tokenizer.pad_token_id, batch_size, temperature)
-        own, _ = summed_logprobs(model, policy, *args)
-        same_model = (policy["runs_as"], policy["adapter"]) == (ref["runs_as"], ref["adapter"])
-        ref_sums = own if same_model else summed_logprobs(model, ref, *args)[0]
+        if (policy["runs_as"], policy["adapter"]) == (ref["runs_as"], ref["adapter"]):
+            own = ref_sums = [None] * len(texts)
+        else:
+            own, ref_sums = summed_logprobs(model, policy, *args), summed_logprobs(model, ref, *args)
         rewards = (known_rewards or {}).get(policy["name"])
         rewards = rewards or reward_scores(model, tokenizer, prompts, texts, batch_size)
         for i, row in enumerate(rows):
-            kl = own[i] - ref_sums[i]
+            kl = 0.0 if own[i] is None else own[i] - ref_sums[i]
             samples.append(
                 {
                     "prompt_id": row["prompt_id"],

@@ -88,15 +88,43 @@ class Sampling:
         saved = inner.generation_config
         # transformers fills every setting left None from model.generation_config: an empty one contributes nothing
         inner.generation_config = GenerationConfig()
+        attention_mask = attention_mask.long()
         try:
             with folded_for_inference(model):
                 return model.generate(
                     input_ids=input_ids,
-                    attention_mask=attention_mask.long(),
+                    attention_mask=attention_mask,
+                    past_key_values=shared_prompt_cache(model, input_ids, attention_mask),
                     **self.generate_kwargs(tokenizer, stop_ids),
                 )
         finally:
             inner.generation_config = saved
+
+
+def shared_prompt_cache(model, input_ids, attention_mask):
+    """The KV cache of every row's prompt but its last token, each distinct prompt computed once; None when no two
+    rows share a prompt (generate then prefills as usual).
+
+    K samples of one prompt (candidates, best-of-N, RLOO/GRPO groups) sit in K rows with the same tokens: prefilling
+    them once instead of K times removes (K - 1) / K of the prefill, which on a CPU costs as much per token as
+    decoding. `generate` continues from the cache: it runs only each row's last prompt token, then decodes, so the
+    logits every sampled token is drawn from are the same as without it (tests/test_generation.py).
+    """
+    import torch
+
+    rows = torch.cat([input_ids, attention_mask], dim=1)
+    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    if input_ids.shape[1] < 2 or unique.shape[0] == rows.shape[0]:
+        return None
+    length = input_ids.shape[1]
+    ids, mask = unique[:, : length - 1], unique[:, length : 2 * length - 1]  # all but the last token
+    # left padding: positions count real tokens, as generate's own prefill numbers them
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cache.batch_select_indices(inverse)
+    return cache
 
 
 def generate_completions(
