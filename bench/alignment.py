@@ -230,11 +230,13 @@ def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates:
     }
 
 
-def ensemble(work: Path, name: str, seeds: list[int], rows: list[dict], gold: list) -> dict:
+def ensemble(work: Path, name: str, seeds: list[int], rows: list[dict], gold: list, candidates: Path) -> dict:
     """The variant's seeds as one ensemble reward model (each answer's mean score over the members, as `workbench
     reward score` with several adapters scores it): its agreement, and the paired difference to its members' mean
     agreement over the same answer pairs, with a bootstrap 95% interval over prompts. Ensembles are a lever of the
-    issue: a member's idiosyncratic errors average out, at the cost of one training and one scoring pass per member."""
+    issue: a member's idiosyncratic errors average out, at the cost of one training and one scoring pass per member.
+    `weight_averaged`: the members' weights averaged into one adapter (`workbench reward average`, WARM), scored
+    once: its agreement and its paired differences to the members' mean and to the score ensemble."""
     from workbench.evaluation.metrics import bootstrap_interval
 
     files = [work / f"{name}-seed{seed}" / "agreement-scored.jsonl" for seed in seeds]
@@ -246,17 +248,35 @@ def ensemble(work: Path, name: str, seeds: list[int], rows: list[dict], gold: li
             out.write(json.dumps({**answers[0], "scores": mean}) + "\n")
     agree = outcomes(averaged, gold)
     single = [r["outcomes"] for r in rows if r["variant"] == name]
-    per_prompt: dict[str, list[float]] = {}
-    for k, (prompt_id, outcome) in enumerate(agree):
-        per_prompt.setdefault(prompt_id, []).append(outcome - sum(o[k][1] for o in single) / len(single))
-    values = [sum(v) / len(v) for v in per_prompt.values()]
+    members_mean = [(prompt_id, sum(o[k][1] for o in single) / len(single)) for k, (prompt_id, _) in enumerate(agree)]
+
+    def difference(mine: list, theirs: list) -> dict:
+        per_prompt: dict[str, list[float]] = {}
+        for (prompt_id, a), (_, b) in zip(mine, theirs):
+            per_prompt.setdefault(prompt_id, []).append(a - b)
+        values = [sum(v) / len(v) for v in per_prompt.values()]
+        return {"mean": sum(d for v in per_prompt.values() for d in v) / len(mine), "ci95": bootstrap_interval(values)}
+
+    # the same members' weights averaged into one adapter (`workbench reward average`): one scoring pass, not K
+    folder = work / f"{name}-averaged-seeds{'-'.join(map(str, seeds))}"
+    if not (folder / "adapter" / "workbench.json").exists():
+        command = ["workbench", "reward", "average", "--output", str(folder / "adapter"), "--overwrite"]
+        command += [arg for seed in seeds for arg in ("--adapter", str(work / f"{name}-seed{seed}" / "adapter"))]
+        folder.mkdir(parents=True, exist_ok=True)
+        run(command, folder / "average.log")
+    scored = folder / "agreement-scored.jsonl"
+    score_agreement_set(folder / "adapter", candidates, scored)
+    weights = outcomes(scored, gold)
     return {
         "members": seeds,
         "agreement": sum(o for _, o in agree) / len(agree),
         "members_mean_agreement": sum(r["agreement"] for r in rows if r["variant"] == name) / len(single),
-        "difference_to_members": {
-            "mean": sum(d for v in per_prompt.values() for d in v) / len(agree),
-            "ci95": bootstrap_interval(values),
+        "difference_to_members": difference(agree, members_mean),
+        "weight_averaged": {
+            "agreement": sum(o for _, o in weights) / len(weights),
+            "agreement_by_part": agreement_by_part(candidates, scored),
+            "difference_to_members": difference(weights, members_mean),
+            "difference_to_score_ensemble": difference(weights, agree),
         },
     }
 
@@ -489,7 +509,7 @@ def main() -> int:
             summary[name]["difference_to_baseline"] = paired_difference(rows, name, "outcomes")
         if len(args.seeds) > 1:
             for name in names:
-                summary[name]["ensemble"] = ensemble(work, name, args.seeds, rows, gold)
+                summary[name]["ensemble"] = ensemble(work, name, args.seeds, rows, gold, candidates)
         result |= {
             "variants": {n: VARIANTS[n] for n in names},
             "seeds": args.seeds,

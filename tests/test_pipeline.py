@@ -573,6 +573,8 @@ def test_report_numbers_are_the_stage_outputs(finished_run):
     for plot in ("sft_loss", "reward_model", "ppo_reward_kl", "win_rates"):
         assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
         assert f"(plots/{plot}.png)" in report
+    # each plot names where its curve came from: the SFT loss from SFT's own trainer state
+    assert re.search(r"Loss curve from `sft/checkpoint-\d+/trainer_state.json`", report)
 
 
 @pytest.mark.argilla

@@ -202,7 +202,7 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
     f.get("SFT training loss (mean)", "sft/metrics.json", "train_loss")
     f.get("SFT held-out loss, base model", "sft/metrics.json", "base_eval_loss")
     f.get("SFT held-out loss, after SFT", "sft/metrics.json", "eval_loss")
-    source, history = last_checkpoint_state(run_dir / "sft")
+    sft_source, history = last_checkpoint_state(run_dir / "sft")
     plots["sft"] = plot_sft(history, run_dir / "plots" / "sft_loss.png")
     # ── labels and reward model, per labeling round ─────────────────────────────────────────────────────────────
     for round_ in range(1, rounds + 1):
@@ -275,7 +275,7 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
     lines += ["## Key figures", "", "| figure | value | source |", "|---|---:|---|"]
     lines += [f"| {label} | {value} | {where} |" for label, value, where in f.rows]
     sections = [
-        ("SFT", "sft", f"Loss curve from `{source}` (the trainer's log history)." if source else None),
+        ("SFT", "sft", f"Loss curve from `{sft_source}` (the trainer's log history)." if sft_source else None),
         ("Reward model", "reward", "Left: training curves; right: held-out pairs binned by confidence."),
         *(
             (titles[name], name, f"Mean reward of each rollout and KL to SFT, from `{name}/metrics.json`.")

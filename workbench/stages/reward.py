@@ -4,7 +4,8 @@ The base in 4-bit with a scalar head (`score`), a LoRA sequence-classification a
 (PEFT `modules_to_save`), trained on preference pairs (prompt, chosen, rejected, optional margin). Output folder:
 `adapter/` (PEFT files + workbench.json: the preference datasets and their labeling round, the SFT parent if any),
 `recipe.yaml`, `metrics.json` (held-out pairwise accuracy, mean margin, calibration), `checkpoint-*/`, `wandb/`.
-`workbench reward score ...` scores completions with the adapter (workbench/stages/reward_score.py).
+`workbench reward score ...` scores completions with the adapter (workbench/stages/reward_score.py);
+`workbench reward average ...` averages several reward adapters' weights into one (workbench/stages/reward_average.py).
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def main(argv: list[str]) -> int:
         from workbench.stages import reward_score
 
         return reward_score.main(argv[1:])
+    if argv[:1] == ["average"]:
+        from workbench.stages import reward_average
+
+        return reward_average.main(argv[1:])
     data_cfg, model_args, run_args, tracking_cfg, reward_cfg, given = parse(argv)
     configs = (data_cfg, model_args, tracking_cfg, reward_cfg)
     # SEQ_CLS: PEFT adds the `score` head to modules_to_save, so it is trained and saved with the adapter
