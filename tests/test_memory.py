@@ -316,6 +316,24 @@ def test_reward_stage_activations_match_saved_tensors():
     assert estimated.layers == sft.layers and estimated.logits < sft.logits / 100  # same blocks, no vocabulary
 
 
+def test_reward_rankings_count_each_answer_once():
+    """With group_rankings a reward batch holds rankings whose answers are each scored once: 4 rankings of 4 answers
+    are 16 sequences, the same forward as 8 pairs (16 sequences) and twice that of 4 pairs."""
+    shape = model_shape(tiny_llama())
+    targets = {lin.name for lin in memory.lora_targets(shape, "all-linear")}
+
+    def activations(**fields):
+        settings = MemorySettings(method="lora", stage="reward", seq=SEQ, lora_r=8, **fields)
+        settings.validate()
+        return memory.training_activations(shape, settings, "bf16/fp16", targets, full=False).total
+
+    assert activations(batch=4, ranking_size=4) == activations(batch=8)
+    assert activations(batch=4, ranking_size=4) == 2 * activations(batch=4)
+    for bad in (dict(stage="sft", ranking_size=4), dict(stage="reward", ranking_size=1)):
+        with pytest.raises(UserError, match="--ranking_size"):
+            MemorySettings(**bad).validate()
+
+
 def test_ppo_stage_counts_four_adapters_two_heads_and_the_larger_phase():
     """--stage ppo by hand: the base, four fp32 LoRAs and two heads; the policy and value LoRAs and the value head
     train (fp32 gradients, Adam's m and v); activations are the largest of the update's policy pass (one chunk of

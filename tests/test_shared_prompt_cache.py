@@ -77,3 +77,20 @@ def test_distinct_prompts_prefill_as_usual(policy):
     cache = generation.shared_prompt_cache(model, ids, mask)
     assert cache.get_seq_length() == ids.shape[1] - 1
     assert cache.layers[0].keys.shape[0] == len(PROMPTS) * K
+
+
+def test_prompt_tuning_prefills_as_usual(tiny_model_path):
+    """PEFT puts a prompt-tuning adapter's virtual tokens in front inside generate: no cache from outside."""
+    from peft import get_peft_model
+
+    from workbench.modeling import adapters
+    from workbench.modeling.arguments import ModelArguments
+
+    args = margs(tiny_model_path)
+    config = adapters.get_peft_config(ModelArguments(peft_method="prompt_tuning", num_virtual_tokens=4))
+    model = get_peft_model(loading.load_model(args), config).eval()
+    tokenizer = loading.load_tokenizer(args, padding_side="left")
+    ids, mask = left_pad([row for row in encode_prompts(tokenizer, PROMPTS) for _ in range(K)], tokenizer.pad_token_id)
+    assert generation.shared_prompt_cache(model, ids, mask) is None
+    out = sample(model, tokenizer, ids, mask, Sampling(max_new_tokens=4, temperature=1.0))
+    assert out.shape == (len(PROMPTS) * K, ids.shape[1] + 4)

@@ -112,6 +112,9 @@ def shared_prompt_cache(model, input_ids, attention_mask):
     """
     import torch
 
+    config = getattr(model, "active_peft_config", None)
+    if config is not None and config.is_prompt_learning:
+        return None  # PEFT prepends the virtual tokens inside generate: a cache from outside would not hold them
     rows = torch.cat([input_ids, attention_mask], dim=1)
     unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
     if input_ids.shape[1] < 2 or unique.shape[0] == rows.shape[0]:
@@ -123,6 +126,8 @@ def shared_prompt_cache(model, input_ids, attention_mask):
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
+    if not hasattr(cache, "batch_select_indices"):  # a model whose cache cannot be re-batched prefills as usual
+        return None
     cache.batch_select_indices(inverse)
     return cache
 

@@ -41,7 +41,8 @@ GPT-2 (LayerNorm, fused c_attn, GELU MLP) uses the same rules with its own norm 
 measured identity.
 
 Stages (`--stage`): `sft` is the above. `reward` trains a scalar head (hidden -> 1, trained in full beside the LoRA)
-on chosen and rejected together, so a batch of B pairs is 2B sequences; the head saves its input (e*h per token)
+on chosen and rejected together, so a batch of B pairs is 2B sequences (with `ranking_size` K, as under
+group_rankings, a batch of B rankings is KB: each answer scored once); the head saves its input (e*h per token)
 and there are no vocabulary logits. `ppo` is the single-base PPO (workbench/rl/): one base holding four LoRA adapters
 (policy and value trained, ref and reward frozen) and two scalar heads (value trained); the update's policy pass
 saves the head's input per token and holds one chunk of at most CHUNK_TOKENS rows of logits (fp32 and the compute
@@ -95,9 +96,16 @@ class MemorySettings:
         default="sft",
         metadata={
             "help": "What trains: sft (causal LM loss), reward (scalar head on chosen and rejected: --batch counts "
-            "pairs, 2 x batch sequences) or ppo (one base, four adapters, chunked log-probs; --batch x --seq is both "
-            "the update's micro-batch and the rollout's generation batch).",
+            "pairs, 2 x batch sequences, or rankings with --ranking_size) or ppo (one base, four adapters, chunked "
+            "log-probs; --batch x --seq is both the update's micro-batch and the rollout's generation batch).",
             "choices": list(STAGES),
+        },
+    )
+    ranking_size: int = field(
+        default=0,
+        metadata={
+            "help": "--stage reward with group_rankings (each ranking's answers scored once): --batch counts rankings "
+            "of this many answers, ranking_size x batch sequences; 0: --batch counts pairs."
         },
     )
     optim: str = field(
@@ -126,6 +134,11 @@ class MemorySettings:
             raise UserError(f"--method: expected one of {', '.join(METHODS)}, got {self.method!r}")
         if self.stage not in STAGES:
             raise UserError(f"--stage: expected one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.ranking_size and (self.stage != "reward" or self.ranking_size < 2):
+            raise UserError(
+                f"--ranking_size: expected 0, or 2 or more answers per ranking with --stage reward; got "
+                f"{self.ranking_size} with --stage {self.stage}"
+            )
         if self.stage == "ppo" and self.method == "full":
             raise UserError("--stage ppo: the single-base PPO trains adapters; expected --method lora or qlora")
         if self.optim not in OPTIMIZERS:
@@ -402,8 +415,8 @@ def training_activations(
 
 
 def sequences(s: MemorySettings) -> int:
-    """Sequences in one forward: a reward batch of B pairs is 2B sequences."""
-    return s.batch * (2 if s.stage == "reward" else 1)
+    """Sequences in one forward: a reward batch of B pairs is 2B sequences, of B rankings of K answers KB."""
+    return s.batch * ((s.ranking_size or 2) if s.stage == "reward" else 1)
 
 
 def block_working_bytes(shape: ModelShape, e: int, tokens: int) -> int:

@@ -115,7 +115,7 @@ def print_tables(estimate: MemoryEstimate, model: str) -> None:
     console.print(
         f"[bold]{model}[/bold] ({estimate.model_type}): {estimate.parameters:,} parameters, "
         f"{estimate.trainable_parameters:,} trainable ({settings.method}, stage {settings.stage}); "
-        f"batch {settings.batch}{' pairs' if settings.stage == 'reward' else ''} x seq {settings.seq}"
+        f"batch {settings.batch}{_items(settings)} x seq {settings.seq}"
     )
     inference = Table(title="Inference (generation with a KV cache of batch x seq)")
     for column in ("dtype", "weights", "KV cache", "activations", "total"):
@@ -160,3 +160,10 @@ def main(argv: list[str]) -> int:
     else:
         print_tables(estimate, arguments.model)
     return 0
+
+
+def _items(settings) -> str:
+    """What --batch counts for the reward stage: pairs, or rankings of ranking_size answers."""
+    if settings.stage != "reward":
+        return ""
+    return f" rankings of {settings.ranking_size}" if settings.ranking_size else " pairs"
