@@ -436,6 +436,31 @@ def _(t: Inputs):
     return Case(["reward", "--config", str(recipe)], [("dtype", "bf16", "bfloat16")], guard=False, may_succeed=True)
 
 
+# ── reward average ───────────────────────────────────────────────────────────────────────────────────────────────────
+def average_argv(t: Inputs, output: Path, *members: Path) -> list[str]:
+    return ["reward", "average", *[a for m in members for a in ("--adapter", str(m))], "--output", str(output)]
+
+
+@case("reward-average-existing-output")
+def _(t: Inputs):
+    written = t.write("averaged/adapter/workbench.json", "{}\n")
+    argv = average_argv(t, written.parent, t.adapters[1], t.adapters[1].parent)
+    return Case(argv, [str(written.parent), "--overwrite"], unchanged=(written,))
+
+
+@case("reward-average-one-member")
+def _(t: Inputs):
+    output = t.tmp / "averaged" / "adapter"
+    return Case(average_argv(t, output, t.adapters[1]), ["--adapter", "2 or more"], output=output.parent)
+
+
+@case("reward-average-policy-adapter-as-member")
+def _(t: Inputs):
+    output = t.tmp / "averaged" / "adapter"
+    sft, reward = t.adapters
+    return Case(average_argv(t, output, reward, sft), [str(sft), "SEQ_CLS"], output=output.parent)
+
+
 # ── reward score ─────────────────────────────────────────────────────────────────────────────────────────────────────
 def score_argv(t: Inputs, output: Path, *extra: str) -> list[str]:
     scored = t.jsonl("completions.jsonl", [{"prompt": "Hi.", "completion": "Hello."}])

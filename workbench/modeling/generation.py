@@ -108,7 +108,7 @@ def shared_prompt_cache(model, input_ids, attention_mask):
     K samples of one prompt (candidates, best-of-N, RLOO/GRPO groups) sit in K rows with the same tokens: prefilling
     them once instead of K times removes (K - 1) / K of the prefill, which on a CPU costs as much per token as
     decoding. `generate` continues from the cache: it runs only each row's last prompt token, then decodes, so the
-    logits every sampled token is drawn from are the same as without it (tests/test_generation.py).
+    logits every sampled token is drawn from are the same as without it (tests/test_shared_prompt_cache.py).
     """
     import torch
 
