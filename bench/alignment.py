@@ -237,8 +237,6 @@ def ensemble(work: Path, name: str, seeds: list[int], rows: list[dict], gold: li
     issue: a member's idiosyncratic errors average out, at the cost of one training and one scoring pass per member.
     `weight_averaged`: the members' weights averaged into one adapter (`workbench reward average`, WARM), scored
     once: its agreement and its paired differences to the members' mean and to the score ensemble."""
-    from workbench.evaluation.metrics import bootstrap_interval
-
     files = [work / f"{name}-seed{seed}" / "agreement-scored.jsonl" for seed in seeds]
     members = [list(map(json.loads, path.open())) for path in files]
     averaged = work / f"{name}-ensemble-scored.jsonl"
@@ -251,11 +249,7 @@ def ensemble(work: Path, name: str, seeds: list[int], rows: list[dict], gold: li
     members_mean = [(prompt_id, sum(o[k][1] for o in single) / len(single)) for k, (prompt_id, _) in enumerate(agree)]
 
     def difference(mine: list, theirs: list) -> dict:
-        per_prompt: dict[str, list[float]] = {}
-        for (prompt_id, a), (_, b) in zip(mine, theirs):
-            per_prompt.setdefault(prompt_id, []).append(a - b)
-        values = [sum(v) / len(v) for v in per_prompt.values()]
-        return {"mean": sum(d for v in per_prompt.values() for d in v) / len(mine), "ci95": bootstrap_interval(values)}
+        return prompt_difference([(q, a - b) for (q, a), (_, b) in zip(mine, theirs)])
 
     # the same members' weights averaged into one adapter (`workbench reward average`): one scoring pass, not K
     folder = work / f"{name}-averaged-seeds{'-'.join(map(str, seeds))}"
@@ -285,21 +279,29 @@ def paired_difference(rows: list[dict], name: str, key: str, baseline: str = "ba
     """`name` minus `baseline` (values of `row[by]`) over the same items (`row[key]`: (prompt_id, value) pairs in a
     fixed order) and the seeds both ran: the pooled mean, and a bootstrap 95% interval over prompts of each prompt's
     mean difference."""
-    from workbench.evaluation.metrics import bootstrap_interval
-
     by_seed = {(r[by], r["seed"]): r[key] for r in rows}
     seeds = sorted(s for v, s in by_seed if v == name and (baseline, s) in by_seed)
-    per_prompt: dict[str, list[float]] = {}
-    for seed in seeds:
-        for (prompt_id, mine), (_, theirs) in zip(by_seed[(name, seed)], by_seed[(baseline, seed)]):
-            per_prompt.setdefault(prompt_id, []).append(mine - theirs)
-    values = [sum(v) / len(v) for v in per_prompt.values()]
-    if not values:
+    differences = [
+        (prompt_id, mine - theirs)
+        for seed in seeds
+        for (prompt_id, mine), (_, theirs) in zip(by_seed[(name, seed)], by_seed[(baseline, seed)])
+    ]
+    if not differences:
         return {"seeds": [], "mean": None, "ci95": [None, None]}
-    pooled = [d for v in per_prompt.values() for d in v]
+    return {"seeds": seeds, **prompt_difference(differences)}
+
+
+def prompt_difference(differences: list[tuple[str, float]]) -> dict:
+    """(prompt_id, difference) items, a prompt possibly several times (several seeds or answer pairs): the pooled
+    mean, and a bootstrap 95% interval over prompts of each prompt's mean difference."""
+    from workbench.evaluation.metrics import bootstrap_interval
+
+    per_prompt: dict[str, list[float]] = {}
+    for prompt_id, difference in differences:
+        per_prompt.setdefault(prompt_id, []).append(difference)
+    values = [sum(v) / len(v) for v in per_prompt.values()]
     return {
-        "seeds": seeds,
-        "mean": sum(pooled) / len(pooled),
+        "mean": sum(d for _, d in differences) / len(differences),
         "ci95": bootstrap_interval(values),
         "prompts": len(values),
     }

@@ -9,7 +9,6 @@ import torch
 from model_args import margs, quant
 from test_heads import TEXTS, train_reward_adapter
 
-from workbench.errors import UserError
 from workbench.modeling import heads, loading
 from workbench.modeling.arguments import from_manifest
 from workbench.modeling.reward_averaging import average_reward_adapters
@@ -58,8 +57,3 @@ def test_averaged_adapter_scores_like_any_reward_adapter(averaged, members):
     torch.testing.assert_close(single, stage, atol=1e-4, rtol=0)
     assert manifest.stage == "reward" and [p["role"] for p in manifest.parents] == ["member", "member"]
     assert manifest.extra["averaged"]["members"] == len(members)
-
-
-def test_one_member_is_refused(members, tmp_path):
-    with pytest.raises(UserError, match="at least 2 reward adapters"):
-        average_reward_adapters(members[:1], tmp_path / "adapter", margs(None, FP32))

@@ -112,6 +112,8 @@ def shared_prompt_cache(model, input_ids, attention_mask):
     """
     import torch
 
+    from workbench.modeling.tokens import position_ids_from_mask
+
     config = getattr(model, "active_peft_config", None)
     if config is not None and config.is_prompt_learning:
         return None  # PEFT prepends the virtual tokens inside generate: a cache from outside would not hold them
@@ -121,8 +123,7 @@ def shared_prompt_cache(model, input_ids, attention_mask):
         return None
     length = input_ids.shape[1]
     ids, mask = unique[:, : length - 1], unique[:, length : 2 * length - 1]  # all but the last token
-    # left padding: positions count real tokens, as generate's own prefill numbers them
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    positions = position_ids_from_mask(mask)  # left padding: as generate's own prefill numbers them
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values

@@ -6,8 +6,8 @@ A and B separately would not average the members' weight updates (B·A is not li
 does, exactly: PEFT's `add_weighted_adapter(..., combination_type="cat")` stacks each member's A (scaled by its
 weight 1/K and its own alpha/r) and B into one LoRA of rank K·r, whose update is (1/K)·Σ_k scale_k·B_k·A_k. The heads
 are linear, so the averaged head is the mean of the members' heads. The averaged model is not the mean of the
-members' scores (their hidden states differ); what it buys is measured in bench/alignment.py (`reward ... --seeds`,
-the `averaged` row beside the score ensemble).
+members' scores (their hidden states differ); what it buys is measured in bench/alignment.py (`reward ... --seeds`:
+`weight_averaged` beside the score ensemble). `workbench reward average` checks that there are 2 or more members.
 """
 
 from __future__ import annotations
@@ -27,16 +27,14 @@ def average_reward_adapters(members: list, out_dir, args):
     from workbench.modeling import adapters, heads, loading
     from workbench.modeling.arguments import from_manifest
 
-    if len(members) < 2:
-        raise UserError(f"averaging needs at least 2 reward adapters; got {len(members)}")
     manifests = [adapters.read_manifest(path, "SEQ_CLS", f"member {path}") for path in members]
+    methods = {manifest.peft_method for manifest in manifests}
+    if methods != {"lora"}:
+        raise UserError(f"averaging needs LoRA reward adapters; the members are {sorted(methods)}")
     model = loading.load_model(from_manifest(manifests[0].base_model, args))
     names = [f"member_{index}" for index in range(len(members))]
     for name, path in zip(names, members):  # each checks that its manifest names the same base weights
         model = heads.attach_scalar_adapter(model, name, path, trainable=False)
-    methods = {manifest.peft_method for manifest in manifests}
-    if methods != {"lora"}:
-        raise UserError(f"averaging needs LoRA reward adapters; the members are {sorted(methods)}")
     weight = 1.0 / len(members)
     model.add_weighted_adapter(names, [weight] * len(members), AVERAGED, combination_type="cat")
     head = torch.nn.Linear(model.workbench_heads[names[0]].in_features, 1, bias=False)
@@ -49,8 +47,8 @@ def average_reward_adapters(members: list, out_dir, args):
         base_model=first.base_model,
         peft_method="lora",
         parents=[
-            {"role": "member", "path": str(Path(path).resolve()), "created_at": manifest.created_at}
-            for path, manifest in zip(members, manifests)
+            {"kind": "adapter", "stage": m.stage, "path": str(Path(path).resolve()), "role": "member"}
+            for path, m in zip(members, manifests)
         ],
         data_fingerprint=first.data_fingerprint,
         metrics={"members": [manifest.metrics for manifest in manifests]},
