@@ -65,9 +65,6 @@ VARIANTS = {
     # ~1.5x the pairs, the added ones closer and noisier; margins and agreement stay on every pair. Measured on 3
     # runs: 0.704 against 0.713 (bench/results/alignment-reward-majority-cpu-2core.json)
     "majority": {PAIRS_MIN_AGREEMENT: 0.6},
-    # each training prompt's best answer over another prompt's best one, unlabeled (workbench/data/mismatched_pairs.py)
-    "mismatched_1": {"mismatched_negatives": 1},
-    "mismatched_2": {"mismatched_negatives": 2},
 }
 # PPO variants: keys on top of the run's ppo recipe (the run's SFT and reward adapters stay)
 CRITIC_FREE = {"critic_warmup_steps": 0, "value_learning_rate": None, "value_max_grad_norm": None}

@@ -60,15 +60,6 @@ class RewardDataConfig(PreferenceDataConfig):
             "rankings of 4. per_device_train_batch_size then counts rankings (groups of pairs sharing answers)."
         },
     )
-    mismatched_negatives: int = field(
-        default=0,
-        metadata={
-            "help": "Add this many pairs per training prompt, without labels: the prompt's best-ranked answer chosen "
-            "over another prompt's best-ranked answer (workbench/data/mismatched_pairs.py), so the reward model "
-            "learns whether an answer addresses the question; margin: the largest in the data. Held-out pairs stay "
-            "the labelers' own. 0: the labelers' pairs only."
-        },
-    )
     calibration_bins: int = field(default=10, metadata={"help": "Confidence bins for the calibration report."})
     eval_base: bool = field(
         default=True,
@@ -136,9 +127,6 @@ def main(argv: list[str]) -> int:
         raise UserError("init_from_sft: true needs sft_adapter (the SFT adapter folder) and use_peft: true")
     if data_cfg.init_adapter and data_cfg.init_from_sft:
         raise UserError("init_adapter: expected one starting point for the reward LoRA; found init_from_sft: true too")
-    if data_cfg.mismatched_negatives < 0:
-        found = data_cfg.mismatched_negatives
-        raise UserError(f"mismatched_negatives: expected 0 or more pairs per prompt; found {found}")
     if data_cfg.init_adapter and peft_config is None:
         raise UserError("init_adapter: needs use_peft: true (it continues a LoRA reward model); found use_peft: false")
 
@@ -146,7 +134,6 @@ def main(argv: list[str]) -> int:
     from transformers import set_seed
 
     from workbench import tracking
-    from workbench.data.mismatched_pairs import add_mismatched_pairs
     from workbench.data.mixture import fingerprint
     from workbench.data.preference_data import load_train_and_eval
     from workbench.evaluation.pairwise import evaluate_pairs, log_metrics
@@ -163,10 +150,6 @@ def main(argv: list[str]) -> int:
     # ── data ─────────────────────────────────────────────────────────────────────────────────────────────────────
     margins = dict(use_margin=data_cfg.use_margin, margin_scale=data_cfg.margin_scale)
     train_dataset, eval_dataset, kind, sources = load_train_and_eval(data_cfg, reward_cfg.seed, **margins)
-    labeled = len(train_dataset)
-    train_dataset = add_mismatched_pairs(train_dataset, data_cfg.mismatched_negatives, reward_cfg.seed)
-    if len(train_dataset) > labeled:
-        print(f"workbench reward: {len(train_dataset) - labeled} mismatched-answer pairs added to {labeled} labeled")
     if eval_dataset is not None and "margin" in eval_dataset.column_names:
         eval_dataset = eval_dataset.remove_columns("margin")  # held-out accuracy is about the ranking alone
     print(f"workbench reward: {len(train_dataset)} training pairs ({kind}), {len(eval_dataset or [])} eval pairs")
