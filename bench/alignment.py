@@ -146,24 +146,21 @@ def outcomes(scored: Path, gold: list[list[float]]) -> list[tuple[str, float]]:
 
 def agreement_by_part(candidates: Path, scored: Path) -> dict:
     """Agreement split by the rubric part that makes most of each pair's gold gap (a diagnosis of what the reward
-    model has learned: finished answers, length, repetition, staying on topic)."""
-    import itertools
-
+    model has learned: finished answers, length, repetition, staying on topic): the eval's own split
+    (workbench.evaluation.metrics.agreement_by_part) over the agreement set."""
     from labeling import rubric
+    from workbench.evaluation.metrics import agreement_by_part as split
 
-    counts: dict[str, list[int]] = {}
-    for row, scores in zip(map(json.loads, candidates.read_text().splitlines()), map(json.loads, scored.open())):
-        parts = [rubric.parts(row["prompt"], text) for text in row["completions"]]
-        gold = [rubric.score(row["prompt"], text) for text in row["completions"]]
-        for i, j in itertools.combinations(range(len(gold)), 2):
-            if abs(gold[i] - gold[j]) < MIN_GOLD_GAP:
-                continue
-            gaps = {k: rubric.WEIGHTS[k] * (parts[i][k] - parts[j][k]) for k in rubric.WEIGHTS}
-            part = max(gaps, key=lambda k: abs(gaps[k]))
-            agreed = (scores["scores"][i] - scores["scores"][j]) * (gold[i] - gold[j]) > 0
-            counts.setdefault(part, [0, 0])[0] += agreed
-            counts[part][1] += 1
-    return {k: {"pairs": n, "agreement": right / n} for k, (right, n) in sorted(counts.items())}
+    samples = [
+        {"prompt_id": index, "reward": reward, "gold": rubric.score(row["prompt"], text)}
+        | {"gold_parts": rubric.points(row["prompt"], text)}
+        for index, (row, scores) in enumerate(zip(map(json.loads, candidates.open()), map(json.loads, scored.open())))
+        for text, reward in zip(row["completions"], scores["scores"])
+    ]
+    return {
+        part: {"pairs": row["pairs"], "agreement": row["rate"]}
+        for part, row in split(samples, min_gap=MIN_GOLD_GAP).items()
+    }
 
 
 def score_agreement_set(adapter: Path, candidates: Path, scored: Path) -> None:

@@ -89,8 +89,14 @@ def parts(prompt_messages: list[dict], completion: str) -> dict[str, float]:
     }
 
 
+def points(prompt_messages: list[dict], completion: str) -> dict[str, float]:
+    """Each part's points (its weight times its value; all 0 for an empty answer): they sum to `score`, so a
+    difference in gold score splits into what each part of the rubric contributes to it."""
+    if not completion.strip():
+        return dict.fromkeys(WEIGHTS, 0.0)
+    return {name: WEIGHTS[name] * value for name, value in parts(prompt_messages, completion).items()}
+
+
 def score(prompt_messages: list[dict], completion: str) -> float:
     """The gold score of `completion` as an answer to the conversation `prompt_messages` (higher is better)."""
-    if not completion.strip():
-        return 0.0
-    return sum(WEIGHTS[name] * value for name, value in parts(prompt_messages, completion).items())
+    return sum(points(prompt_messages, completion).values())

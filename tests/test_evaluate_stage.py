@@ -19,6 +19,7 @@ from model_args import lora, margs, quant
 
 from workbench.errors import UserError
 from workbench.evaluation.metrics import (
+    agreement_by_part,
     agreement_outcomes,
     bootstrap_interval,
     compare,
@@ -121,6 +122,70 @@ def test_judge_agreement_by_hand():
     assert judge_agreement(rows[:1])["rate"] is None
     # the pairs behind it, in sample order with their prompts (bench/alignment.py pairs them across reward models)
     assert agreement_outcomes(rows, min_gap=0.25) == [("a", 1.0), ("a", 1.0), ("a", 0.0), ("c", 0.0)]
+
+
+def test_agreement_splits_by_the_part_that_makes_most_of_the_gold_gap():
+    rows = [
+        # gold = the two parts' points + 3.0 (the other parts, equal). Prompt a: x beats y by finishing (+1.0, on
+        # topic -0.5); x beats z mostly on topic (+0.5, finishing +0.3); y beats z by 0.3, mostly on topic (+1.0,
+        # finishing -0.7). The judge ranks z > x > y.
+        {"prompt_id": "a", "gold": 4.5, "reward": 1.0, "gold_parts": {"complete": 1.0, "on_topic": 0.5}},
+        {"prompt_id": "a", "gold": 4.0, "reward": 0.0, "gold_parts": {"complete": 0.0, "on_topic": 1.0}},
+        {"prompt_id": "a", "gold": 3.7, "reward": 2.0, "gold_parts": {"complete": 0.7, "on_topic": 0.0}},
+        # prompt b: 0.1 apart, below min_gap: not a pair
+        {"prompt_id": "b", "gold": 5.0, "reward": 1.0, "gold_parts": {"complete": 1.0, "on_topic": 1.0}},
+        {"prompt_id": "b", "gold": 5.1, "reward": 0.0, "gold_parts": {"complete": 0.6, "on_topic": 1.5}},
+    ]
+    split = agreement_by_part(rows, min_gap=0.25)
+    # (x, y) complete, agreed; (x, z) on_topic, wrong; (y, z) on_topic, wrong
+    assert split == {
+        "complete": {"pairs": 1, "agree": 1, "rate": 1.0},
+        "on_topic": {"pairs": 2, "agree": 0, "rate": 0.0},
+    }
+    assert sum(part["pairs"] for part in split.values()) == judge_agreement(rows, min_gap=0.25)["pairs"]
+    assert agreement_by_part([{**row, "gold_parts": None} for row in rows]) == {}  # no parts, no split
+
+
+def test_gold_difference_splits_into_the_parts_points():
+    rows = [
+        {
+            "policy": "a",
+            "prompt_id": "p1",
+            "reward": 0.0,
+            "gold": 2.0,
+            "gold_parts": {"complete": 1.0, "on_topic": 1.0},
+        },
+        {
+            "policy": "a",
+            "prompt_id": "p2",
+            "reward": 0.0,
+            "gold": 1.0,
+            "gold_parts": {"complete": 0.5, "on_topic": 0.5},
+        },
+        {
+            "policy": "b",
+            "prompt_id": "p1",
+            "reward": 0.0,
+            "gold": 1.5,
+            "gold_parts": {"complete": 1.0, "on_topic": 0.5},
+        },
+        {
+            "policy": "b",
+            "prompt_id": "p2",
+            "reward": 0.0,
+            "gold": 2.0,
+            "gold_parts": {"complete": 1.0, "on_topic": 1.0},
+        },
+    ]
+    _, rates = compare(rows, ["a", "b"], "a", ["reward_model", "gold_rubric"])
+    gold = rates["b"]["gold_rubric"]
+    parts = gold["difference_by_part"]
+    # b - a: complete (0 + 0.5) / 2 = +0.25, on topic (-0.5 + 0.5) / 2 = 0; together the gold difference, +0.25
+    assert parts["complete"]["mean"] == 0.25 and parts["on_topic"]["mean"] == 0.0
+    assert sum(part["mean"] for part in parts.values()) == gold["difference"]["mean"] == 0.25
+    assert "difference_by_part" not in rates["b"]["reward_model"]
+    plain = [{k: v for k, v in row.items() if k != "gold_parts"} for row in rows]
+    assert "difference_by_part" not in compare(plain, ["a", "b"], "a", ["gold_rubric"])[1]["b"]["gold_rubric"]
 
 
 def test_compare_needs_the_same_prompts_in_the_same_order():
@@ -255,7 +320,19 @@ def test_win_rates_and_gold_scores_follow_the_samples(evaluated):
         for judge, key in (("reward_model", "reward"), ("gold_rubric", "gold")):
             outcomes = [1.0 if a[key] > b[key] else 0.5 if a[key] == b[key] else 0.0 for a, b in zip(mine, sft)]
             assert metrics["win_rates"][name][judge]["rate"] == pytest.approx(sum(outcomes) / len(outcomes))
-    assert metrics["reward_model_vs_gold"] == judge_agreement(samples) and metrics["reward_model_vs_gold"]["pairs"] > 0
+    assert metrics["reward_model_vs_gold"] == judge_agreement(samples) | {"by_part": agreement_by_part(samples)}
+    assert metrics["reward_model_vs_gold"]["pairs"] > 0
+    assert (
+        sum(p["pairs"] for p in metrics["reward_model_vs_gold"]["by_part"].values())
+        == judge_agreement(samples)["pairs"]
+    )
+    for sample in samples:  # each rubric part's points, which add up to the gold score
+        assert sample["gold_parts"] == rubric.points(sample["prompt"], sample["response"])
+        assert sum(sample["gold_parts"].values()) == sample["gold"]
+    for name in ("base", "ppo"):
+        gold = metrics["win_rates"][name]["gold_rubric"]
+        split = sum(part["mean"] for part in gold["difference_by_part"].values())
+        assert split == pytest.approx(gold["difference"]["mean"], abs=1e-12)
 
 
 def test_existing_report_needs_overwrite(evaluated):

@@ -114,7 +114,19 @@ def verdict(metrics: dict) -> list[str]:
             f"{rate['n']} held-out prompts (ties half; paired bootstrap 95% CI "
             f"{_percent_interval(rate['ci95'])}){gap}."
         )
+        parts = rate.get("difference_by_part") or {}
+        if parts:
+            split = ", ".join(f"{part} {_signed_interval(difference)}" for part, difference in parts.items())
+            lines.append(f"  - the gold difference by rubric part (points; paired 95% CI): {split}.")
     return lines
+
+
+def _signed_interval(difference: dict) -> str:
+    if difference.get("mean") is None:
+        return "—"
+    low, high = difference["ci95"]
+    interval = f" ({low:+.2f} to {high:+.2f})" if low is not None else ""
+    return f"{difference['mean']:+.2f}{interval}"
 
 
 def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_rows: int = 3) -> str:
@@ -179,6 +191,11 @@ def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_r
             f"{100 * agreement['rate']:.1f}% ± {200 * agreement['stderr']:.1f} of {agreement['pairs']} pairs "
             f"(answers from any policy whose gold scores differ by {agreement['min_gold_gap']} or more).",
         ]
+        if agreement.get("by_part"):
+            split = ", ".join(
+                f"{part} {100 * row['rate']:.0f}% of {row['pairs']}" for part, row in agreement["by_part"].items()
+            )
+            lines[-1] += f" Split by the rubric part that makes most of a pair's gold gap: {split}."
     lines += ["", "## Plots", ""] + [f"![{key}]({file})" for key, file in plots.items()]
     lines += ["", "## Sample answers", ""]
     prompt_ids = list(dict.fromkeys(row["prompt_id"] for row in samples))[:sample_rows]

@@ -109,18 +109,45 @@ def agreement_outcomes(
     """(prompt_id, 1.0 or 0.0) for every pair of answers to one prompt whose `gold` scores differ by at least
     `min_gap`: 1.0 when `judge` orders the pair as `gold` does (a judge tie counts as wrong). In sample order, so two
     judges of the same samples give outcomes for the same pairs."""
+    return [(first["prompt_id"], agreed) for first, _, agreed in judged_pairs(samples, judge, gold, min_gap)]
+
+
+def judged_pairs(samples: Sequence[dict], judge: str, gold: str, min_gap: float) -> list[tuple[dict, dict, float]]:
+    """(first, second, 1.0 or 0.0) for every pair of `agreement_outcomes`, in the same order."""
     by_prompt: dict = {}
     for row in samples:
         if row.get(judge) is not None and row.get(gold) is not None:
             by_prompt.setdefault(row["prompt_id"], []).append(row)
-    outcomes = []
-    for prompt_id, rows in by_prompt.items():
+    pairs = []
+    for rows in by_prompt.values():
         for i, first in enumerate(rows):
             for second in rows[i + 1 :]:
                 gold_gap = first[gold] - second[gold]
                 if abs(gold_gap) >= min_gap:
-                    outcomes.append((prompt_id, 1.0 if gold_gap * (first[judge] - second[judge]) > 0 else 0.0))
-    return outcomes
+                    pairs.append((first, second, 1.0 if gold_gap * (first[judge] - second[judge]) > 0 else 0.0))
+    return pairs
+
+
+def agreement_by_part(
+    samples: Sequence[dict],
+    judge: str = "reward",
+    gold: str = "gold",
+    parts: str = "gold_parts",
+    min_gap: float = 0.25,
+) -> dict:
+    """`judge_agreement`'s pairs split by the rubric part that makes most of each pair's gold gap (rows carry each
+    part's points under `parts`): which of the labelers' reasons the reward model has picked up (finished answers,
+    length, repetition, staying on topic). {part: {pairs, agree, rate}}, parts in name order."""
+    counts: dict[str, list[float]] = {}
+    for first, second, agreed in judged_pairs(samples, judge, gold, min_gap):
+        if first.get(parts) is None or second.get(parts) is None:
+            continue
+        gaps = {name: first[parts][name] - second[parts][name] for name in first[parts]}
+        part = max(gaps, key=lambda name: abs(gaps[name]))
+        counts.setdefault(part, [0.0, 0])
+        counts[part][0] += agreed
+        counts[part][1] += 1
+    return {part: {"pairs": n, "agree": int(agree), "rate": agree / n} for part, (agree, n) in sorted(counts.items())}
 
 
 def judge_agreement(samples: Sequence[dict], judge: str = "reward", gold: str = "gold", min_gap: float = 0.25) -> dict:
@@ -159,9 +186,24 @@ def compare(samples: Sequence[dict], names: Sequence[str], baseline: str, judges
         mine, theirs = [s[JUDGES[judge]] for s in rows], [s[JUDGES[judge]] for s in by_policy[baseline]]
         return {**win_rate(mine, theirs), "difference": mean_difference(mine, theirs)}
 
+    def by_part(rows) -> dict:
+        """The paired gold difference split into each rubric part's points (they sum to the gold difference)."""
+        if any(s.get("gold_parts") is None for s in rows + by_policy[baseline]):
+            return {}
+        names = rows[0]["gold_parts"] if rows else {}
+        return {
+            part: mean_difference(
+                [s["gold_parts"][part] for s in rows], [s["gold_parts"][part] for s in by_policy[baseline]]
+            )
+            for part in names
+        }
+
     win_rates = {
         name: {judge: against_baseline(rows, judge) for judge in judges}
         for name, rows in by_policy.items()
         if name != baseline
     }
+    for name, judged in win_rates.items():
+        if "gold_rubric" in judged and (parts := by_part(by_policy[name])):
+            judged["gold_rubric"]["difference_by_part"] = parts
     return per_policy, win_rates

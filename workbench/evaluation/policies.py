@@ -181,6 +181,7 @@ def judge(
                     "response": texts[i],
                     "reward": rewards[i],
                     "gold": rubric.score(row["prompt"], texts[i]) if gold else None,
+                    "gold_parts": rubric.points(row["prompt"], texts[i]) if gold else None,
                     "logprob": own[i],
                     "ref_logprob": ref_sums[i],
                     "kl": kl,

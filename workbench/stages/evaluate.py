@@ -239,6 +239,7 @@ def main(argv: list[str]) -> int:
     }
     if cfg.gold_rubric:
         metrics["reward_model_vs_gold"] = measures.judge_agreement(samples)
+        metrics["reward_model_vs_gold"]["by_part"] = measures.agreement_by_part(samples)
         if judges_only:  # each reward model on the same answers: the main one's numbers, then the others'
             per_model = {Path(cfg.reward_adapter).parent.name: metrics["reward_model_vs_gold"]}
             prompts_of, answers_of = [s["prompt"] for s in samples], [s["response"] for s in samples]
@@ -247,6 +248,7 @@ def main(argv: list[str]) -> int:
                 scores = scoring.reward_scores(model, tokenizer, prompts_of, answers_of, cfg.batch_size, judge)
                 rescored = [{**s, "reward": score} for s, score in zip(samples, scores)]
                 per_model[other["name"]] = measures.judge_agreement(rescored)
+                per_model[other["name"]]["by_part"] = measures.agreement_by_part(rescored)
             metrics["reward_models_vs_gold"] = per_model
 
     # ── outputs: samples, metrics, plots, report, W&B ────────────────────────────────────────────────────────────
