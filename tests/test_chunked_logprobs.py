@@ -115,3 +115,41 @@ def test_response_logprobs_equal_the_models_own_logits_with_their_gradients(sing
     for mine, theirs in zip(got_grads, expected_grads):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4)
     assert max(g.abs().max().item() for g in got_grads) > 1e-3  # the gradients are not all zero
+
+
+def test_under_gradient_checkpointing_the_head_goes_a_small_chunk_at_a_time(single_base, tokenizer):  # noqa: F811
+    """Training under activation checkpointing (the GPU recipes' memory trade), 80 response tokens: no saved tensor
+    holds their logits, which backward recomputes 64 tokens at a time; without checkpointing the 80 tokens are one
+    chunk whose logits are kept for backward (the faster path, the control). Scoring without gradient under
+    checkpointing goes 64 tokens at a time as well (its peak is one chunk's logits), to the same log-probs."""
+    from workbench.modeling.chunked_logprobs import CHECKPOINTED_CHUNK_TOKENS, CHUNK_TOKENS, head_chunk_tokens
+
+    query_ids, query_mask, _, _ = queries_and_responses(tokenizer)
+    batch, length = 2, 40
+    generator = torch.Generator().manual_seed(0)
+    response_ids = torch.randint(10, 1000, (batch, length), generator=generator)
+    parts = (query_ids[:batch], query_mask[:batch], response_ids, torch.ones_like(response_ids))
+    inner = single_base.get_base_model()
+    vocab = inner.get_output_embeddings().weight.shape[0]
+
+    def largest_saved() -> int:
+        with adapters.use_adapter(single_base, POLICY):
+            return max(saved_tensor_sizes(lambda: response_logprobs(single_base, *parts, 1.0)[0].sum().backward()))
+
+    single_base.train()
+    try:
+        assert head_chunk_tokens(inner) == CHUNK_TOKENS
+        assert largest_saved() >= batch * length * vocab  # the control: one chunk, its logits kept
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        assert head_chunk_tokens(inner) == CHECKPOINTED_CHUNK_TOKENS
+        assert largest_saved() < CHECKPOINTED_CHUNK_TOKENS * vocab
+        with torch.no_grad(), adapters.use_adapter(single_base, POLICY):
+            small = response_logprobs(single_base, *parts, 1.0)[0]
+        inner.gradient_checkpointing_disable()
+        with torch.no_grad(), adapters.use_adapter(single_base, POLICY):
+            whole = response_logprobs(single_base, *parts, 1.0)[0]
+        torch.testing.assert_close(small, whole, atol=1e-5, rtol=0)
+    finally:
+        inner.gradient_checkpointing_disable()
+        single_base.zero_grad(set_to_none=True)
+        single_base.eval()

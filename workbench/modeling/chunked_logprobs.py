@@ -18,6 +18,12 @@ from torch.utils.checkpoint import checkpoint
 from workbench.rl.losses import per_token_entropy
 
 CHUNK_TOKENS = 1024  # a chunk's fp32 logits: 1024 x vocab x 4 bytes (0.2 GB for 49k, 0.6 GB for 152k)
+# Under activation (gradient) checkpointing, memory is what the run asked to save, and the head's chunk is traded the
+# same way: 64 tokens' logits (13 MB for 49k, 39 MB for 152k) at a time, recomputed in backward, and the scoring
+# passes without gradient go 64 tokens at a time too. Without checkpointing the chunk stays 1024 tokens: on the 2-core
+# CPU recomputing a [4, 48] batch's head costs 0.41 -> 0.66 s per forward and backward. bench/ppo_memory.py records
+# the peak (SmolLM2-135M, one PPO step's passes on 4 x (128 + 128) tokens, checkpointed).
+CHECKPOINTED_CHUNK_TOKENS = 64
 
 # Config attributes of architectures whose causal-LM forward does more than `lm_head(hidden)` to the logits (Gemma's
 # soft-capping, Cohere's and Granite's scaling): their log-probs are taken from the model's own logits instead.
@@ -28,6 +34,15 @@ def plain_output_head(config) -> bool:
     """Whether the model's logits are exactly its output head applied to its last hidden states."""
     configs = [c for c in (config, getattr(config, "text_config", None)) if c is not None]
     return all(getattr(c, key, None) in (None, 1.0) for c in configs for key in LOGIT_TRANSFORMS)
+
+
+def head_chunk_tokens(model) -> int:
+    """The head's chunk for `model`: CHECKPOINTED_CHUNK_TOKENS when it checkpoints activations (it was loaded with
+    gradient checkpointing: memory first, in its training and its scoring passes alike), else CHUNK_TOKENS."""
+    # transformers 5.23 renamed `is_gradient_checkpointing` (a deprecated alias there) to `is_activation_checkpointing`
+    name = "is_activation_checkpointing"
+    checkpointing = getattr(model, name if hasattr(type(model), name) else "is_gradient_checkpointing", False)
+    return CHECKPOINTED_CHUNK_TOKENS if checkpointing else CHUNK_TOKENS
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

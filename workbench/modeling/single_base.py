@@ -15,7 +15,12 @@ import torch
 
 from workbench.modeling import adapters, heads, loading
 from workbench.modeling.arguments import ModelArguments
-from workbench.modeling.chunked_logprobs import chunked_logprobs, logprobs_from_logits, plain_output_head
+from workbench.modeling.chunked_logprobs import (
+    chunked_logprobs,
+    head_chunk_tokens,
+    logprobs_from_logits,
+    plain_output_head,
+)
 from workbench.modeling.tokens import position_ids_from_mask, reward_input_ids, right_pad
 from workbench.rl.losses import per_token_entropy
 
@@ -68,7 +73,8 @@ def response_logprobs(
         with torch.no_grad():
             return logprobs, per_token_entropy(logits, temperature)
     hidden = inner.get_decoder()(**inputs).last_hidden_state[:, query_ids.shape[1] - 1 : -1]
-    return chunked_logprobs(inner.get_output_embeddings(), hidden, response_ids, temperature, with_entropy)
+    head, chunk = inner.get_output_embeddings(), head_chunk_tokens(inner)
+    return chunked_logprobs(head, hidden, response_ids, temperature, with_entropy, chunk_tokens=chunk)
 
 
 def response_values(model, query_ids, query_mask, response_ids, response_mask) -> torch.Tensor:

@@ -262,7 +262,8 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
     f.get("Eval answer pairs, same prompt, gold scores apart", "eval/metrics.json", f"{agreement}.pairs")
     f.get("Eval reward model orders them as the gold rubric", "eval/metrics.json", f"{agreement}.rate")
     for part in (evaluation.get(agreement) or {}).get("by_part") or {}:  # what the reward model has learned, and not
-        f.get(f"Eval reward model vs gold, pairs mostly about {part}", "eval/metrics.json", f"{agreement}.by_part.{part}.rate")
+        label = f"Eval reward model vs gold, pairs mostly about {part}"
+        f.get(label, "eval/metrics.json", f"{agreement}.by_part.{part}.rate")
     for name in evaluation.get("reward_models_vs_gold") or {}:  # earlier rounds' reward models, same answers
         if name == round_stage("reward", rounds):
             continue  # the eval's own reward model: the row above
