@@ -355,6 +355,14 @@ def test_ppo_stage_counts_four_adapters_two_heads_and_the_larger_phase():
     assert scoring == 53248 + 180224
     assert row["activations"] == max(update.total, rollout["kv_cache"] + rollout["activations"], scoring)
     assert update.logits == min(BATCH * SEQ, memory.CHUNK_TOKENS) * config.vocab_size * (4 + 2)
+    # 4 x 64 = 256 tokens: one 256-row chunk of logits, or under gradient checkpointing 64 rows, in the update and in
+    # the scoring passes (workbench/modeling/chunked_logprobs.py)
+    longer = MemorySettings(method="qlora", stage="ppo", batch=4, seq=64, lora_r=8)
+    update = memory.training_activations(shape, longer, "int4/nf4", targets, full=False)
+    assert update.logits == 256 * config.vocab_size * 6 and update.checkpointed_logits == 64 * config.vocab_size * 6
+    assert update.checkpointed - update.layer_inputs - update.per_layer - update.tail == 64 * config.vocab_size * 6
+    head = memory.scoring_bytes(shape, longer, "int4/nf4") - memory.scoring_bytes(shape, longer, "int4/nf4", 64)
+    assert head == (256 - 64) * config.vocab_size * (2 + 9)
     assert estimate_memory(config, ppo).trainable_parameters == 2 * lora + h
     with pytest.raises(UserError, match="--stage ppo"):
         MemorySettings(method="full", stage="ppo").validate()

@@ -140,9 +140,11 @@ def test_ppo_writes_adapter_with_lineage_metrics_and_offline_wandb(tmp_path, tin
     ):
         assert key in history[0], key
     # Per-phase seconds (NeMo-RL's timers): the rollout's phases fit inside the rollout, all of them inside the step.
-    rollout_phases = ["generation", "policy_logprobs", "reference_logprobs", "values", "reward"]
+    # The policy's log-probs are recorded while it samples (workbench/modeling/sampled_logprobs.py): no pass of its own
+    rollout_phases = ["generation", "reference_logprobs", "values", "reward"]
     update_phases = ["policy_update", "value_update", "optimizer"]
     for row in history:
+        assert "perf/policy_logprobs_seconds" not in row
         seconds = {phase: row[f"perf/{phase}_seconds"] for phase in rollout_phases + update_phases}
         assert all(value > 0 for value in seconds.values()), seconds
         assert sum(seconds[p] for p in rollout_phases) <= row["perf/rollout_seconds"]

@@ -74,13 +74,16 @@ class Sampling:
             }
         return {**kwargs, "do_sample": False}
 
-    def generate(self, model, tokenizer, input_ids, attention_mask, stop_ids: list[int] | None = None):
+    def generate(
+        self, model, tokenizer, input_ids, attention_mask, stop_ids: list[int] | None = None, logits_processor=None
+    ):
         """`model.generate` under these settings and nothing else: the model's own `generation_config` (Qwen2.5-
         Instruct ships repetition_penalty 1.05, others top_k/top_p/min_p...) is set aside for the call, so the tokens
         come from exactly softmax(logits / T) truncated by our top_k/top_p, the distribution that PPO's log-probs, KL
         and ratio describe (tests/test_sampling_distribution.py). On the CPU a float32 base samples with the active
-        LoRA folded into it, restored exactly afterwards (adapters.folded_for_inference)."""
-        from transformers import GenerationConfig
+        LoRA folded into it, restored exactly afterwards (adapters.folded_for_inference). `logits_processor`: a list
+        of processors that watch the logits (workbench/modeling/sampled_logprobs.py)."""
+        from transformers import GenerationConfig, LogitsProcessorList
 
         from workbench.modeling.adapters import folded_for_inference
 
@@ -95,6 +98,7 @@ class Sampling:
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     past_key_values=shared_prompt_cache(model, input_ids, attention_mask),
+                    logits_processor=LogitsProcessorList(logits_processor or []),
                     **self.generate_kwargs(tokenizer, stop_ids),
                 )
         finally:

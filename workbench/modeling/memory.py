@@ -46,7 +46,8 @@ group_rankings, a batch of B rankings is KB: each answer scored once); the head 
 and there are no vocabulary logits. `ppo` is the single-base PPO (workbench/rl/): one base holding four LoRA adapters
 (policy and value trained, ref and reward frozen) and two scalar heads (value trained); the update's policy pass
 saves the head's input per token and holds one chunk of at most CHUNK_TOKENS rows of logits (fp32 and the compute
-dtype, workbench/modeling/chunked_logprobs.py), the value pass no logits; policy and value passes run one after the
+dtype, workbench/modeling/chunked_logprobs.py; CHECKPOINTED_CHUNK_TOKENS under gradient checkpointing, in the
+update and the scoring passes), the value pass no logits; policy and value passes run one after the
 other, so the activations are the largest of the policy pass, the rollout's generation (KV cache and working set of
 batch x seq, as inference) and its no-grad scoring passes (one block's working set, and the output head on one chunk
 of rows: logits in the compute dtype plus the log-prob's and entropy's float32 temporaries, at most 2.25 copies,
@@ -65,6 +66,7 @@ STORAGE_BYTES = {"fp32": 4, "bf16/fp16": 2}
 METHODS = ("full", "lora", "qlora")
 STAGES = ("sft", "reward", "ppo")
 CHUNK_TOKENS = 1024  # workbench/modeling/chunked_logprobs.py: rows of logits alive at once in the PPO update
+CHECKPOINTED_CHUNK_TOKENS = 64  # the same file: the chunk of a base loaded with gradient checkpointing
 # trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE and trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE (TRL 1.16): the tile
 # of logits that TRL's fused LM head computes at a time
 TRL_HEAD_TOKENS, TRL_HEAD_VOCAB = 4096, 32768
@@ -378,6 +380,7 @@ class Activations:
     tail: int  # final norm and lm_head input
     logits: int
     layer_inputs: int  # what gradient checkpointing keeps between blocks
+    checkpointed_logits: int  # the logits under gradient checkpointing (PPO's chunk is smaller then)
 
     @property
     def total(self) -> int:
@@ -385,7 +388,7 @@ class Activations:
 
     @property
     def checkpointed(self) -> int:
-        return self.layer_inputs + self.per_layer + self.tail + self.logits
+        return self.layer_inputs + self.per_layer + self.tail + self.checkpointed_logits
 
 
 def training_activations(
@@ -399,9 +402,13 @@ def training_activations(
         tail = tokens * (final_norm + e * h + 8)
         tile = min(tokens, TRL_HEAD_TOKENS) * min(vocab, TRL_HEAD_VOCAB) * (e + 4)
         logits = tile + tokens * 4 * h + (4 * vocab * h if full else 0)
+        checkpointed_logits = logits
     else:  # a trained scalar head, or the chunked output head, saves its input; scores, or one chunk of logits
         tail = tokens * (final_norm + e * h)
         logits = tokens * e if s.stage == "reward" else min(tokens, CHUNK_TOKENS) * vocab * (4 + e)
+        checkpointed_logits = (
+            logits if s.stage == "reward" else min(tokens, CHECKPOINTED_CHUNK_TOKENS) * vocab * (4 + e)
+        )
     # With frozen embeddings nothing before the first adapter needs a gradient, so the first block's input norm
     # (which saves what a frozen final norm saves) keeps nothing.
     first_norm_unsaved = 0 if full else tokens * final_norm
@@ -411,6 +418,7 @@ def training_activations(
         tail,
         logits,
         layer_inputs=tokens * e * h * shape.num_layers,
+        checkpointed_logits=checkpointed_logits,
     )
 
 
@@ -436,11 +444,12 @@ def inference_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> dict[st
     return {"weights": weights, "kv_cache": kv_cache, "activations": working, "total": weights + kv_cache + working}
 
 
-def scoring_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> int:
-    """A PPO rollout's no-grad scoring pass over batch x seq tokens (policy log-probs with entropy, ref, values,
-    reward; see the module docstring): one block's working set, and the output head on one chunk of rows."""
+def scoring_bytes(shape: ModelShape, s: MemorySettings, dtype: str, chunk: int = CHUNK_TOKENS) -> int:
+    """A PPO rollout's no-grad scoring pass over batch x seq tokens (ref log-probs, values, reward; see the module
+    docstring): one block's working set, and the output head on one `chunk` of rows (CHECKPOINTED_CHUNK_TOKENS on a
+    base loaded with gradient checkpointing)."""
     e, tokens = compute_bytes(dtype), s.batch * s.seq
-    head = min(tokens, CHUNK_TOKENS) * shape.vocab_size * (e + 9)  # the logits, 2.25 float32 copies of them
+    head = min(tokens, chunk) * shape.vocab_size * (e + 9)  # the logits, 2.25 float32 copies of them
     return block_working_bytes(shape, e, tokens) + head
 
 
@@ -475,8 +484,9 @@ def training_bytes(shape: ModelShape, s: MemorySettings, dtype: str) -> dict[str
     total, checkpointed = activations.total, activations.checkpointed
     if s.stage == "ppo":  # the rollout's generation and scoring come before the update, never beside it
         rollout = inference_bytes(shape, s, dtype)
-        before_update = max(rollout["kv_cache"] + rollout["activations"], scoring_bytes(shape, s, dtype))
-        total, checkpointed = max(total, before_update), max(checkpointed, before_update)
+        generation = rollout["kv_cache"] + rollout["activations"]
+        total = max(total, generation, scoring_bytes(shape, s, dtype))
+        checkpointed = max(checkpointed, generation, scoring_bytes(shape, s, dtype, CHECKPOINTED_CHUNK_TOKENS))
     states = weights + gradients + optimizer
     return {
         "weights": weights,

@@ -13,6 +13,7 @@ import torch
 
 from workbench.modeling import adapters
 from workbench.modeling.generation import Sampling
+from workbench.modeling.sampled_logprobs import SampledTokenLogprobs
 from workbench.modeling.single_base import (
     POLICY,
     REF,
@@ -56,7 +57,9 @@ def collect(
     timer: PhaseTimer | None = None,
     with_values: bool = True,
 ) -> Rollout:
-    """Sample one response per prompt with `policy`, then score it with `ref`, `value` and `reward`.
+    """Sample one response per prompt with `policy`, recording each sampled token's log-prob and entropy as it is
+    drawn (workbench/modeling/sampled_logprobs.py: no policy pass after sampling), then score it with `ref`, `value`
+    and `reward`.
 
     `with_values` False (a critic-free estimator): no `value` adapter is loaded and the values are left at 0.
     `chunk` bounds how many sequences go through the model at once (generation and each forward pass). `timer` gets
@@ -77,20 +80,21 @@ def collect(
     def parts(rows: slice) -> tuple:
         return query_ids[rows], query_mask[rows], response_ids[rows], response_mask[rows]
 
-    responses = scored(
-        POLICY,
-        "generation",
-        lambda rows: sampling.generate(model, tokenizer, query_ids[rows], query_mask[rows], stop_ids),
-    )
-    width = max(r.shape[1] for r in responses) - query_ids.shape[1]
-    raw = torch.cat([pad_to_length(r[:, query_ids.shape[1] :], width, pad_id) for r in responses])
+    def sample(rows: slice) -> tuple:
+        """One chunk's sequences with the log-probs and entropy of its sampled tokens, recorded as they are drawn
+        (as TRL's PPOTrainer takes them from generation's logits): no separate policy forward pass."""
+        recorder = SampledTokenLogprobs(sampling.temperature)
+        output = sampling.generate(model, tokenizer, query_ids[rows], query_mask[rows], stop_ids, [recorder])
+        return output, *recorder.finish(output)
+
+    sampled = scored(POLICY, "generation", sample)
+    width = max(output.shape[1] for output, _, _ in sampled) - query_ids.shape[1]
+    raw = torch.cat([pad_to_length(output[:, query_ids.shape[1] :], width, pad_id) for output, _, _ in sampled])
     ended = has_stop_token(raw, stop_ids)
     response_ids, response_mask = truncate_at_stop_tokens(raw, stop_ids, pad_id)
-
-    policy = scored(
-        POLICY, "policy_logprobs", lambda rows: response_logprobs(model, *parts(rows), sampling.temperature, True)
-    )
-    logprobs, entropy = [p for p, _ in policy], [e for _, e in policy]
+    # a chunk whose responses all stopped sooner is padded with 0: positions past every stop token, masked everywhere
+    logprobs = [pad_to_length(lp, width, 0.0) for _, lp, _ in sampled]
+    entropy = [pad_to_length(ent, width, 0.0) for _, _, ent in sampled]
     ref_logprobs = scored(
         REF, "reference_logprobs", lambda rows: response_logprobs(model, *parts(rows), sampling.temperature)[0]
     )
