@@ -147,36 +147,12 @@ def test_agreement_splits_by_the_part_that_makes_most_of_the_gold_gap():
 
 
 def test_gold_difference_splits_into_the_parts_points():
-    rows = [
-        {
-            "policy": "a",
-            "prompt_id": "p1",
-            "reward": 0.0,
-            "gold": 2.0,
-            "gold_parts": {"complete": 1.0, "on_topic": 1.0},
-        },
-        {
-            "policy": "a",
-            "prompt_id": "p2",
-            "reward": 0.0,
-            "gold": 1.0,
-            "gold_parts": {"complete": 0.5, "on_topic": 0.5},
-        },
-        {
-            "policy": "b",
-            "prompt_id": "p1",
-            "reward": 0.0,
-            "gold": 1.5,
-            "gold_parts": {"complete": 1.0, "on_topic": 0.5},
-        },
-        {
-            "policy": "b",
-            "prompt_id": "p2",
-            "reward": 0.0,
-            "gold": 2.0,
-            "gold_parts": {"complete": 1.0, "on_topic": 1.0},
-        },
-    ]
+    def row(policy: str, prompt_id: str, complete: float, on_topic: float) -> dict:
+        parts = {"complete": complete, "on_topic": on_topic}
+        gold = sum(parts.values())  # the parts' sum, as rubric.score is
+        return {"policy": policy, "prompt_id": prompt_id, "reward": 0.0, "gold": gold, "gold_parts": parts}
+
+    rows = [row("a", "p1", 1.0, 1.0), row("a", "p2", 0.5, 0.5), row("b", "p1", 1.0, 0.5), row("b", "p2", 1.0, 1.0)]
     _, rates = compare(rows, ["a", "b"], "a", ["reward_model", "gold_rubric"])
     gold = rates["b"]["gold_rubric"]
     parts = gold["difference_by_part"]
@@ -184,7 +160,7 @@ def test_gold_difference_splits_into_the_parts_points():
     assert parts["complete"]["mean"] == 0.25 and parts["on_topic"]["mean"] == 0.0
     assert sum(part["mean"] for part in parts.values()) == gold["difference"]["mean"] == 0.25
     assert "difference_by_part" not in rates["b"]["reward_model"]
-    plain = [{k: v for k, v in row.items() if k != "gold_parts"} for row in rows]
+    plain = [{k: v for k, v in r.items() if k != "gold_parts"} for r in rows]
     assert "difference_by_part" not in compare(plain, ["a", "b"], "a", ["gold_rubric"])[1]["b"]["gold_rubric"]
 
 
