@@ -105,6 +105,10 @@ def make_adapters(model: str, out: Path) -> tuple[Path, Path]:
     return made[0], made[1]
 
 
+def _backward(output) -> None:
+    output.float().mean().backward()
+
+
 def measure(
     setup: str,
     model: str,
@@ -124,7 +128,15 @@ def measure(
 
     from workbench.modeling import adapters, heads, loading
     from workbench.modeling.arguments import ModelArguments
-    from workbench.modeling.single_base import REF, REWARD, VALUE, load_single_base, response_logprobs, response_values
+    from workbench.modeling.single_base import (
+        POLICY,
+        REF,
+        REWARD,
+        VALUE,
+        load_single_base,
+        response_logprobs,
+        response_values,
+    )
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -143,10 +155,10 @@ def measure(
     if setup == "single_base":  # the RL stage's own functions (workbench/rl/rollout.py, workbench/rl/trainer.py)
         model_ = load_single_base(args, sft_adapter=sft, reward_adapter=reward, gradient_checkpointing=checkpointing)
 
-        def on(name, forward):
-            def run():
+        def on(name, forward, backward=False):
+            def run():  # under gradient checkpointing backward recomputes under the active adapter: keep it on
                 with adapters.use_adapter(model_, name):
-                    return forward()
+                    return _backward(forward()) if backward else forward()
 
             return run
 
@@ -154,9 +166,9 @@ def measure(
             on(REF, lambda: response_logprobs(model_, *parts, 1.0)[0]),
             lambda: heads.scalar_scores(model_, REWARD, ids, mask),
         ]
-        update = [
-            lambda: response_logprobs(model_, *parts, 1.0)[0],
-            on(VALUE, lambda: response_values(model_, *parts)),
+        update = [  # the RL trainer's order (workbench/rl/trainer.py): policy, then value, one optimizer step
+            on(POLICY, lambda: response_logprobs(model_, *parts, 1.0)[0], backward=True),
+            on(VALUE, lambda: response_values(model_, *parts), backward=True),
         ]
         trained = [model_]
     else:  # TRL 1.12's PPOTrainer: four models, logits of the whole sequence, log-softmax and entropy over them
@@ -184,7 +196,10 @@ def measure(
             return logprobs, None
 
         scoring = [lambda: logprobs(ref, False)[0], lambda: reward_model(input_ids=ids, attention_mask=mask).logits]
-        update = [lambda: logprobs(policy, True)[0], lambda: value(input_ids=ids, attention_mask=mask).logits]
+        update = [
+            lambda: _backward(logprobs(policy, True)[0]),
+            lambda: _backward(value(input_ids=ids, attention_mask=mask).logits),
+        ]
         trained = [policy, value]
     gc.collect()
     loaded_mb = (torch.cuda.memory_allocated() / 2**20) if cuda else rss_mb() - baseline
@@ -194,8 +209,8 @@ def measure(
     for module in trained:  # gradient checkpointing only acts in train mode; both PPOs turn dropout off
         module.train()
         disable_dropout_in_model(module)
-    for forward in update:
-        forward().float().mean().backward()
+    for forward_and_backward in update:
+        forward_and_backward()
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20) if cuda else peak_rss_mb() - baseline
     result = {"setup": setup, "loaded_mb": round(loaded_mb, 1), "peak_mb": round(peak_mb, 1)}
     if not cuda:  # the whole process too (imports included, the same in both setups)

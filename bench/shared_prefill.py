@@ -14,15 +14,15 @@ Prints one JSON object (and writes it with --out): each way's seconds and the ra
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import bench_record  # noqa: E402  (bench/, beside this script)
 
 
 def main() -> None:
@@ -70,9 +70,8 @@ def main() -> None:
     result = {
         "benchmark": "shared_prefill",
         "model": cli.model,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"
-        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
-        "versions": {"torch": torch.__version__, "transformers": _version("transformers"), "peft": _version("peft")},
+        "machine": bench_record.machine(),
+        "versions": bench_record.versions("torch", "transformers", "peft"),
         "command": "python bench/shared_prefill.py " + " ".join(sys.argv[1:]),
         "settings": {
             "k": cli.k,
@@ -89,16 +88,7 @@ def main() -> None:
         },
         "load_average": {"before": load_before, "after": os.getloadavg()},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if cli.out:
-        Path(cli.out).write_text(text + "\n")
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
+    bench_record.emit(result, cli.out)
 
 
 if __name__ == "__main__":

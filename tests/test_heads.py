@@ -117,6 +117,28 @@ def test_reward_score_command_agrees_with_single_base(reward_adapter):
         )
 
 
+@pytest.mark.parametrize("quant", [FP32, NF4], ids=["float32", "nf4"])
+def test_reward_stage_model_scores_the_answers_to_a_prompt_with_its_tokens_run_once(reward_adapter, quant):
+    """`score_sequences` with `groups` (`workbench reward score` on candidates or pairs: a row's answers share its
+    prompt) runs each group's common tokens once (shared_prefix.last_hidden_states) and scores as whole rows do."""
+    from workbench.modeling.shared_prefix import last_hidden_states
+
+    tokenizer = loading.load_tokenizer("tiny-llama")
+    model = loading.load_model(margs("tiny-llama", quant), head="scalar", pad_token_id=tokenizer.pad_token_id)
+    model = adapters.attach(model, "reward", path=reward_adapter, trainable=False).eval()
+    (shoes, polish), (hi, hello), (picnic, rude) = TEXTS
+    rows = [(shoes, polish), (hi, hello), (shoes, rude), (picnic, rude), (shoes, "Buff them."), (hi, polish)]
+    groups = [json.dumps(prompt) for prompt, _ in rows]
+    sequences = [reward_input_ids(tokenizer, prompt, answer) for prompt, answer in rows]
+    pad = tokenizer.pad_token_id
+    whole = torch.tensor(score_sequences(model, sequences, pad, batch_size=4))
+    shared = torch.tensor(score_sequences(model, sequences, pad, batch_size=4, groups=groups))
+    with torch.no_grad():  # the shared path runs on such a batch (it returns None where nothing is shared)
+        assert last_hidden_states(model.get_base_model().base_model, sequences[:4], groups[:4], pad) is not None
+    torch.testing.assert_close(shared, whole, atol=1e-5, rtol=0)
+    assert whole.std() > 1e-3
+
+
 def test_trainable_value_head_gets_gradients_and_round_trips(reward_adapter, tmp_path):
     tokenizer = loading.load_tokenizer("tiny-llama")
     sequences, input_ids, attention_mask = batch(tokenizer)

@@ -171,6 +171,40 @@ def test_reward_equals_the_reward_stage_model(single_base, tiny_adapters, tokeni
     assert single.std() > 0  # and the scores are not all the same
 
 
+def test_common_prefix_length_leaves_each_row_a_token_of_its_own():
+    from workbench.modeling.shared_prefix import common_prefix_length
+
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # identical rows: the last token stays the row's own
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2]]) == 1
+    assert common_prefix_length([[7], [7, 8]]) == 0
+    assert common_prefix_length([[9, 1], [8, 1]]) == 0
+
+
+def test_answers_to_one_prompt_share_its_tokens_and_score_as_whole_rows(single_base, tokenizer):
+    """`reward_scores` runs the tokens the answers to one prompt share once (workbench/modeling/shared_prefix.py):
+    rows of three prompts in mixed order (three answers, two, one; one answer given twice), on the 4-bit base, score
+    as `heads.scalar_scores` on the whole right-padded rows does."""
+    from workbench.modeling import heads
+    from workbench.modeling.shared_prefix import shared_prefix_scores
+
+    a, b, c = PROMPTS
+    answers = {0: "Boil it.", 1: "Seven, or eleven.", 2: "Boil it for nine minutes, then cool it in cold water."}
+    prompts = [a, b, a, c, b, a, a]
+    responses = [answers[0], answers[1], answers[2], "Rain taps softly.", "Two.", "Ask someone else.", answers[0]]
+    sequences = [reward_input_ids(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    with torch.no_grad():
+        shared = reward_scores(single_base, tokenizer, prompts, responses, "cpu")
+        ids, mask = right_pad(sequences, tokenizer.pad_token_id)
+        whole = heads.scalar_scores(single_base, REWARD, ids, mask.long()).float()
+        assert shared_prefix_scores(single_base, REWARD, sequences, [str(p) for p in prompts], 0) is not None
+        one_each = [str(i) for i in range(len(prompts))]
+        assert shared_prefix_scores(single_base, REWARD, sequences, one_each, 0) is None  # nothing to share
+    torch.testing.assert_close(shared, whole, atol=1e-5, rtol=0)
+    assert shared[0] == pytest.approx(shared[6].item(), abs=1e-6) and whole.std() > 0.01
+    assert single_base.active_adapter == POLICY  # restored
+
+
 def test_value_starts_as_the_reward_model(single_base, tokenizer):
     """The value adapter and head are initialised from the reward adapter: same numbers at every token."""
     from workbench.modeling import heads
@@ -183,6 +217,37 @@ def test_value_starts_as_the_reward_model(single_base, tokenizer):
         values = response_values(single_base, *inputs)
     assert torch.equal(reward[mask], value[mask])
     assert values.shape == inputs[2].shape and torch.isfinite(values).all()
+
+
+def test_a_checkpointed_value_update_trains_the_value_adapter_and_only_it(tiny_model_path, tiny_adapters, tokenizer):
+    """Under gradient checkpointing backward recomputes every layer under the adapter active at that moment. The value
+    forward and its backward inside `use_adapter(model, VALUE)` (as workbench/rl/trainer.py runs them) give the value
+    LoRA the same gradients as without checkpointing, and the policy none. A value forward with gradient while
+    another adapter is active is refused: leaving `final_hidden_states` restores that adapter, so its backward would
+    recompute the layers with it, give the policy's LoRA the value loss and the value's LoRA nothing."""
+    sft_dir, reward_dir = tiny_adapters
+    inputs = queries_and_responses(tokenizer)
+    grads = {}
+    for checkpointing in (False, True):
+        model = load_single_base(
+            margs(tiny_model_path, quant(**QUANT)),
+            sft_adapter=sft_dir,
+            reward_adapter=reward_dir,
+            gradient_checkpointing=checkpointing,
+        )
+        model.train()  # checkpointing acts in train mode only; the LoRA and the tiny base have no dropout
+        with adapters.use_adapter(model, VALUE):
+            response_values(model, *inputs).sum().backward()
+        grads[checkpointing] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys()
+    assert any(".value." in n for n in grads[True]) and not any(f".{POLICY}." in n for n in grads[True])
+    for name, grad in grads[False].items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(grads[True][name], grad, atol=1e-5, rtol=1e-4)
+    with pytest.raises(RuntimeError, match=r"inside adapters.use_adapter\(model, 'value'\) \(active now: 'policy'\)"):
+        response_values(model, *inputs)  # `policy` is active, gradient on, the model checkpointing
+    with torch.no_grad():  # scoring without gradient has no backward to go wrong (the rollout's values)
+        assert torch.isfinite(response_values(model, *inputs)).all()
 
 
 def test_a_later_round_starts_the_policy_from_its_last_adapter_and_keeps_sft_as_the_reference(

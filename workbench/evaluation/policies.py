@@ -9,6 +9,7 @@ with no adapter is the bare base (PEFT's `disable_adapter`). The reward adapter 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 
 from workbench.errors import UserError
@@ -106,15 +107,21 @@ def summed_logprobs(model, policy: dict, queries, responses, pad_id: int, batch_
 
 
 def reward_scores(model, tokenizer, prompts, answers, batch_size: int, adapter: str = REWARD) -> list[float]:
-    """The reward adapter + head's score of each (prompt, answer), tokenised as the reward stage trained it."""
+    """The reward adapter + head's score of each (prompt, answer), tokenised as the reward stage trained it, in the
+    given order. The rows go through in batches of one prompt's answers side by side, so that each batch runs a
+    prompt's tokens once for all its answers (workbench/modeling/shared_prefix.py)."""
     from workbench.modeling.single_base import reward_scores as score_batch
 
     device = next(model.parameters()).device
-    scores: list[float] = []
+    keys = [json.dumps(prompt, sort_keys=True) for prompt in prompts]
+    order = sorted(range(len(prompts)), key=keys.__getitem__)  # stable: a prompt's answers keep their order
+    scores: list[float] = [0.0] * len(prompts)
     with _no_grad(), adapters.use_adapter(model, adapter), adapters.folded_for_inference(model):
-        for start in range(0, len(prompts), batch_size):
-            chunk = slice(start, start + batch_size)
-            scores += score_batch(model, tokenizer, prompts[chunk], answers[chunk], device, adapter).tolist()
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = [prompts[i] for i in rows], [answers[i] for i in rows]
+            for row, score in zip(rows, score_batch(model, tokenizer, *batch, device, adapter).tolist()):
+                scores[row] = score
     return scores
 
 
@@ -159,6 +166,13 @@ def judge(
     stops = stop_token_ids(tokenizer)
     prompts = [row["prompt"] for row in rows]
     ref = next(p for p in policies if p["name"] == reference)
+    # the reward model's scores of every policy without known ones in one call: the answers to one prompt then
+    # share its tokens (reward_scores)
+    unscored = [p["name"] for p in policies if not (known_rewards or {}).get(p["name"])]
+    flat = reward_scores(
+        model, tokenizer, prompts * len(unscored), [t for name in unscored for t in answers[name]], batch_size
+    )
+    scored = {name: flat[i * len(prompts) : (i + 1) * len(prompts)] for i, name in enumerate(unscored)}
     samples = []
     for policy in tqdm(policies, desc="scoring", unit="policy"):
         texts = answers[policy["name"]]
@@ -169,8 +183,7 @@ def judge(
             own = ref_sums = [None] * len(texts)
         else:
             own, ref_sums = summed_logprobs(model, policy, *args), summed_logprobs(model, ref, *args)
-        rewards = (known_rewards or {}).get(policy["name"])
-        rewards = rewards or reward_scores(model, tokenizer, prompts, texts, batch_size)
+        rewards = (known_rewards or {}).get(policy["name"]) or scored[policy["name"]]
         for i, row in enumerate(rows):
             kl = 0.0 if own[i] is None else own[i] - ref_sums[i]
             samples.append(

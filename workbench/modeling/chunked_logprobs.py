@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from workbench.modeling.loading import recomputes_activations
 from workbench.rl.losses import per_token_entropy
 
 CHUNK_TOKENS = 1024  # a chunk's fp32 logits: 1024 x vocab x 4 bytes (0.2 GB for 49k, 0.6 GB for 152k)
@@ -39,10 +40,7 @@ def plain_output_head(config) -> bool:
 def head_chunk_tokens(model) -> int:
     """The head's chunk for `model`: CHECKPOINTED_CHUNK_TOKENS when it checkpoints activations (it was loaded with
     gradient checkpointing: memory first, in its training and its scoring passes alike), else CHUNK_TOKENS."""
-    # transformers 5.23 renamed `is_gradient_checkpointing` (a deprecated alias there) to `is_activation_checkpointing`
-    name = "is_activation_checkpointing"
-    checkpointing = getattr(model, name if hasattr(type(model), name) else "is_gradient_checkpointing", False)
-    return CHECKPOINTED_CHUNK_TOKENS if checkpointing else CHUNK_TOKENS
+    return CHECKPOINTED_CHUNK_TOKENS if recomputes_activations(model) else CHUNK_TOKENS
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -92,8 +92,18 @@ def final_hidden_states(model, name: str, input_ids, attention_mask):
     Position ids follow the attention mask, so left- and right-padded batches give the same values at real tokens
     (with right padding they equal the default positions, as in the reward stage's own model).
     """
+    import torch
+
+    from workbench.modeling.loading import recomputes_activations
     from workbench.modeling.tokens import position_ids_from_mask
 
+    if torch.is_grad_enabled() and model.training and recomputes_activations(model) and model.active_adapter != name:
+        # Backward would recompute every layer under the adapter active THEN (the one restored on leaving here):
+        # the wrong adapter's activations, its LoRA weights given the gradient, and `name`'s none.
+        raise RuntimeError(
+            f"adapter {name!r} on a gradient-checkpointed model: run its forward and its backward inside "
+            f"adapters.use_adapter(model, {name!r}) (active now: {model.active_adapter!r})"
+        )
     position_ids = position_ids_from_mask(attention_mask)
     with adapters.use_adapter(model, name):
         decoder = model.get_base_model().get_decoder()

@@ -269,6 +269,15 @@ def load_model(
     return model
 
 
+def recomputes_activations(model) -> bool:
+    """Whether `model` (a base or a PeftModel over one) was loaded with gradient checkpointing: backward then runs
+    each layer's forward again, under whatever adapter is active at that moment."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # transformers 5.23 renamed `is_gradient_checkpointing` (a deprecated alias there) to `is_activation_checkpointing`
+    name = "is_activation_checkpointing"
+    return bool(getattr(inner, name if hasattr(type(inner), name) else "is_gradient_checkpointing", False))
+
+
 def freeze_quantized_base(model, head: str) -> None:
     """Freeze a k-bit base for adapter training, its unquantized weights (embeddings, output head, norms) left in the
     compute dtype; a new scalar head trains in float32.

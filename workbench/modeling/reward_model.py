@@ -21,24 +21,43 @@ def load_reward_model(adapter_dir, args: ModelArguments | None = None):
     return model, tokenizer, manifest
 
 
-def score_sequences(model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 8) -> list[float]:
-    """Scores of a sequence-classification reward model for token sequences, batched by similar length."""
+def score_sequences(
+    model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 8, groups: list | None = None
+) -> list[float]:
+    """Scores of a sequence-classification reward model for token sequences, batched by similar length; or, with
+    `groups` (a key per sequence: the rows answering one prompt share one), a group's rows batched together with
+    the tokens they share run once (workbench/modeling/shared_prefix.py), the same scores."""
     import torch
 
+    from workbench.modeling.shared_prefix import last_hidden_states
     from workbench.modeling.tokens import right_pad
 
     device = next(model.parameters()).device
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    if groups is None:
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    else:
+        first = {key: index for index, key in reversed(list(enumerate(groups)))}
+        order = sorted(range(len(sequences)), key=lambda i: first[groups[i]])  # a group's rows side by side
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(model, "active_peft_config", None)
+    share = groups is not None and hasattr(inner, "score") and not (config is not None and config.is_prompt_learning)
     scores = [0.0] * len(sequences)
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            input_ids, attention_mask = right_pad([sequences[i] for i in chunk], pad_token_id)
-            logits = model(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.long().to(device), use_cache=False
-            ).logits
+            last = None
+            if share:
+                batch = [sequences[i] for i in chunk]
+                last = last_hidden_states(inner.base_model, batch, [groups[i] for i in chunk], pad_token_id)
+            if last is not None:
+                logits = inner.score(last.to(next(inner.score.parameters()).dtype))
+            else:
+                input_ids, attention_mask = right_pad([sequences[i] for i in chunk], pad_token_id)
+                logits = model(
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.long().to(device), use_cache=False
+                ).logits
             for index, value in zip(chunk, logits.squeeze(-1).float().tolist()):
                 scores[index] = value
     model.train(was_training)

@@ -9,11 +9,12 @@ loaded model gives: the reward stage's score, the SFT model's log-probs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import torch
 
-from workbench.modeling import adapters, heads, loading
+from workbench.modeling import adapters, heads, loading, shared_prefix
 from workbench.modeling.arguments import ModelArguments
 from workbench.modeling.chunked_logprobs import (
     chunked_logprobs,
@@ -88,7 +89,13 @@ def response_values(model, query_ids, query_mask, response_ids, response_mask) -
 def reward_scores(
     model, tokenizer, prompts: Sequence[list[dict]], responses: Sequence[str], device, adapter: str = REWARD
 ) -> torch.Tensor:
-    """The reward adapter + head's score of each (prompt, response) conversation, right-padded as in training."""
+    """The reward adapter + head's score of each (prompt, response) conversation, right-padded as in training; the
+    answers to one prompt (best-of-N, RLOO/GRPO groups, the eval's policies) share one run of their common tokens
+    (workbench/modeling/shared_prefix.py)."""
     sequences = [reward_input_ids(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    groups = [json.dumps(p, sort_keys=True) for p in prompts]
+    scores = shared_prefix.shared_prefix_scores(model, adapter, sequences, groups, tokenizer.pad_token_id)
+    if scores is not None:
+        return scores.float()
     ids, mask = right_pad(sequences, tokenizer.pad_token_id)
     return heads.scalar_scores(model, adapter, ids.to(device), mask.long().to(device)).float()

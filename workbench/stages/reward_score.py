@@ -103,9 +103,11 @@ def main(argv: list[str]) -> int:
     for adapter in args.adapter:
         model, tokenizer, _ = load_reward_model(adapter, model_args)
         sequences = [reward_input_ids(tokenizer, *_text(rows[r], field, k)) for r, field, k in jobs]
+        # a row's candidates (or chosen and rejected) share its prompt's tokens: run them once per row
+        groups = None if kind == "completions" else [r for r, _, _ in jobs]
         started = time.perf_counter()
         with adapters.folded_for_inference(model):  # float32 CPU base: the LoRA folded in, weights restored after
-            members.append(score_sequences(model, sequences, tokenizer.pad_token_id, args.batch_size))
+            members.append(score_sequences(model, sequences, tokenizer.pad_token_id, args.batch_size, groups))
         seconds += time.perf_counter() - started
         del model
     for job, (r, field, k) in enumerate(jobs):
