@@ -65,12 +65,13 @@ def main() -> None:
             seconds[way].append(time.perf_counter() - start)
     shared_prefix.shared_prefix_scores = real
     sequences = [reward_input_ids(tokenizer, p, a) for p, a in zip(prompts, answers)]
+    keys = [json.dumps(prompt, sort_keys=True) for prompt in prompts]
+    order = sorted(range(len(prompts)), key=keys.__getitem__)  # the batches policies.reward_scores makes
     shared_tokens = 0
-    for start in range(0, len(sequences), cli.batch):
-        batch, groups = sequences[start : start + cli.batch], prompts[start : start + cli.batch]
+    for start in range(0, len(order), cli.batch):
         members: dict[str, list[list[int]]] = {}
-        for sequence, prompt in zip(batch, groups):
-            members.setdefault(json.dumps(prompt, sort_keys=True), []).append(sequence)
+        for row in order[start : start + cli.batch]:
+            members.setdefault(keys[row], []).append(sequences[row])
         shared_tokens += sum(
             (len(group) - 1) * shared_prefix.common_prefix_length(group) for group in members.values()
         )

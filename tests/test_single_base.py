@@ -248,6 +248,13 @@ def test_a_checkpointed_value_update_trains_the_value_adapter_and_only_it(tiny_m
         response_values(model, *inputs)  # `policy` is active, gradient on, the model checkpointing
     with torch.no_grad():  # scoring without gradient has no backward to go wrong (the rollout's values)
         assert torch.isfinite(response_values(model, *inputs)).all()
+        # checkpointed layers in train mode keep no KV cache: reward scores run whole rows, not a shared prefix
+        from workbench.modeling.shared_prefix import shared_prefix_scores
+
+        sequences = [reward_input_ids(tokenizer, p, r) for p, r in zip(PROMPTS * 2, RESPONSES * 2)]
+        assert shared_prefix_scores(model, REWARD, sequences, [str(p) for p in PROMPTS * 2], 0) is None
+        model.eval()
+        assert shared_prefix_scores(model, REWARD, sequences, [str(p) for p in PROMPTS * 2], 0) is not None
 
 
 def test_a_later_round_starts_the_policy_from_its_last_adapter_and_keeps_sft_as_the_reference(

@@ -133,7 +133,7 @@ def shared_prompt_cache(model, input_ids, attention_mask):
     cache = out.past_key_values
     if not hasattr(cache, "batch_select_indices"):  # a model whose cache cannot be re-batched prefills as usual
         return None
-    cache.batch_select_indices(inverse)
+    cache.batch_select_indices(inverse.cpu())  # CPU indices serve cache layers on any device (several GPUs)
     return cache
 
 

@@ -48,13 +48,15 @@ def score_sequences(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             last = None
-            if share:
-                batch = [sequences[i] for i in chunk]
+            batch = [sequences[i] for i in chunk]
+            # the model's own forward reads the rightmost token that is not padding; the shared path reads the last
+            # real one: the same token unless a row ends with the pad id (then the batch runs whole)
+            if share and all(sequence and sequence[-1] != pad_token_id for sequence in batch):
                 last = last_hidden_states(inner.base_model, batch, [groups[i] for i in chunk], pad_token_id)
             if last is not None:
                 logits = inner.score(last.to(next(inner.score.parameters()).dtype))
             else:
-                input_ids, attention_mask = right_pad([sequences[i] for i in chunk], pad_token_id)
+                input_ids, attention_mask = right_pad(batch, pad_token_id)
                 logits = model(
                     input_ids=input_ids.to(device), attention_mask=attention_mask.long().to(device), use_cache=False
                 ).logits

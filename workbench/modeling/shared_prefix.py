@@ -5,9 +5,9 @@ groups score K sequences that begin with the same tokens: the chat template's sy
 about half of each sequence here. `heads.scalar_scores` runs every row whole; `shared_prefix_scores` runs each
 group's common prefix once, copies its KV cache to the group's rows (as `generation.shared_prompt_cache` does before
 sampling) and runs only each row's own tokens on it. The scores are the same computation (same tokens, positions and
-causal attention; tests/test_shared_prefix.py: equal within float rounding), `bench/shared_prefix_scoring.py` times
-it. TRL's RewardTrainer and OpenRLHF's reward models run every sequence whole; vLLM's prefix caching does this for
-generation, not for a scalar head.
+causal attention; tests/test_single_base.py and tests/test_heads.py: equal within float rounding),
+`bench/shared_prefix_scoring.py` times it. TRL's RewardTrainer and OpenRLHF's reward models run every sequence
+whole; vLLM's prefix caching does this for generation, not for a scalar head.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ def last_hidden_states(decoder, sequences: Sequence[Sequence[int]], groups: Sequ
     cannot be copied to rows."""
     import torch
 
+    from workbench.modeling.loading import recomputes_activations
+
+    if decoder.training and recomputes_activations(decoder):
+        return None  # checkpointed layers in train mode keep no cache: the rows would run without their prefix
     members: dict[Hashable, list[int]] = {}
     for row, key in enumerate(groups):
         members.setdefault(key, []).append(row)
@@ -76,9 +80,10 @@ def last_hidden_states(decoder, sequences: Sequence[Sequence[int]], groups: Sequ
         position_ids=position_ids_from_mask(prefix_mask),
         use_cache=True,
     ).past_key_values
-    if not hasattr(cache, "batch_select_indices"):
-        return None  # a model whose cache cannot be re-batched: score the batch as usual
-    cache.batch_select_indices(group_of.to(device))  # each row gets its group's prefix
+    if not hasattr(cache, "batch_select_indices") or cache.get_seq_length() != prefix_ids.shape[1]:
+        return None  # a model whose cache cannot be re-batched, or that kept none: score the batch as usual
+    # each row gets its group's prefix; CPU indices serve cache layers on any device (device_map over several GPUs)
+    cache.batch_select_indices(group_of)
     hidden = decoder(
         input_ids=own_ids.to(device),
         attention_mask=mask,
