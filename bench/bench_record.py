@@ -1,5 +1,6 @@
 """What a benchmark's JSON says about where it ran (the machine, library versions), and how it is given out:
-printed, and written to `--out` when asked. Shared by bench/shared_prefill.py and bench/shared_prefix_scoring.py."""
+printed, and written to `--out` when asked. Shared by bench/shared_prefill.py, bench/shared_prefix_scoring.py and
+bench/raft_seeds.py."""
 
 from __future__ import annotations
 

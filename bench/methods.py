@@ -1,7 +1,8 @@
-"""Alignment methods side by side on the same labels: PPO, RLOO, GRPO, REINFORCE++ and DPO from one pipeline run each.
+"""Alignment methods side by side on the same labels: PPO, RLOO, GRPO, REINFORCE++, RAFT and DPO from one pipeline
+run each.
 
     python bench/methods.py --runs outputs/qs-fp32-seed0 outputs/qs-fp32-seed1 outputs/qs-fp32-seed2 \
-        [--methods ppo rloo grpo reinforce++ dpo] [--out bench/results/methods-<machine>.json]
+        [--methods ppo rloo grpo reinforce++ raft dpo] [--out bench/results/methods-<machine>.json]
 
 Each run is a finished `workbench pipeline` run folder (one seed of the quickstart, say). The bench runs the same
 pipeline again with `--methods ...`: its finished stages (SFT, candidates, labels, reward model, and any method
@@ -27,21 +28,41 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def train_methods(run_dir: Path, methods: list[str], dpo_recipe: str) -> None:
-    """The run's own pipeline recipe with `methods`: only what is missing runs (then eval and report again). A run
-    recorded before the pipeline had `dpo_recipe` gets `dpo_recipe` (DPOTrainer's defaults are a GPU's)."""
+def train_methods(run_dir: Path, methods: list[str], own_recipes: dict[str, str]) -> None:
+    """The run's own pipeline recipe with `methods`: only what is missing runs (then eval and report again). A method
+    with its own stage recipe (dpo, raft) that the run's recipe does not name gets `own_recipes[method]` (the stages'
+    defaults are a GPU's)."""
     import yaml
 
     recipe = run_dir / "recipe.yaml"
     if not recipe.exists() or not (run_dir / "pipeline.json").exists():
         raise SystemExit(f"bench/methods.py: {run_dir} is not a `workbench pipeline` run folder (no recipe.yaml)")
     command = ["workbench", "pipeline", "--config", str(recipe), "--methods", *methods]
-    if "dpo" in methods and not yaml.safe_load(recipe.read_text()).get("dpo_recipe"):
-        command += ["--dpo_recipe", dpo_recipe]
+    named = yaml.safe_load(recipe.read_text())
+    for method, path in own_recipes.items():
+        if method in methods and not named.get(f"{method}_recipe"):
+            command += [f"--{method}_recipe", path]
     print(f"bench/methods.py: {' '.join(command)}", file=sys.stderr)
     done = subprocess.run(command, cwd=ROOT, env=os.environ)
     if done.returncode != 0:
         raise SystemExit(f"bench/methods.py: the pipeline failed on {run_dir} (its logs/ folder says why)")
+
+
+def eval_numbers(metrics: dict, name: str) -> dict:
+    """Policy `name`'s numbers in an eval's metrics.json: gold win rate against the baseline with its paired interval,
+    the mean gold difference with its interval, the reward model's win rate, KL to the reference per answer and per
+    token, mean words."""
+    gold, mine = metrics["win_rates"][name]["gold_rubric"], metrics["policies"][name]
+    return {
+        "gold_win_rate": gold["rate"],
+        "gold_win_rate_ci95": gold["ci95"],
+        "gold_difference": gold["difference"]["mean"],
+        "gold_difference_ci95": gold["difference"]["ci95"],
+        "reward_model_win_rate": metrics["win_rates"][name]["reward_model"]["rate"],
+        "kl_per_answer": mine.get("kl_mean"),
+        "kl_per_token": mine.get("kl_per_token_mean"),
+        "words": mine.get("words_mean"),
+    }
 
 
 def rows_of(run_dir: Path, methods: list[str]) -> list[dict]:
@@ -55,20 +76,13 @@ def rows_of(run_dir: Path, methods: list[str]) -> list[dict]:
         gold_by_prompt.setdefault(sample["policy"], {})[sample["prompt_id"]] = sample["gold"]
     rows = []
     for name in methods:
-        gold, mine, stage = metrics["win_rates"][name]["gold_rubric"], metrics["policies"][name], stages[name]
+        stage = stages[name]
         rows.append(
             {
                 "method": name,
                 "run": str(run_dir),
                 "seed": seed,
-                "gold_win_rate": gold["rate"],
-                "gold_win_rate_ci95": gold["ci95"],
-                "gold_difference": gold["difference"]["mean"],
-                "gold_difference_ci95": gold["difference"]["ci95"],
-                "reward_model_win_rate": metrics["win_rates"][name]["reward_model"]["rate"],
-                "kl_per_answer": mine.get("kl_mean"),
-                "kl_per_token": mine.get("kl_per_token_mean"),
-                "words": mine.get("words_mean"),
+                **eval_numbers(metrics, name),
                 "train_seconds": stage.get("seconds"),
                 "train_cpu_seconds": stage.get("cpu_seconds"),
                 "peak_rss_mb": stage.get("peak_rss_mb"),
@@ -94,15 +108,18 @@ def main() -> int:
     parser.add_argument("--runs", nargs="+", required=True, help="finished `workbench pipeline` run folders")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--baseline", default="ppo", help="the method the others are compared with, prompt by prompt")
-    parser.add_argument(
-        "--dpo_recipe", default="recipes/smollm2-135m/dpo.yaml", help="for a run whose recipe names no dpo_recipe"
-    )
+    for method in ("dpo", "raft"):
+        parser.add_argument(
+            f"--{method}_recipe",
+            default=f"recipes/smollm2-135m/{method}.yaml",
+            help=f"for a run whose recipe names no {method}_recipe",
+        )
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     methods = [m for m in METHODS if m in args.methods]
     rows = []
     for run_dir in map(Path, args.runs):
-        train_methods(run_dir, methods, args.dpo_recipe)
+        train_methods(run_dir, methods, {"dpo": args.dpo_recipe, "raft": args.raft_recipe})
         rows += rows_of(run_dir, methods)
     summary = {}
     for name in sorted({r["method"] for r in rows}, key=lambda n: (n not in methods, n)):

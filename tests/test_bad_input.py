@@ -39,6 +39,7 @@ FINISHED = {
     "generate": ("candidates.jsonl", "manifest.json"),
     "ppo": ("adapter", "value_adapter", "metrics.json"),
     "dpo": ("adapter", "metrics.json"),
+    "raft": ("adapter", "metrics.json", "samples.jsonl"),
     "eval": ("metrics.json", "report.md", "samples.jsonl"),
     "merge": ("workbench.json", "config.json", "model.safetensors"),
     "pipeline": ("report.md", "pipeline.json", "sft", "generate"),
@@ -108,6 +109,12 @@ class Inputs:
     def dpo_recipe(self, data: Path | None = None, **keys) -> Path:
         recipe = {**TINY, "bf16": False, "sft_adapter": str(self.adapters[0]), "eval_split_size": 0}
         recipe |= {"datasets": [{"path": str(data or self.pairs())}], "max_steps": 1, "max_length": 64}
+        return self.recipe({**recipe, "output_dir": str(self.out), **keys})
+
+    def raft_recipe(self, **keys) -> Path:
+        sft, reward = self.adapters
+        recipe = {**TINY, "bf16": False, "sft_adapter": str(sft), "reward_adapter": str(reward)}
+        recipe |= {"prompts": [{"path": str(self.prompts())}], "num_samples": 2, "max_new_tokens": 3, "max_steps": 1}
         return self.recipe({**recipe, "output_dir": str(self.out), **keys})
 
     def eval_recipe(self, **keys) -> Path:
@@ -557,6 +564,40 @@ def _(t: Inputs):
 def _(t: Inputs):
     recipe = t.ppo_recipe(advantage_estimator="reinforce++", value_learning_rate=1e-3)
     return Case(["ppo", "--config", str(recipe)], ["value_learning_rate", "reinforce++"], output=t.out)
+
+
+# ── RAFT ─────────────────────────────────────────────────────────────────────────────────────────────────────────────
+@case("raft-one-sample-per-prompt")
+def _(t: Inputs):
+    recipe = t.raft_recipe(num_samples=1)
+    return Case(["raft", "--config", str(recipe)], ["num_samples", "at least 2", "got 1"], output=t.out)
+
+
+@case("raft-no-reward-adapter")
+def _(t: Inputs):
+    recipe = t.raft_recipe(reward_adapter=None)
+    return Case(["raft", "--config", str(recipe)], ["reward_adapter is required"], output=t.out)
+
+
+@case("raft-policy-adapter-is-a-reward-adapter")
+def _(t: Inputs):
+    reward = t.adapters[1]
+    recipe = t.raft_recipe(policy_adapter=str(reward))
+    expect = ["policy_adapter", str(reward), ("SEQ_CLS", "reward adapter")]
+    return Case(["raft", "--config", str(recipe)], expect, output=t.out)
+
+
+@case("raft-missing-prompts-file")
+def _(t: Inputs):
+    missing = t.tmp / "no-such-prompts.jsonl"
+    recipe = t.raft_recipe(prompts=[{"path": str(missing)}])
+    return Case(["raft", "--config", str(recipe)], ["prompts[0]", str(missing)], output=t.out)
+
+
+@case("raft-negative-temperature")
+def _(t: Inputs):
+    recipe = t.raft_recipe(temperature=-0.5)
+    return Case(["raft", "--config", str(recipe)], ["temperature", "-0.5"], output=t.out)
 
 
 # ── DPO ──────────────────────────────────────────────────────────────────────────────────────────────────────────────

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from kill_after import kill_9_after
 
 RECIPE = """\
 sft_adapter: {sft}
@@ -113,14 +112,8 @@ def test_kill_9_then_resume_gives_the_same_adapter(tmp_path, straight_run, sft_a
     process = subprocess.Popen(
         [*command, "--max_steps", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
     )
-    deadline = time.time() + 300
-    while not (output_dir / "checkpoint-2" / "trainer_state.json").exists():
-        assert process.poll() is None, "DPO ended before the checkpoint it was to be killed after"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(0.5)  # the checkpoint's last files (the Trainer writes trainer_state.json before rng_state.pth)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # 0.5 s after trainer_state.json: the checkpoint's last files (the Trainer writes it before rng_state.pth)
+    kill_9_after(process, output_dir / "checkpoint-2" / "trainer_state.json", "DPO")
     assert not (output_dir / "adapter").exists()
     resumed = dpo(recipe, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -178,6 +178,39 @@ def test_methods_each_get_a_stage_on_the_same_labels_and_a_row_in_the_eval(tmp_p
     validate(plan)  # every method's recipe parses with its stage's parser
 
 
+def test_raft_trains_on_the_runs_adapters_and_continues_its_last_round_policy(tmp_path):
+    """methods: [raft] is `workbench raft` on the run's SFT and reward adapters (its own recipe's sizes, not
+    ppo_steps); with rounds its round-2 stage starts from its round-1 policy and samples are judged by round 2's
+    reward model."""
+    from workbench.stages.pipeline import validate
+
+    run, raft_recipe = tmp_path / "run", Path(__file__).resolve().parents[1] / "recipes" / "smollm2-135m" / "raft.yaml"
+    changes = {"methods": ["raft", "reinforce++"], "rounds": 2, "raft_recipe": str(raft_recipe)}
+    plan = plan_for(tiny_recipe(tmp_path / "p.yaml", run, tmp_path / "argilla", 6999, **changes))
+    assert plan.stages == (
+        *("sft", "generate", "push", "label", "pull", "reward", "reinforce++", "raft"),
+        *("generate-r2", "push-r2", "label-r2", "pull-r2", "reward-r2", "reinforce++-r2", "raft-r2"),
+        *("eval", "report"),
+    )
+    first, second = plan.stage("raft").recipe, plan.stage("raft-r2").recipe
+    assert (first["sft_adapter"], first["reward_adapter"]) == (
+        str(run / "sft" / "adapter"),
+        str(run / "reward" / "adapter"),
+    )
+    assert "policy_adapter" not in first and "total_steps" not in first
+    assert (first["num_samples"], first["max_prompts"], first["output_dir"]) == (4, 128, str(run / "raft"))
+    assert second["policy_adapter"] == str(run / "raft" / "adapter")
+    assert (second["sft_adapter"], second["reward_adapter"]) == (
+        first["sft_adapter"],
+        str(run / "reward-r2" / "adapter"),
+    )
+    assert plan.stage("raft").commands[0][:2] == ["raft", "--config"]
+    assert plan.header("raft").startswith(f"# workbench raft --config {run / 'recipes' / 'raft.yaml'}")
+    names = [policy["name"] for policy in plan.stage("eval").recipe["policies"]]
+    assert names == ["base", "sft", "reinforce++", "raft", "reinforce++-r2", "raft-r2"]
+    validate(plan)  # every stage's recipe parses with its stage's parser
+
+
 def test_the_quickstart_trains_reinforce_plus_plus_without_a_critic(tmp_path):
     """recipes/quickstart.yaml's method (chosen by bench/methods.py): the ppo recipe with REINFORCE++, no critic."""
     from workbench.stages.pipeline import validate
@@ -198,7 +231,7 @@ def test_the_quickstart_trains_reinforce_plus_plus_without_a_critic(tmp_path):
 
 
 def test_methods_must_be_known_and_each_given_once(tmp_path):
-    expected = "methods: expected some of ppo, rloo, grpo, reinforce++, dpo, each once; found "
+    expected = "methods: expected some of ppo, rloo, grpo, reinforce++, raft, dpo, each once; found "
     for methods, found in ((["ppo", "ppo"], "a repeated one"), ([], "an empty list"), (["dpo2"], "unknown 'dpo2'")):
         recipe = tiny_recipe(tmp_path / "p.yaml", tmp_path / "run", tmp_path / "argilla", 6999, methods=methods)
         with pytest.raises(UserError, match=re.escape(expected + found)):

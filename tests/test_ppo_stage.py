@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill_after import kill_9_after
 
 from workbench.errors import UserError
 from workbench.modeling.chunked_logprobs import logprobs_from_logits
@@ -212,13 +211,7 @@ def test_kill_9_then_resume_gives_the_same_metrics(tmp_path, tiny_adapters):
         stderr=subprocess.DEVNULL,
         env=ENV,
     )
-    deadline = time.time() + 300
-    while not (output_dir / "checkpoint-2" / "complete").exists():
-        assert process.poll() is None, "PPO ended before the checkpoint it was to be killed after"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_9_after(process, output_dir / "checkpoint-2" / "complete", "PPO", settle=0)
     assert not (output_dir / "adapter").exists() and not (output_dir / "checkpoint-4").exists()
 
     resumed = run(ppo_command(recipe, "--resume", *LEVERS))

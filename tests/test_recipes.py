@@ -29,10 +29,10 @@ def stage_of(recipe: Path) -> str:
 
 
 def parser_for(stage: str):
-    from workbench.stages import dpo, evaluate, generate, pipeline, ppo, reward, sft
+    from workbench.stages import dpo, evaluate, generate, pipeline, ppo, raft, reward, sft
 
     parsers = {"sft": sft.parse, "generate": generate.parse, "ppo": ppo.parse, "reward": reward.parse}
-    parsers["dpo"] = dpo.parse
+    parsers["dpo"], parsers["raft"] = dpo.parse, raft.parse
     parsers["eval"] = evaluate.parse
     parsers["pipeline"] = pipeline.parse
     return parsers[stage]

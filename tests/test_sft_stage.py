@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from kill_after import kill_9_after
 from safetensors.torch import load_file
 
 RECIPE = """\
@@ -107,14 +106,8 @@ def test_kill_9_then_resume_continues_from_checkpoint(tmp_path, straight_run):
     recipe, output_dir = write_recipe(tmp_path, "killed")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(sft_command(recipe), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 300
-    while not (output_dir / "checkpoint-4" / "trainer_state.json").exists():
-        assert process.poll() is None, "training ended before the checkpoint it was to be killed after"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    time.sleep(0.5)  # let it write the rest of the checkpoint and get going on step 5+
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # 0.5 s after trainer_state.json: the rest of the checkpoint, and on to step 5+
+    kill_9_after(process, output_dir / "checkpoint-4" / "trainer_state.json", "training")
     assert not (output_dir / "adapter").exists()  # nothing half-finished looks finished
 
     resumed = run(sft_command(recipe, "--resume"))

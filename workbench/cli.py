@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("workbench.stages.generate", "Sample K candidate completions per prompt for ranking."),
     "dpo": ("workbench.stages.dpo", "DPO (TRL's DPOTrainer) on preference pairs; the SFT adapter is its reference."),
     "ppo": ("workbench.stages.ppo", "PPO with policy, reference, value and reward adapters on one 4-bit base."),
+    "raft": ("workbench.stages.raft", "Rejection-sampling fine-tuning: SFT on the reward model's best of N answers."),
     "reward": ("workbench.stages.reward", "Reward model (QLoRA, scalar head); `reward score` scores completions."),
     "eval": ("workbench.stages.evaluate", "Compare policies on held-out prompts: reward, KL, win rates, report."),
     "pipeline": ("workbench.stages.pipeline", "The whole loop: SFT, generate, label, reward, PPO, eval, report."),

@@ -125,19 +125,26 @@ def reward_scores(model, tokenizer, prompts, answers, batch_size: int, adapter: 
     return scores
 
 
+def candidate_rewards(model, tokenizer, prompts, candidates: list[list[str]], batch_size: int) -> list[list[float]]:
+    """The reward model's score of every candidate, per prompt (a prompt's candidates side by side: its tokens run
+    once for all of them)."""
+    flat_prompts = [prompt for prompt, texts in zip(prompts, candidates) for _ in texts]
+    flat_texts = [text for texts in candidates for text in texts]
+    scores = iter(reward_scores(model, tokenizer, flat_prompts, flat_texts, batch_size))
+    return [[next(scores) for _ in texts] for texts in candidates]
+
+
+def best_index(rewards: list[float]) -> int:
+    """The candidate best-of-N keeps: the highest reward, the first of equals."""
+    return rewards.index(max(rewards))
+
+
 def best_by_reward(model, tokenizer, prompts, candidates: list[list[str]], batch_size: int):
     """Per prompt, the candidate the reward model scores highest (the first of equals): best-of-N.
 
     Returns (picks, their scores): `judge` takes the scores as they are rather than scoring the picks again."""
-    flat_prompts = [prompt for prompt, texts in zip(prompts, candidates) for _ in texts]
-    flat_texts = [text for texts in candidates for text in texts]
-    scores = iter(reward_scores(model, tokenizer, flat_prompts, flat_texts, batch_size))
-    picks, best = [], []
-    for texts in candidates:
-        mine = [next(scores) for _ in texts]
-        picks.append(texts[mine.index(max(mine))])
-        best.append(max(mine))
-    return picks, best
+    rewards = candidate_rewards(model, tokenizer, prompts, candidates, batch_size)
+    return [texts[best_index(mine)] for texts, mine in zip(candidates, rewards)], [max(mine) for mine in rewards]
 
 
 def judge(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 # Every stage a run can have, in order: the labels, then one stage per alignment method (`methods`), then eval.
 # push/label/pull talk to Argilla; report is built in-process from the others' outputs.
 BEFORE_METHODS = ("sft", "generate", "push", "label", "pull", "reward")
-METHODS = ("ppo", "rloo", "grpo", "reinforce++", "dpo")
+METHODS = ("ppo", "rloo", "grpo", "reinforce++", "raft", "dpo")
 AFTER_METHODS = ("eval", "report")
 STAGES = (*BEFORE_METHODS, *METHODS, *AFTER_METHODS)
 RECIPE_STAGES = ("sft", "generate", "reward", *METHODS, "eval")
@@ -93,14 +93,15 @@ class PipelineConfig:
     ppo_recipe: str | None = field(
         default=None, metadata={"help": "Base recipe for ppo, and for rloo, grpo and reinforce++ (optional)."}
     )
+    raft_recipe: str | None = field(default=None, metadata={"help": "Base recipe for raft (optional)."})
     dpo_recipe: str | None = field(default=None, metadata={"help": "Base recipe for dpo (optional)."})
     methods: list[str] = field(
         default_factory=lambda: ["ppo"],
         metadata={
             "help": "Alignment methods trained from the same labels, each a stage (run_dir/<method>) and a row of "
             "the eval: ppo (the ppo recipe), rloo, grpo, reinforce++ (the ppo recipe with that critic-free "
-            "advantage estimator, k responses per prompt, no value adapter), dpo (TRL's DPOTrainer on the pulled "
-            "pairs)."
+            "advantage estimator, k responses per prompt, no value adapter), raft (rejection-sampling fine-tuning: "
+            "SFT on the reward model's best of N answers), dpo (TRL's DPOTrainer on the pulled pairs)."
         },
     )
     eval_recipe: str | None = field(default=None, metadata={"help": "Base recipe for eval (optional)."})

@@ -33,7 +33,7 @@ WIRED = {
     "sft": {"output_dir"},
     "generate": {"output_dir", "adapter", "skip_prompts"},
     "reward": {"output_dir"},
-    **{name: {"output_dir", "sft_adapter", "reward_adapter", "policy_adapter"} for name in RL_METHODS},
+    **{name: {"output_dir", "sft_adapter", "reward_adapter", "policy_adapter"} for name in (*RL_METHODS, "raft")},
     "dpo": {"output_dir", "sft_adapter", "datasets"},
     "eval": {"output_dir", "reward_adapter", "policies", "agreement_reward_adapters"},
 }
@@ -211,7 +211,7 @@ class Planner:
         if name not in self.stages:
             raise UserError(f"no pipeline stage {name!r} in this run; stages: {', '.join(self.stages)}")
         base, round_ = split_round(name)
-        if base in RL_METHODS:
+        if base in (*RL_METHODS, "raft"):
             return self._rl(base, round_)
         if base in ("sft", "eval", "report"):
             return getattr(self, f"_{base}")()
@@ -356,12 +356,13 @@ class Planner:
 
     def _rl(self, method: str, round_: int = 1) -> Stage:
         """ppo, or a critic-free method (rloo, grpo, reinforce++): `workbench ppo` on the SFT and the round's reward
-        adapter; a later round's policy continues from the method's last one, its reference stays SFT."""
+        adapter; a later round's policy continues from the method's last one, its reference stays SFT. raft: `workbench
+        raft` on the same adapters, a later round's continuing the same way."""
         owned = {
             "sft_adapter": str(self.path("sft", "adapter")),
             "reward_adapter": str(self.reward_of(round_)),
             "load_in_4bit": self.cfg.load_in_4bit,
-            "total_steps": self.cfg.ppo_steps,
+            "total_steps": self.cfg.ppo_steps if method in RL_METHODS else None,
         }
         if round_ > 1:
             owned["policy_adapter"] = str(self.path(round_stage(method, round_ - 1), "adapter"))

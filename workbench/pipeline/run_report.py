@@ -127,7 +127,7 @@ def plot_reward(metrics: dict, history: list[dict], path: Path) -> str | None:
     return _save(plt, figure, path)
 
 
-METHOD_TITLES = {"ppo": "PPO", "rloo": "RLOO", "grpo": "GRPO", "reinforce++": "REINFORCE++"}
+METHOD_TITLES = {"ppo": "PPO", "rloo": "RLOO", "grpo": "GRPO", "reinforce++": "REINFORCE++", "raft": "RAFT"}
 
 
 def method_title(stage: str) -> str:
@@ -239,6 +239,12 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
         f.get(f"{title} KL to SFT, last steps", source, "summary.kl_last")
         history = (f.load(source) or {}).get("history") or []
         plots[name] = plot_ppo(history, run_dir / "plots" / f"{name}_reward_kl.png", title)
+    for name in [name for name in stages if split_round(name)[0] == "raft"]:
+        title, source = method_title(name), f"{name}/metrics.json"
+        f.get(f"{title} prompts (N answers each)", source, "prompts")
+        f.get(f"{title} mean reward, all answers", source, "reward_mean_samples")
+        f.get(f"{title} mean reward, kept answers", source, "reward_mean_kept")
+        f.get(f"{title} steps", source, "global_step")
     if "dpo" in stages:
         f.get("DPO steps", "dpo/metrics.json", "global_step")
         f.get("DPO held-out preference accuracy (implicit reward)", "dpo/metrics.json", "eval_rewards/accuracies")
