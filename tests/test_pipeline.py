@@ -42,6 +42,8 @@ OVERRIDES = {
     | {"critic_warmup_steps": 1},
     "dpo": {"per_device_train_batch_size": 2, "max_length": 96, "logging_steps": 1, "dtype": "float32"}
     | {"eval_split_size": 0.3},
+    "raft": {"max_prompts": 4, "num_samples": 2, "max_new_tokens": 6, "sampling_batch_size": 8, "max_steps": 2}
+    | {"per_device_train_batch_size": 2, "max_length": 96, "logging_steps": 1, "dtype": "float32"},
     "eval": {"max_new_tokens": 8, "batch_size": 4},
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
@@ -808,14 +810,20 @@ def test_two_rounds_label_the_last_policy_s_answers_where_the_reward_model_is_le
 
 
 def test_methods_added_to_a_finished_run_train_on_its_labels_and_join_the_eval(finished_run):
-    """Last in this file: it adds stages to finished_run. RLOO and DPO on the same labels, no earlier stage again."""
+    """Last in this file: it adds stages to finished_run. RLOO, RAFT and DPO on the same labels, no earlier stage
+    again."""
     run_dir, recipe, _, _ = finished_run
     overrides = ["--dpo_max_steps", "2"]
-    added = pipeline(recipe, "--methods", "ppo", "rloo", "dpo", *overrides, timeout=600)
+    added = pipeline(recipe, "--methods", "ppo", "rloo", "raft", "dpo", *overrides, timeout=600)
     assert added.returncode == 0, added.stdout + added.stderr
     for name in ("sft", "generate", "push", "label", "pull", "reward", "ppo"):
         assert f"{name}: complete, skipped" in added.stdout
-    assert all(f"{name}: running" in added.stdout for name in ("rloo", "dpo", "eval"))
+    assert all(f"{name}: running" in added.stdout for name in ("rloo", "raft", "dpo", "eval"))
+    raft = json.loads((run_dir / "raft" / "adapter" / "workbench.json").read_text())
+    assert [p["path"] for p in raft["parents"]] == [
+        str((run_dir / name / "adapter").resolve()) for name in ("sft", "reward")
+    ]
+    assert len((run_dir / "raft" / "samples.jsonl").read_text().splitlines()) == 4
     assert yaml.safe_load((run_dir / "recipes" / "rloo.yaml").read_text())["advantage_estimator"] == "rloo"
     assert (run_dir / "rloo" / "adapter" / "workbench.json").exists()
     assert not (run_dir / "rloo" / "value_adapter").exists()  # critic-free
@@ -826,15 +834,17 @@ def test_methods_added_to_a_finished_run_train_on_its_labels_and_join_the_eval(f
         "base",
         "ppo",
         "rloo",
+        "raft",
         "dpo",
     }  # each against sft
     report = (run_dir / "report.md").read_text()
     rows = re.findall(r"^\| (.+?) \| (.+?) \| `(.+?)` → `(.+?)` \|$", report, flags=re.MULTILINE)
     labels = {label for label, *_ in rows}
     assert {"RLOO KL to SFT, last steps", "DPO held-out preference accuracy (implicit reward)"} <= labels
+    assert {"RAFT mean reward, kept answers", "RAFT mean reward, all answers"} <= labels
     assert "Eval dpo win rate vs sft, by gold_rubric" in labels
     for label, value, source, key in rows:
         assert value == fmt(lookup(json.loads((run_dir / source).read_text()), key)), label
     assert "| rloo | done |" in report and "(plots/rloo_reward_kl.png)" in report
     state = state_of(run_dir)["stages"]  # each stage's peak resident memory, from wait4's rusage
-    assert state["rloo"]["peak_rss_mb"] > 100 and state["dpo"]["peak_rss_mb"] > 100
+    assert all(state[name]["peak_rss_mb"] > 100 for name in ("rloo", "raft", "dpo"))
