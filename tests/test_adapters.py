@@ -183,6 +183,29 @@ def test_bad_peft_options():
         lora(r=0)
 
 
+def test_a_policy_adapter_continues_only_an_sft_adapter_of_its_kind(tmp_path):
+    """The RL stages' (ppo, raft) `policy_adapter`: none named is None; a LoRA policy on a LoRA SFT adapter is read;
+    an IA3 policy on a LoRA SFT adapter is refused in one line naming both."""
+
+    def written(name, method):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text("{}")
+        adapters.AdapterManifest(stage="sft", base_model={}, peft_method=method).write(folder)
+        return str(folder)
+
+    sft, policy, ia3 = written("sft", "lora"), written("policy", "lora"), written("ia3", "ia3")
+    sft_manifest = adapters.read_manifest(sft, "CAUSAL_LM", "sft_adapter")
+    assert adapters.read_policy_manifest(None, sft, sft_manifest) is None
+    assert adapters.read_policy_manifest(policy, sft, sft_manifest).peft_method == "lora"
+    with pytest.raises(UserError) as refused:
+        adapters.read_policy_manifest(ia3, sft, sft_manifest)
+    assert str(refused.value) == (
+        f"policy_adapter {ia3} is a ia3 adapter; sft_adapter {sft} is lora: "
+        "the policy continues the SFT adapter's kind"
+    )
+
+
 def test_reward_lora_starts_from_the_sft_lora_with_a_fresh_head(tiny_model_path, tmp_path):
     """init_lora_from (the reward stage's init_from_sft): every LoRA tensor equals the SFT adapter's, the head is
     untouched, and a LoRA of another rank is refused naming the key."""

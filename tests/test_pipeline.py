@@ -181,9 +181,9 @@ def test_methods_each_get_a_stage_on_the_same_labels_and_a_row_in_the_eval(tmp_p
 
 
 def test_raft_trains_on_the_runs_adapters_and_continues_its_last_round_policy(tmp_path):
-    """methods: [raft] is `workbench raft` on the run's SFT and reward adapters (its own recipe's sizes, not
-    ppo_steps); with rounds its round-2 stage starts from its round-1 policy and samples are judged by round 2's
-    reward model."""
+    """methods: [raft] is `workbench raft` on the run's SFT and reward adapters (its own recipe's settings under the
+    run's overrides, not ppo_steps); with rounds its round-2 stage starts from its round-1 policy and samples are
+    judged by round 2's reward model."""
     from workbench.stages.pipeline import validate
 
     run, raft_recipe = tmp_path / "run", Path(__file__).resolve().parents[1] / "recipes" / "smollm2-135m" / "raft.yaml"
@@ -200,7 +200,10 @@ def test_raft_trains_on_the_runs_adapters_and_continues_its_last_round_policy(tm
         str(run / "reward" / "adapter"),
     )
     assert "policy_adapter" not in first and "total_steps" not in first
-    assert (first["num_samples"], first["max_prompts"], first["output_dir"]) == (4, 128, str(run / "raft"))
+    own, tiny = yaml.safe_load(raft_recipe.read_text()), OVERRIDES["raft"]
+    assert (first["temperature"], first["learning_rate"]) == (own["temperature"], own["learning_rate"])
+    assert (first["num_samples"], first["max_prompts"]) == (tiny["num_samples"], tiny["max_prompts"])
+    assert first["output_dir"] == str(run / "raft")
     assert second["policy_adapter"] == str(run / "raft" / "adapter")
     assert (second["sft_adapter"], second["reward_adapter"]) == (
         first["sft_adapter"],

@@ -97,6 +97,20 @@ def read_manifest(
     return manifest
 
 
+def read_policy_manifest(policy_adapter: str | None, sft_adapter: str, sft_manifest: AdapterManifest):
+    """The manifest of an RL stage's `policy_adapter` (a later round continues an earlier policy), or None when the
+    recipe names none: a policy adapter that continues the SFT adapter must be of its kind (LoRA on LoRA)."""
+    if not policy_adapter:
+        return None
+    manifest = read_manifest(policy_adapter, "CAUSAL_LM", "policy_adapter")
+    if manifest.peft_method != sft_manifest.peft_method:
+        raise UserError(
+            f"policy_adapter {policy_adapter} is a {manifest.peft_method} adapter; sft_adapter {sft_adapter} is "
+            f"{sft_manifest.peft_method}: the policy continues the SFT adapter's kind"
+        )
+    return manifest
+
+
 def get_peft_config(args: ModelArguments, task_type: str = "CAUSAL_LM"):
     """The PEFT config the adapter keys of `args` ask for (None when `use_peft` is false: the full model trains).
 

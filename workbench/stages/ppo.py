@@ -17,8 +17,6 @@ import json
 from functools import partial
 from pathlib import Path
 
-from workbench.errors import UserError
-
 STAGE = "ppo"
 FINISHED = ["adapter/workbench.json", "metrics.json"]
 
@@ -76,14 +74,7 @@ def main(argv: list[str]) -> int:
     # ── lineage: the SFT adapter names the base; the reward adapter must sit on the same one ──────────────────────
     sft_manifest = adapters.read_manifest(ppo_cfg.sft_adapter, "CAUSAL_LM", "sft_adapter")
     reward_manifest = adapters.read_manifest(ppo_cfg.reward_adapter, "SEQ_CLS", "reward_adapter")
-    policy_manifest = None
-    if ppo_cfg.policy_adapter:
-        policy_manifest = adapters.read_manifest(ppo_cfg.policy_adapter, "CAUSAL_LM", "policy_adapter")
-        if policy_manifest.peft_method != sft_manifest.peft_method:
-            raise UserError(
-                f"policy_adapter {ppo_cfg.policy_adapter} is a {policy_manifest.peft_method} adapter; sft_adapter "
-                f"{ppo_cfg.sft_adapter} is {sft_manifest.peft_method}: the policy continues the SFT adapter's kind"
-            )
+    policy_manifest = adapters.read_policy_manifest(ppo_cfg.policy_adapter, ppo_cfg.sft_adapter, sft_manifest)
     model_args = base_of(model_args, sft_manifest.base_model)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())

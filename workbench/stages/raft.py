@@ -209,17 +209,10 @@ def main(argv: list[str]) -> int:
     # ── lineage: the SFT adapter names the base; the reward adapter must sit on the same one ──────────────────────
     sft_manifest = adapters.read_manifest(cfg.sft_adapter, "CAUSAL_LM", "sft_adapter")
     reward_manifest = adapters.read_manifest(cfg.reward_adapter, "SEQ_CLS", "reward_adapter")
+    policy_manifest = adapters.read_policy_manifest(cfg.policy_adapter, cfg.sft_adapter, sft_manifest)
     start, start_manifest = cfg.sft_adapter, sft_manifest
-    if cfg.policy_adapter:
-        start, start_manifest = (
-            cfg.policy_adapter,
-            adapters.read_manifest(cfg.policy_adapter, "CAUSAL_LM", "policy_adapter"),
-        )
-        if start_manifest.peft_method != sft_manifest.peft_method:
-            raise UserError(
-                f"policy_adapter {cfg.policy_adapter} is a {start_manifest.peft_method} adapter; sft_adapter "
-                f"{cfg.sft_adapter} is {sft_manifest.peft_method}: the policy continues the SFT adapter's kind"
-            )
+    if policy_manifest:
+        start, start_manifest = cfg.policy_adapter, policy_manifest
     model_args = base_of(model_args, sft_manifest.base_model)
 
     output_dir = Path(sft_cfg.output_dir)
