@@ -88,6 +88,27 @@ def test_sampled_tokens_follow_softmax_of_logits_over_temperature(peaked):
     torch.testing.assert_close(logprobs[:, 0], torch.log(expected[tokens[:8]]), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("truncation", [dict(top_k=3), dict(top_p=0.8)])
+def test_truncated_sampling_follows_transformers_own_warpers(peaked, truncation):
+    """top_k / top_p (the generate and eval stages allow them): the tokens follow softmax of the logits under
+    transformers' own temperature, top-k and top-p warpers, in its order (on the CPU our sampler applies them,
+    workbench/modeling/categorical_sampler.py; on a GPU transformers' sampling does)."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    model, tokenizer, query, targets, expected = peaked
+    warpers = [TemperatureLogitsWarper(TEMPERATURE)]
+    warpers += [TopKLogitsWarper(**truncation)] if "top_k" in truncation else [TopPLogitsWarper(**truncation)]
+    with torch.no_grad():
+        logits = model(query).logits[:, -1].float()
+    truncated = torch.softmax(LogitsProcessorList(warpers)(query, logits), -1)[0]
+    kept = int((truncated > 0).sum())
+    assert kept == 3  # both keep the three likeliest tokens (0.40, 0.25, 0.15 before the temperature)
+    tokens = draw(model, tokenizer, query, Sampling(max_new_tokens=1, temperature=TEMPERATURE, **truncation))
+    assert set(tokens.tolist()) <= set(targets[:kept])
+    observed = [int((tokens == t).sum()) for t in targets[:kept]]
+    assert chisquare(observed, [float(truncated[t]) * len(tokens) for t in targets[:kept]]).pvalue > 1e-3
+
+
 def test_without_the_guard_the_models_generation_config_changes_the_distribution(peaked):
     """The control: the same draw through a bare `generate` call is detectably off (so the test above can fail)."""
     model, tokenizer, query, targets, expected = peaked

@@ -75,19 +75,36 @@ class Sampling:
         return {**kwargs, "do_sample": False}
 
     def generate(
-        self, model, tokenizer, input_ids, attention_mask, stop_ids: list[int] | None = None, logits_processor=None
+        self,
+        model,
+        tokenizer,
+        input_ids,
+        attention_mask,
+        stop_ids: list[int] | None = None,
+        logits_processor=None,
+        inverse_cdf: bool | None = None,
     ):
         """`model.generate` under these settings and nothing else: the model's own `generation_config` (Qwen2.5-
         Instruct ships repetition_penalty 1.05, others top_k/top_p/min_p...) is set aside for the call, so the tokens
         come from exactly softmax(logits / T) truncated by our top_k/top_p, the distribution that PPO's log-probs, KL
         and ratio describe (tests/test_sampling_distribution.py). On the CPU a float32 base samples with the active
         LoRA folded into it, restored exactly afterwards (adapters.folded_for_inference). `logits_processor`: a list
-        of processors that watch the logits (workbench/modeling/sampled_logprobs.py)."""
+        of processors that watch the logits (workbench/modeling/sampled_logprobs.py). `inverse_cdf`: draw the tokens
+        with workbench/modeling/categorical_sampler.py rather than torch.multinomial (default: on the CPU)."""
         from transformers import GenerationConfig, LogitsProcessorList
 
         from workbench.modeling.adapters import folded_for_inference
+        from workbench.modeling.categorical_sampler import CategoricalSampler
 
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        kwargs, processors = self.generate_kwargs(tokenizer, stop_ids), list(logits_processor or [])
+        if inverse_cdf is None:
+            inverse_cdf = input_ids.device.type == "cpu"
+        if kwargs["do_sample"] and inverse_cdf:
+            # one uniform number per row and step instead of torch.multinomial's one per vocabulary entry: the same
+            # distribution, a sixth of the CPU's decoding step at batch 60 (workbench/modeling/categorical_sampler.py)
+            sampler = CategoricalSampler(kwargs.pop("temperature"), kwargs.pop("top_k"), kwargs.pop("top_p"))
+            kwargs["do_sample"], processors = False, [*processors, sampler]
         saved = inner.generation_config
         # transformers fills every setting left None from model.generation_config: an empty one contributes nothing
         inner.generation_config = GenerationConfig()
@@ -98,8 +115,8 @@ class Sampling:
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     past_key_values=shared_prompt_cache(model, input_ids, attention_mask),
-                    logits_processor=LogitsProcessorList(logits_processor or []),
-                    **self.generate_kwargs(tokenizer, stop_ids),
+                    logits_processor=LogitsProcessorList(processors),
+                    **kwargs,
                 )
         finally:
             inner.generation_config = saved
