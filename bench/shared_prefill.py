@@ -23,16 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bench_record  # noqa: E402  (bench/, beside this script)
+from sampling_policy import sampling_policy  # noqa: E402
 
 
 def main() -> None:
     import torch
 
-    from workbench.data.prompts import load_prompts
-    from workbench.modeling import adapters, generation
-    from workbench.modeling.arguments import ModelArguments
+    from workbench.modeling import generation
     from workbench.modeling.generation import Sampling
-    from workbench.modeling.loading import load_model, load_tokenizer
     from workbench.modeling.tokens import encode_prompts, left_pad
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,10 +42,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     cli = parser.parse_args()
 
-    args = ModelArguments(model_name_or_path=cli.model, load_in_4bit=False, dtype="float32")
-    tokenizer = load_tokenizer(args, padding_side="left")
-    model = adapters.attach(load_model(args).eval(), "policy", config=adapters.get_peft_config(args)).eval()
-    prompts = [row["prompt"] for row in load_prompts("bundled:prompts", where={"split": "train"})]
+    model, tokenizer, prompts = sampling_policy(cli.model)
     prompts = prompts[: cli.batch // cli.k]
     rows = [row for row in encode_prompts(tokenizer, prompts) for _ in range(cli.k)]
     ids, mask = left_pad(rows, tokenizer.pad_token_id)
