@@ -8,7 +8,8 @@ uniform number per row: u ~ U[0, 1), the token is the first whose cumulative pro
 Both draw exactly from the categorical distribution `probs` (tests/test_categorical_sampler.py and
 tests/test_sampling_distribution.py compare the tokens drawn with the distribution by chi-square tests); only which
 tokens a seed gives differs. The cumulative sums are taken in float64, so the 49k-term sum's rounding moves no token's
-probability by more than ~1e-12. bench/sampler_speed.py measures both in one run.
+probability by more than ~1e-11 (the float32 softmax before it is the one torch.multinomial is given). A decoding
+step at batch 60 takes a fifth less time; bench/sampler_speed.py measures both ways in one run.
 
 On the CPU `Sampling.generate` runs generate in greedy mode with this processor last: transformers' own processors
 (min_new_tokens) and ours (workbench/modeling/sampled_logprobs.py) see the logits first, as they do before its

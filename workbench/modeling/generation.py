@@ -102,7 +102,7 @@ class Sampling:
             inverse_cdf = input_ids.device.type == "cpu"
         if kwargs["do_sample"] and inverse_cdf:
             # one uniform number per row and step instead of torch.multinomial's one per vocabulary entry: the same
-            # distribution, a sixth of the CPU's decoding step at batch 60 (workbench/modeling/categorical_sampler.py)
+            # distribution, a fifth of the CPU's decoding step at batch 60 (workbench/modeling/categorical_sampler.py)
             sampler = CategoricalSampler(kwargs.pop("temperature"), kwargs.pop("top_k"), kwargs.pop("top_p"))
             kwargs["do_sample"], processors = False, [*processors, sampler]
         saved = inner.generation_config
