@@ -1,6 +1,6 @@
 """Ablation of the alignment levers over seeds: what each does to the reward model's agreement with the gold rubric.
 
-    python bench/alignment.py reward|ppo --run outputs/quickstart [--variants baseline init_sft ...]
+    python bench/alignment.py reward|ppo --run outputs/quickstart [--variants baseline init_sft ...] [--stage ppo]
                                          [--seeds 0 1 2] [--prompts N] [--work /tmp/alignment-bench]
                                          [--out bench/results/alignment-<part>-<machine>.json]
     python bench/alignment.py runs --run outputs/quickstart --others outputs/other-run ...
@@ -96,6 +96,12 @@ PPO_VARIANTS = {
     "rloo_k4": {**CRITIC_FREE, "advantage_estimator": "rloo", "rollouts_per_prompt": 4, "batch_size": 2},
     "grpo_k4": {**CRITIC_FREE, "advantage_estimator": "grpo", "rollouts_per_prompt": 4, "batch_size": 2},
     "reinforce++": {**CRITIC_FREE, "advantage_estimator": "reinforce++"},
+    # 4x the KL coefficient: at pipeline seed 10 REINFORCE++ (kl_coef 0.05, 0.36 nats per token) traded staying on
+    # topic, which its reward model cannot see, for finishing (gold win 0.488); does a tighter leash keep it? On the
+    # quickstart's REINFORCE++ at pipeline seeds 8, 9, 10 (--stage reinforce++): gold win 0.412 / 0.629 / 0.571
+    # against 0.617 / 0.667 / 0.488, pooled gold difference -0.14 [-0.20, -0.08]; not adopted
+    # (bench/results/alignment-kl-cpu-2core.json)
+    "kl_x4": {"kl_coef": ("kl_coef", 4)},
 }
 MIN_GOLD_GAP = 0.25
 
@@ -328,9 +334,10 @@ def write_recipe(run_dir: Path, stage: str, overrides: dict, path: Path) -> Path
     return path
 
 
-def ppo_part(run_dir: Path, work: Path, names: list[str], seeds: list[int], prompts: int) -> dict:
+def ppo_part(run_dir: Path, work: Path, names: list[str], seeds: list[int], prompts: int, stage: str = "ppo") -> dict:
     """Each PPO variant and seed from the run's SFT policy and reward model, then per seed one eval of that seed's
-    variants and the SFT policy on the same held-out prompts (greedy, the run's eval recipe without best-of-N)."""
+    variants and the SFT policy on the same held-out prompts (greedy, the run's eval recipe without best-of-N).
+    `stage`: the run's RL recipe the variants change (recipes/<stage>.yaml: ppo, or reinforce++ in the quickstart)."""
     sft = {"name": "sft", "adapter": str(run_dir / "sft" / "adapter")}
     rows, sft_gold = [], None
     for seed in seeds:
@@ -338,7 +345,7 @@ def ppo_part(run_dir: Path, work: Path, names: list[str], seeds: list[int], prom
         for name in names:
             folder = work / f"ppo-{name}-seed{seed}"
             overrides = {**PPO_VARIANTS[name], "seed": seed, "output_dir": str(folder)}
-            config = write_recipe(run_dir, "ppo", overrides, work / f"ppo-{name}-seed{seed}.yaml")
+            config = write_recipe(run_dir, stage, overrides, work / f"ppo-{name}-seed{seed}.yaml")
             if not (folder / "metrics.json").exists():
                 print(f"bench/alignment.py: PPO {name} seed {seed}", file=sys.stderr)
                 command = ["workbench", "ppo", "--config", str(config), "--overwrite"]
@@ -467,6 +474,7 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--prompts", type=int, default=None, help="held-out prompts (default 48 reward, 120 ppo)")
     parser.add_argument("--work", default="/tmp/alignment-bench", help="scratch folder (reused: finished runs stay)")
+    parser.add_argument("--stage", default="ppo", help="ppo: the run's RL recipe, recipes/<stage>.yaml (reinforce++)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     run_dir, work = Path(args.run), Path(args.work)
@@ -484,8 +492,8 @@ def main() -> int:
 
     result = {"benchmark": f"alignment-{args.part}", "command": "python " + " ".join(sys.argv), "run": str(run_dir)}
     if args.part == "ppo":
-        result |= {"variants": {n: PPO_VARIANTS[n] for n in names}, "seeds": args.seeds}
-        result |= ppo_part(run_dir, work, names, args.seeds, args.prompts or 120)
+        result |= {"variants": {n: PPO_VARIANTS[n] for n in names}, "seeds": args.seeds, "stage": args.stage}
+        result |= ppo_part(run_dir, work, names, args.seeds, args.prompts or 120, args.stage)
         more = dict(gold_win_rate_ci95="gold_win_rate_ci95", kl_per_answer="kl_per_answer")
         result["summary"] = per_variant(result["rows"], names, "gold_win_rate", **more)
         for name in names[1:]:
