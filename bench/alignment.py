@@ -338,6 +338,8 @@ def ppo_part(run_dir: Path, work: Path, names: list[str], seeds: list[int], prom
     """Each PPO variant and seed from the run's SFT policy and reward model, then per seed one eval of that seed's
     variants and the SFT policy on the same held-out prompts (greedy, the run's eval recipe without best-of-N).
     `stage`: the run's RL recipe the variants change (recipes/<stage>.yaml: ppo, or reinforce++ in the quickstart)."""
+    from methods import eval_numbers
+
     sft = {"name": "sft", "adapter": str(run_dir / "sft" / "adapter")}
     rows, sft_gold = [], None
     for seed in seeds:
@@ -369,19 +371,12 @@ def ppo_part(run_dir: Path, work: Path, names: list[str], seeds: list[int], prom
         for name in names:
             trained = work / f"ppo-{name}-seed{seed}"
             policy = f"{name}-seed{seed}"
-            gold, mine = metrics["win_rates"][policy]["gold_rubric"], metrics["policies"][policy]
             rows.append(
                 {
                     "variant": name,
                     "seed": seed,
                     "overrides": PPO_VARIANTS[name],
-                    "gold_win_rate": gold["rate"],
-                    "gold_win_rate_ci95": gold["ci95"],
-                    "gold_difference": gold["difference"]["mean"],
-                    "gold_difference_ci95": gold["difference"]["ci95"],
-                    "reward_model_win_rate": metrics["win_rates"][policy]["reward_model"]["rate"],
-                    "kl_per_answer": mine.get("kl_mean"),
-                    "kl_per_token": mine.get("kl_per_token_mean"),
+                    **eval_numbers(metrics, policy),
                     "train": json.loads((trained / "metrics.json").read_text())["summary"],
                     "train_seconds": json.loads((trained / "bench-seconds.json").read_text())["seconds"],
                     "gold_by_prompt": sorted(gold_by_prompt[policy].items()),
