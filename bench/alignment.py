@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from workbench.pipeline.pipeline_recipe import CRITIC_FREE  # noqa: E402  the pipeline's own critic-free keys
+
 PAIRS_MIN_AGREEMENT = "pairs_min_agreement"  # not a recipe key: the run's rankings are aggregated again (repulled)
 # each variant: recipe keys applied on top of the run's reward recipe; (key, factor): factor x the run's value of key
 VARIANTS = {
@@ -67,7 +69,12 @@ VARIANTS = {
     "majority": {PAIRS_MIN_AGREEMENT: 0.6},
 }
 # PPO variants: keys on top of the run's ppo recipe (the run's SFT and reward adapters stay)
-CRITIC_FREE = {"critic_warmup_steps": 0, "value_learning_rate": None, "value_max_grad_norm": None}
+PPO_CRITIC = {
+    "advantage_estimator": "gae",
+    "critic_warmup_steps": 2,
+    "value_learning_rate": ("learning_rate", 4),
+    "value_max_grad_norm": 1.0,
+}
 PPO_VARIANTS = {
     "baseline": {},
     # running score normalisation and clipping, 2 value-only steps, the value at 4x the policy's learning rate with
@@ -102,6 +109,10 @@ PPO_VARIANTS = {
     # against 0.617 / 0.667 / 0.488, pooled gold difference -0.14 [-0.20, -0.08]; not adopted
     # (bench/results/alignment-kl-cpu-2core.json)
     "kl_x4": {"kl_coef": ("kl_coef", 4)},
+    # PPO on a quickstart run (--stage reinforce++): the ppo recipe's critic and its levers, the value adapter as the
+    # critic or a head on the reference pass's hidden states (value_model ref_features: no value passes)
+    "ppo": PPO_CRITIC,
+    "ppo_ref_features": {**PPO_CRITIC, "value_model": "ref_features"},
 }
 MIN_GOLD_GAP = 0.25
 

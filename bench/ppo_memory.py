@@ -9,6 +9,8 @@ sequences, as that setup computes them: rollout scoring without gradient (refere
 update's policy and value forward + backward.
 - single_base: the RL stage's own functions (`response_logprobs`: the output head over the response positions only,
   a chunk of tokens at a time, workbench/modeling/chunked_logprobs.py; `response_values`; `scalar_scores`).
+- single_base_ref_features: the same with PPO's `value_model: ref_features`: no value adapter; the reference pass's
+  hidden states are kept (`response_logprobs_and_features`) and the value update is the head on them.
 - four_models: TRL 1.12's PPOTrainer (trl/experimental/ppo): policy, reference, value and reward models loaded
   separately, the logits of the whole sequence, `selective_log_softmax` and the softmax entropy over the response's.
 Both setups run twice, without and with gradient checkpointing (the same setting on both sides: the CPU quickstart
@@ -139,6 +141,7 @@ def measure(
         VALUE,
         load_single_base,
         response_logprobs,
+        response_logprobs_and_features,
         response_values,
     )
 
@@ -174,6 +177,27 @@ def measure(
             on(POLICY, lambda: response_logprobs(model_, *parts, 1.0)[0], backward=True),
             on(VALUE, lambda: response_values(model_, *parts), backward=True),
         ]
+        trained = [model_]
+    elif setup == "single_base_ref_features":  # value_model ref_features: the critic is a head on ref's features
+        model_ = load_single_base(
+            args,
+            sft_adapter=sft,
+            reward_adapter=reward,
+            gradient_checkpointing=checkpointing,
+            value_model="ref_features",
+        )
+        kept = {}
+
+        def reference():  # the rollout keeps the reference pass's hidden states for the value updates
+            with adapters.use_adapter(model_, REF):
+                kept["features"] = response_logprobs_and_features(model_, *parts, 1.0)[1]
+
+        def policy_update():
+            with adapters.use_adapter(model_, POLICY):
+                _backward(response_logprobs(model_, *parts, 1.0)[0])
+
+        scoring = [reference, lambda: heads.scalar_scores(model_, REWARD, ids, mask)]
+        update = [policy_update, lambda: _backward(heads.head_values(model_, VALUE, kept["features"]))]
         trained = [model_]
     else:  # TRL 1.12's PPOTrainer: four models, logits of the whole sequence, log-softmax and entropy over them
         tokenizer = loading.load_tokenizer(model)
@@ -240,9 +264,9 @@ def measure(
     return result
 
 
-def ratio(results: dict, key: str) -> float | None:
+def ratio(results: dict, key: str, single: str = "single_base") -> float | None:
     """single base / four models: the issue's target is <= 0.35 at the step's peak (step_peak_mb)."""
-    single, four = results["single_base"].get(key), results["four_models"].get(key)
+    single, four = results[single].get(key), results["four_models"].get(key)
     return round(single / four, 3) if single is not None and four else None
 
 
@@ -301,7 +325,7 @@ def main() -> int:
         ways = {"both": (False, True), "on": (True,), "off": (False,)}[args.gradient_checkpointing]
         for checkpointing in ways:  # the same setting on both sides
             results = {}
-            for setup in ("single_base", "four_models"):
+            for setup in ("single_base", "single_base_ref_features", "four_models"):
                 command = [sys.executable, __file__, "--child", setup, "--model", args.model, "--dtype", dtype]
                 command += ["--sft_adapter", sft, "--reward_adapter", reward, "--batch", str(args.batch)]
                 command += ["--query", str(args.query), "--response", str(args.response)]
@@ -315,6 +339,10 @@ def main() -> int:
                 "peak_ratio_single_over_four": ratio(results, "peak_mb"),
                 "loaded_ratio_single_over_four": ratio(results, "loaded_mb"),
                 "process_peak_ratio_single_over_four": ratio(results, "process_peak_rss_mb"),
+                "ref_features_step_peak_ratio_single_over_four": ratio(
+                    results, "step_peak_mb", "single_base_ref_features"
+                ),
+                "ref_features_peak_ratio_single_over_four": ratio(results, "peak_mb", "single_base_ref_features"),
             }
     report = {
         "benchmark": "ppo_memory",

@@ -8,11 +8,13 @@ TRL 1.12 runs in its own venv (default ~/.cache/workbench/venvs/trl-1.12.0, made
 torch==<ours> trl==1.12.0` plus our transformers/peft/accelerate/datasets versions) through bench/trl112/ppo_driver.py.
 Both sides: batch of B prompts, one sampled response each of exactly `response_length` tokens (no stop token:
 TRL `stop_token=None`, ours a stop token the model never writes; the JSON records the measured lengths), 2 PPO
-epochs over one minibatch of B, LoRA r=16 on all linear layers of the policy, k3 KL. The workbench is timed twice:
-its fp32 base (TRL's precision) and its default 4-bit NF4 base. Step time: the median over the steps after the
-first (warm-up); the workbench's steps are also split into their phases (generation, each scoring pass, the policy
-and value updates, the optimizer steps). If TRL cannot be installed or run, the JSON records the exact error. Prints
-one JSON object.
+epochs over one minibatch of B, LoRA r=16 on all linear layers of the policy, k3 KL. The workbench is timed three
+times: its fp32 base (TRL's precision) and its default 4-bit NF4 base, both with the value adapter as the critic (as
+TRL's separate value model), and the fp32 base with the critic as a head on the reference pass's hidden states
+(`value_model: ref_features`: no value forward pass, only the head trained). Step time: the median over the steps
+after the first (warm-up); the workbench's steps are also split into their phases (generation, each scoring pass,
+the policy and value updates, the optimizer steps). If TRL cannot be installed or run, the JSON records the exact
+error. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ save_steps: 1000
 seed: 0
 wandb_mode: disabled
 output_dir: {output_dir}
+value_model: {value_model}
 """
 
 
@@ -101,14 +104,16 @@ def steady(seconds: list[float]) -> float | None:
     return round(statistics.median(timed), 3) if timed else None
 
 
-def run_workbench(model, sft, reward, prompts, args, four_bit: bool, scratch: Path) -> dict:
-    output_dir = scratch / f"ppo-{'4bit' if four_bit else 'full'}"
+def run_workbench(
+    model, sft, reward, prompts, args, four_bit: bool, scratch: Path, value_model: str = "adapter"
+) -> dict:
+    output_dir = scratch / f"ppo-{'4bit' if four_bit else 'full'}-{value_model}"
     recipe = scratch / f"{output_dir.name}.yaml"
     recipe.write_text(
         RECIPE.format(
             model=model, four_bit=str(four_bit).lower(), sft=sft, reward=reward, prompts=prompts, steps=args.steps,
             batch=args.batch, length=args.response_length, stop=NEVER_WRITTEN, output_dir=output_dir,
-            dtype=args.dtype,
+            dtype=args.dtype, value_model=value_model,
         )
     )  # fmt: skip
     command = [sys.executable, "-m", "workbench.cli", "ppo", "--config", str(recipe)]
@@ -119,6 +124,7 @@ def run_workbench(model, sft, reward, prompts, args, four_bit: bool, scratch: Pa
     seconds = [row["perf/step_seconds"] for row in history]
     return {
         "base": f"4-bit nf4 + double quant, {args.dtype} compute" if four_bit else args.dtype,
+        "value_model": value_model,
         "step_seconds": [round(s, 3) for s in seconds],
         "steady_step_seconds": steady(seconds),
         # the step's phases (workbench/rl/phase_timer.py), each the median over the steps after the first
@@ -202,6 +208,9 @@ def main() -> int:
             ),
             "workbench_4bit": lambda: run_workbench(model_path, sft, reward, prompts_file, args, True, scratch),
             full: lambda: run_workbench(model_path, sft, reward, prompts_file, args, False, scratch),
+            f"{full}_ref_features": lambda: run_workbench(
+                model_path, sft, reward, prompts_file, args, False, scratch, "ref_features"
+            ),
         }
         results = {}
         for name, side in sides.items():
@@ -231,6 +240,7 @@ def main() -> int:
         "dtype": args.dtype,
         "command": " ".join(["python", "bench/ppo_step_time.py", *sys.argv[1:]]),
         f"ratio_trl_over_{full}": ratio("trl_1_12_0", full),
+        f"ratio_trl_over_{full}_ref_features": ratio("trl_1_12_0", f"{full}_ref_features"),
         "ratio_trl_over_workbench_4bit": ratio("trl_1_12_0", "workbench_4bit"),
     }
     emit(report, args.out)

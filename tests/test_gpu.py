@@ -125,11 +125,13 @@ def test_dpo_steps_on_cuda(tmp_path, gpu_adapters):
     assert (tmp_path / "dpo" / "adapter" / "workbench.json").exists()
 
 
-@pytest.mark.parametrize("estimator", ["gae", "rloo"])
+@pytest.mark.parametrize("estimator", ["gae", "gae-ref_features", "rloo"])
 def test_rl_steps_on_cuda(tmp_path, gpu_adapters, estimator):
     import math
 
+    estimator, _, value_model = estimator.partition("-")
     extra = ["--advantage_estimator", estimator] + (["--rollouts_per_prompt", "2"] if estimator == "rloo" else [])
+    extra += ["--value_model", value_model] if value_model else []
     metrics, peak = run_stage("ppo", tmp_path, gpu_adapters, *extra)
     assert peak > 1
     history = metrics["history"]

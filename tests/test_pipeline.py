@@ -216,23 +216,31 @@ def test_raft_trains_on_the_runs_adapters_and_continues_its_last_round_policy(tm
     validate(plan)  # every stage's recipe parses with its stage's parser
 
 
-def test_the_quickstart_trains_reinforce_plus_plus_without_a_critic(tmp_path):
-    """recipes/quickstart.yaml's method (chosen by bench/methods.py): the ppo recipe with REINFORCE++, no critic."""
+def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp_path):
+    """recipes/quickstart.yaml's method (bench/alignment.py ppo on seeds 5-10, then seed 11 out of sample): the ppo
+    recipe with its critic a head on the reference pass's hidden states; a critic-free method on the same recipe
+    resets every critic key, the critic's choice too."""
     from workbench.stages.pipeline import validate
 
-    plan = plan_for(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml", "--run_dir", str(tmp_path))
-    assert plan.stages == stages_of(["reinforce++"]) and "ppo" not in plan.stages
-    rl = plan.stage("reinforce++").recipe
-    assert (rl["advantage_estimator"], rl.get("rollouts_per_prompt", 1), rl["batch_size"], rl["total_steps"]) == (
-        "reinforce++",
-        1,
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    plan = plan_for(quickstart, "--run_dir", str(tmp_path))
+    assert plan.stages == stages_of(["ppo"])
+    rl = plan.stage("ppo").recipe
+    assert (rl.get("advantage_estimator", "gae"), rl["value_model"], rl["batch_size"], rl["total_steps"]) == (
+        "gae",
+        "ref_features",
         8,
         12,
     )
-    assert rl["critic_warmup_steps"] == 0 and rl["value_learning_rate"] is None and rl["value_max_grad_norm"] is None
-    assert plan.stage("reinforce++").commands[0][0] == "ppo"
-    assert [policy["name"] for policy in plan.stage("eval").recipe["policies"]] == ["sft", "reinforce++"]
+    assert plan.stage("ppo").commands[0][0] == "ppo"
+    assert [policy["name"] for policy in plan.stage("eval").recipe["policies"]] == ["sft", "ppo"]
     validate(plan)
+    critic_free = plan_for(quickstart, "--run_dir", str(tmp_path / "rpp"), "--methods", "reinforce++")
+    rl = critic_free.stage("reinforce++").recipe
+    assert (rl["advantage_estimator"], rl.get("rollouts_per_prompt", 1), rl["batch_size"]) == ("reinforce++", 1, 8)
+    assert rl["critic_warmup_steps"] == 0 and rl["value_learning_rate"] is None and rl["value_max_grad_norm"] is None
+    assert rl["value_model"] == "adapter"  # the ppo recipe's critic choice is reset with the other critic keys
+    validate(critic_free)
 
 
 def test_methods_must_be_known_and_each_given_once(tmp_path):

@@ -38,6 +38,7 @@ def trainer_for(tiny_model_path, tiny_adapters, **overrides) -> PPOTrainer:
         sft_adapter=sft,
         reward_adapter=reward,
         value=config.critic,
+        value_model=config.value_model,
     )
     tokenizer = loading.load_tokenizer(str(tiny_model_path), padding_side="left")
     return PPOTrainer(model, tokenizer, PROMPTS, config, Accelerator(cpu=True))
@@ -163,3 +164,36 @@ def test_lever_settings_that_cannot_work_are_refused_naming_the_key():
     for overrides, message in cases:
         with pytest.raises(UserError, match=message):
             PPOConfig(**(base | overrides)).check()
+
+
+def test_a_critic_on_the_reference_features_trains_only_its_head(tiny_model_path, tiny_adapters):
+    """value_model ref_features: the rollout's values are the value head on the reference pass's hidden states (no
+    value pass, no value LoRA); a value-only update moves the head and nothing else, and lowers the value loss on
+    the same rollout; a PPO step trains policy and head."""
+    import dataclasses
+
+    from workbench.modeling import heads
+    from workbench.modeling.single_base import REF
+    from workbench.rl.rollout import collect
+
+    trainer = trainer_for(tiny_model_path, tiny_adapters, value_model="ref_features", value_learning_rate=1e-1)
+    model = trainer.model
+    assert VALUE not in model.peft_config and list(trainer.value_tensors) == ["workbench_heads.value.weight"]
+    ref = {n: p.detach().clone() for n, p in model.named_parameters() if f".{REF}." in n}
+    sampling, stop_ids = trainer.sampling, trainer.stop_ids
+    rollout = collect(model, trainer.tokenizer, PROMPTS, sampling, 256, stop_ids, "cpu", 4, value_on_ref_features=True)
+    batch = rollout.batch
+    assert batch.value_features.shape[:2] == batch.response_ids.shape
+    torch.testing.assert_close(batch.values, heads.head_values(model, VALUE, batch.value_features))
+    mask = batch.response_mask
+    returns = torch.where(mask, 1.0 + torch.arange(mask.shape[1]).float() / 10, 0.0)  # a target the head can fit
+    zeros = torch.zeros_like(batch.values)
+    batch = dataclasses.replace(batch, rewards=zeros, advantages=zeros, returns=returns)
+    policy, value = snapshot(trainer.policy_tensors), snapshot(trainer.value_tensors)
+    losses = [trainer.update(batch, train_policy=False)["value/loss"] for _ in range(3)]
+    assert losses[2] < losses[0], losses
+    assert moved(value, trainer.value_tensors) and not moved(policy, trainer.policy_tensors)
+    assert not moved(ref, {n: p for n, p in model.named_parameters() if f".{REF}." in n})
+    metrics = trainer.step()
+    assert moved(policy, trainer.policy_tensors)
+    assert {"value/loss", "value/explained_variance", "perf/values_seconds"} <= set(metrics)

@@ -108,6 +108,12 @@ def test_config_errors_name_the_key():
         PPOConfig(sft_adapter="a", reward_adapter="b", kl_estimator="k9").check()
     with pytest.raises(UserError, match="sft_adapter is required"):
         PPOConfig(reward_adapter="b").check()
+    with pytest.raises(UserError, match="value_model must be one of \\('adapter', 'ref_features'\\); got 'head'"):
+        PPOConfig(sft_adapter="a", reward_adapter="b", value_model="head").check()
+    with pytest.raises(UserError, match="value_model is for the critic; advantage_estimator reinforce\\+\\+ has none"):
+        PPOConfig(
+            sft_adapter="a", reward_adapter="b", advantage_estimator="reinforce++", value_model="ref_features"
+        ).check()
 
 
 # ── the stage ────────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -175,6 +181,32 @@ def test_critic_free_grpo_saves_a_policy_and_no_value_adapter(tmp_path, tiny_ada
     history = json.loads((output_dir / "metrics.json").read_text())["history"]
     assert [row["episodes"] for row in history] == [8, 16]
     assert all("value/loss" not in row and "policy/kl_loss" in row for row in history)
+
+
+def test_a_critic_on_the_reference_features_saves_the_ref_lora_with_its_trained_head(tmp_path, tiny_adapters):
+    """value_model ref_features: no value adapter is trained; value_adapter/ is what computed the values, the SFT
+    LoRA (the reference) with the value head, which moved away from the reward head it started as."""
+    from safetensors.torch import load_file
+
+    from workbench.modeling.heads import HEAD_KEY
+
+    recipe, output_dir = write_recipe(tmp_path, "ref-features", tiny_adapters, steps=2)
+    result = run(ppo_command(recipe, "--value_model", "ref_features"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "advantage estimator gae, critic: value ref_features" in result.stdout
+    assert "adapters ['policy', 'ref', 'reward'] on one" in result.stdout
+    manifest = json.loads((output_dir / "value_adapter" / "workbench.json").read_text())
+    assert manifest["task_type"] == "SEQ_CLS" and manifest["extra"]["value_model"] == "ref_features"
+    saved = load_file(output_dir / "value_adapter" / "adapter_model.safetensors")
+    sft = load_file(Path(tiny_adapters[0]) / "adapter_model.safetensors")
+    reward = load_file(Path(tiny_adapters[1]) / "adapter_model.safetensors")
+    head = saved.pop(HEAD_KEY)
+    assert saved.keys() == sft.keys() and all(torch.equal(saved[key], sft[key]) for key in sft)
+    assert head.shape == reward[HEAD_KEY].shape and (head - reward[HEAD_KEY]).abs().max() > 1e-4
+    checkpoint = load_file(output_dir / "checkpoint-2" / "trainable.safetensors")
+    assert [key for key in checkpoint if ".value" in key] == ["workbench_heads.value.weight"]
+    history = json.loads((output_dir / "metrics.json").read_text())["history"]
+    assert all({"value/loss", "value/explained_variance", "perf/value_update_seconds"} <= set(row) for row in history)
 
 
 def test_bad_input_exits_2_naming_the_key(tmp_path, tiny_adapters):

@@ -276,6 +276,7 @@ CRITIC_ONLY = {
     "critic_warmup_steps",
     "value_learning_rate",
     "value_max_grad_norm",
+    "value_model",
     "vf_coef",
     "cliprange_value",
     "lam",

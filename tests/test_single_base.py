@@ -13,6 +13,7 @@ import pytest
 import torch
 from model_args import lora, margs, quant
 
+from workbench.errors import UserError
 from workbench.modeling import adapters, loading
 from workbench.modeling.single_base import (
     POLICY,
@@ -284,3 +285,43 @@ def test_a_later_round_starts_the_policy_from_its_last_adapter_and_keeps_sft_as_
     assert (policy[mask] - ref[mask]).abs().max() > 1e-2  # the two adapters really differ
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert any(f".{POLICY}." in name for name in trainable) and not any(f".{REF}." in name for name in trainable)
+
+
+def test_the_reference_pass_gives_its_log_probs_and_the_features_the_value_head_reads(
+    tiny_model_path, tiny_adapters, tokenizer
+):
+    """PPO's `value_model: ref_features`: no value LoRA, a trained head (a copy of the reward head) on the `ref`
+    adapter's final hidden states before each response token, the ones `response_logprobs` turns into log-probs."""
+    from workbench.modeling import heads
+    from workbench.modeling.single_base import response_logprobs_and_features
+
+    sft_dir, reward_dir = tiny_adapters
+    model = load_single_base(
+        margs(tiny_model_path, quant(**QUANT)),
+        sft_adapter=sft_dir,
+        reward_adapter=reward_dir,
+        value_model="ref_features",
+    )
+    model.eval()
+    assert set(model.peft_config) == {POLICY, REF, REWARD}
+    head = model.workbench_heads[VALUE].weight
+    assert head.requires_grad and torch.equal(head, model.workbench_heads[REWARD].weight)
+    assert head.data_ptr() != model.workbench_heads[REWARD].weight.data_ptr()  # a copy: training it leaves the reward
+    query_ids, query_mask, response_ids, response_mask = inputs = queries_and_responses(tokenizer)
+    with torch.no_grad(), adapters.use_adapter(model, REF):
+        logprobs, features = response_logprobs_and_features(model, *inputs, temperature=0.7)
+        expected, _ = response_logprobs(model, *inputs, temperature=0.7)
+        ids = torch.cat([query_ids, response_ids], dim=1)
+        mask = torch.cat([query_mask, response_mask], dim=1).long()
+        hidden = heads.final_hidden_states(model, REF, ids, mask)[:, query_ids.shape[1] - 1 : -1]
+    real = response_mask.bool()
+    torch.testing.assert_close(logprobs[real], expected[real], atol=1e-6, rtol=0)
+    assert features.shape == (*response_ids.shape, hidden.shape[-1])
+    torch.testing.assert_close(features[real], hidden[real], atol=1e-5, rtol=0)
+    values = heads.head_values(model, VALUE, features)
+    assert values.dtype == torch.float32 and values.shape == response_ids.shape
+    torch.testing.assert_close(values, features @ head[0].detach(), atol=1e-5, rtol=0)
+    # a model whose forward transforms the logits (Gemma 2's soft-capping) has no plain head to share: refused
+    model.get_base_model().config.final_logit_softcapping = 30.0
+    with pytest.raises(UserError, match="value_model: ref_features needs a model whose logits are its output head"):
+        response_logprobs_and_features(model, *inputs, temperature=0.7)

@@ -101,3 +101,20 @@ def test_mismatched_shapes_are_refused():
         RolloutBatch(**{**batch.__dict__, "values": torch.zeros(2, 4)})
     with pytest.raises(ValueError, match="batch sizes"):
         RolloutBatch(**{**batch.__dict__, "scores": torch.zeros(3)})
+
+
+def test_value_features_follow_their_rows_through_shuffling_trimming_and_concatenation():
+    """The reference features of PPO's `value_model: ref_features` are [batch, response_tokens, hidden]: a row's
+    features move with its row, trimming cuts their response columns, concatenation pads them with zeros."""
+    batch = make_batch(4, 3)
+    features = batch.values[:, :, None] * torch.tensor([1.0, -1.0])  # hidden size 2, row i holds (i, -i)
+    batch = dataclasses.replace(batch, value_features=features)
+    for minibatch in batch.minibatches(2, torch.Generator().manual_seed(0)):
+        assert torch.equal(minibatch.value_features[:, 0, 0], minibatch.scores)
+    short = dataclasses.replace(batch, response_mask=torch.tensor([[1, 1, 0]] * 4, dtype=torch.bool)).trimmed()
+    assert short.value_features.shape == (4, 2, 2) and torch.equal(short.value_features, features[:, :2])
+    joined = RolloutBatch.concat([short, batch], PAD)
+    assert joined.value_features.shape == (8, 3, 2)
+    assert torch.equal(joined.value_features[:4, 2], torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"value_features \(4, 2, 2\) != response_ids \(4, 3\)"):
+        dataclasses.replace(batch, value_features=features[:, :2])

@@ -43,7 +43,6 @@ def attach_scalar_adapter(model, name: str, adapter_dir, trainable: bool = False
     `model` is a plain model from `loading.load_model(head="causal_lm")` or a PeftModel already carrying adapters;
     returns the PeftModel (keep using it). The adapter's manifest must name the same base weights.
     """
-    import torch
     from peft import PeftConfig
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -78,12 +77,27 @@ def attach_scalar_adapter(model, name: str, adapter_dir, trainable: bool = False
     hidden = model.get_base_model().config.get_text_config().hidden_size
     if tuple(head_weight.shape) != (1, hidden):
         raise UserError(f"{adapter_dir}: head shape {tuple(head_weight.shape)} does not fit hidden size {hidden}")
-    head = torch.nn.Linear(hidden, 1, bias=False, dtype=torch.float32, device=_device(model))
+    add_head(model, name, head_weight, trainable)
+    return model
+
+
+def add_head(model, name: str, weight, trainable: bool):
+    """A float32 bias-free `Linear(hidden, 1)` holding a copy of `weight` [1, hidden], as `model.workbench_heads[name]`
+    (a head with no LoRA of its own: PPO's critic on the reference's features, workbench/rl/rollout.py)."""
+    import torch
+
+    head = torch.nn.Linear(weight.shape[1], 1, bias=False, dtype=torch.float32, device=_device(model))
     with torch.no_grad():
-        head.weight.copy_(head_weight.to(torch.float32))
+        head.weight.copy_(weight.to(torch.float32))
     head.weight.requires_grad_(trainable)
     _heads(model)[name] = head
-    return model
+    return head
+
+
+def head_values(model, name: str, hidden):
+    """Head `name` applied to final hidden states [batch, tokens, hidden]: Tensor[batch, tokens] in float32."""
+    head = model.workbench_heads[name]
+    return head(hidden.to(head.weight.dtype)).squeeze(-1)
 
 
 def final_hidden_states(model, name: str, input_ids, attention_mask):
@@ -115,9 +129,7 @@ def final_hidden_states(model, name: str, input_ids, attention_mask):
 
 def token_values(model, name: str, input_ids, attention_mask):
     """The head of adapter `name` applied at every position: Tensor[batch, seq] in float32 (PPO's value function)."""
-    head = model.workbench_heads[name]
-    hidden = final_hidden_states(model, name, input_ids, attention_mask)
-    return head(hidden.to(head.weight.dtype)).squeeze(-1)
+    return head_values(model, name, final_hidden_states(model, name, input_ids, attention_mask))
 
 
 def last_token_index(attention_mask):
@@ -139,8 +151,12 @@ def scalar_scores(model, name: str, input_ids, attention_mask):
     return head(last.to(head.weight.dtype)).squeeze(-1)
 
 
-def save_scalar_adapter(model, name: str, out_dir, manifest: adapters.AdapterManifest) -> Path:
-    """Save adapter `name` and its head in the reward stage's layout (a SEQ_CLS PEFT adapter with `score`)."""
+def save_scalar_adapter(
+    model, name: str, out_dir, manifest: adapters.AdapterManifest, head: str | None = None
+) -> Path:
+    """Save adapter `name` and its head in the reward stage's layout (a SEQ_CLS PEFT adapter with `score`); the head
+    is `model.workbench_heads[head or name]` (PPO's critic on the reference's features: the `ref` LoRA, the `value`
+    head)."""
     from safetensors.torch import load_file, save_file
 
     from workbench.fileio import atomic_directory, write_json_atomic
@@ -152,6 +168,6 @@ def save_scalar_adapter(model, name: str, out_dir, manifest: adapters.AdapterMan
         config.update(task_type="SEQ_CLS", modules_to_save=["classifier", HEAD_MODULE], inference_mode=True)
         write_json_atomic(staging / CONFIG_FILE, config)
         weights = load_file(str(staging / WEIGHTS_FILE))
-        weights[HEAD_KEY] = model.workbench_heads[name].weight.detach().to("cpu").contiguous().clone()
+        weights[HEAD_KEY] = model.workbench_heads[head or name].weight.detach().to("cpu").contiguous().clone()
         save_file(weights, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
     return Path(out_dir)

@@ -1,7 +1,8 @@
 """One quantized base carrying every role as a named adapter, and the forward passes each role runs on it.
 
 PPO holds `policy` (trained) and `ref` (frozen), both from the SFT adapter, and `reward` (frozen) and `value`
-(trained), both from the reward adapter with its scalar head (workbench/modeling/heads.py); eval holds every policy
+(trained), both from the reward adapter with its scalar head (workbench/modeling/heads.py), or the value as a head
+alone on the `ref` pass's hidden states (`value_model: ref_features`); eval holds every policy
 it compares plus `reward`. Only the active adapter changes between passes (workbench/modeling/adapters.py), so three
 extra copies of the weights are never loaded. tests/test_single_base.py proves each pass gives what a separately
 loaded model gives: the reward stage's score, the SFT model's log-probs.
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from workbench.errors import UserError
 from workbench.modeling import adapters, heads, loading, shared_prefix
 from workbench.modeling.arguments import ModelArguments
 from workbench.modeling.chunked_logprobs import (
@@ -36,16 +38,21 @@ def load_single_base(
     gradient_checkpointing: bool = False,
     value: bool = True,
     policy_adapter=None,
+    value_model: str = "adapter",
 ):
     """ONE causal-LM base as `args` says, carrying `policy` + `ref` (the SFT adapter, trained / frozen; the policy
     from `policy_adapter` when given, a later round's start) and `reward` + `value` (the reward adapter with its
-    head, frozen / trained; no `value` if `value` is False, for critic-free RL). Returns the PeftModel with `policy`
-    active."""
+    head, frozen / trained; no `value` if `value` is False, for critic-free RL). With `value_model` "ref_features"
+    the value is only a trained head, a copy of the reward head, read on the `ref` adapter's final hidden states
+    (`response_logprobs_and_features`): no value LoRA. Returns the PeftModel with `policy` active."""
     model = loading.load_model(args, for_training=True, gradient_checkpointing=gradient_checkpointing)
     model = adapters.attach(model, POLICY, path=policy_adapter or sft_adapter, trainable=True)
     model = adapters.attach(model, REF, path=sft_adapter, trainable=False)
     model = heads.attach_scalar_adapter(model, REWARD, reward_adapter, trainable=False)
-    if value:
+    if value and value_model == "ref_features":
+        _check_plain_output_head(_inner(model))  # before any work, not at the first rollout
+        heads.add_head(model, VALUE, model.workbench_heads[REWARD].weight.detach(), trainable=True)
+    elif value:
         model = heads.attach_scalar_adapter(model, VALUE, reward_adapter, trainable=True)
     adapters.switch(model, POLICY)
     return model
@@ -61,11 +68,8 @@ def response_logprobs(
     head, a chunk of tokens at a time (workbench/modeling/chunked_logprobs.py): the query's logits are never
     computed, and the response's are never held whole for backward.
     """
-    input_ids = torch.cat([query_ids, response_ids], dim=1)
-    attention_mask = torch.cat([query_mask.bool(), response_mask.bool()], dim=1).long()
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
-    inputs["position_ids"] = position_ids_from_mask(attention_mask)
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inputs = _sequence_inputs(query_ids, query_mask, response_ids, response_mask)
+    inner = _inner(model)
     if not plain_output_head(inner.config):  # the model's own logits, transformed as its forward does
         logits = model(**inputs, logits_to_keep=response_ids.shape[1] + 1).logits[:, :-1]
         logprobs = logprobs_from_logits(logits, response_ids, temperature)
@@ -76,6 +80,43 @@ def response_logprobs(
     hidden = inner.get_decoder()(**inputs).last_hidden_state[:, query_ids.shape[1] - 1 : -1]
     head, chunk = inner.get_output_embeddings(), head_chunk_tokens(inner)
     return chunked_logprobs(head, hidden, response_ids, temperature, with_entropy, chunk_tokens=chunk)
+
+
+def response_logprobs_and_features(model, query_ids, query_mask, response_ids, response_mask, temperature: float):
+    """`response_logprobs` under the ACTIVE adapter, plus the final hidden states they come from [batch, T, hidden]
+    (positions Q - 1 ... Q + T - 2, those `response_values` reads): the rollout's reference pass gives PPO's
+    "ref_features" critic its inputs for free. Needs a plain output head (logits = lm_head(hidden))."""
+    inner = _inner(model)
+    _check_plain_output_head(inner)
+    inputs = _sequence_inputs(query_ids, query_mask, response_ids, response_mask)
+    hidden = inner.get_decoder()(**inputs).last_hidden_state[:, query_ids.shape[1] - 1 : -1]
+    head, chunk = inner.get_output_embeddings(), head_chunk_tokens(inner)
+    logprobs, _ = chunked_logprobs(head, hidden, response_ids, temperature, False, chunk_tokens=chunk)
+    return logprobs, hidden
+
+
+def _check_plain_output_head(inner) -> None:
+    if not plain_output_head(inner.config):
+        raise UserError(
+            f"value_model: ref_features needs a model whose logits are its output head applied to the last hidden "
+            f"state; {inner.config.model_type} transforms them (use value_model: adapter)"
+        )
+
+
+def _inner(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _sequence_inputs(query_ids, query_mask, response_ids, response_mask) -> dict:
+    """Query and response side by side for one decoder pass, position ids from the mask."""
+    input_ids = torch.cat([query_ids, response_ids], dim=1)
+    attention_mask = torch.cat([query_mask.bool(), response_mask.bool()], dim=1).long()
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "use_cache": False,
+        "position_ids": position_ids_from_mask(attention_mask),
+    }
 
 
 def response_values(model, query_ids, query_mask, response_ids, response_mask) -> torch.Tensor:

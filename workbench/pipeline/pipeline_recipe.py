@@ -24,7 +24,12 @@ ROUND_STAGES = ("generate", "push", "label", "pull", "reward")
 
 # The critic-free RL methods run `workbench ppo` on the ppo recipe with these keys (workbench/rl/advantages.py),
 # k responses to each of batch_size / k prompts: the same sequences per step as the recipe's PPO, and no critic.
-CRITIC_FREE = {"critic_warmup_steps": 0, "value_learning_rate": None, "value_max_grad_norm": None}
+CRITIC_FREE = {
+    "critic_warmup_steps": 0,
+    "value_learning_rate": None,
+    "value_max_grad_norm": None,
+    "value_model": "adapter",  # the default: no critic to choose
+}
 RL_METHODS = {
     "ppo": {},  # the ppo recipe as it is (its own advantage_estimator)
     "rloo": {**CRITIC_FREE, "advantage_estimator": "rloo", "rollouts_per_prompt": 2},

@@ -26,6 +26,7 @@ RESPONSE_FIELDS = (
     "advantages",
     "returns",
 )
+FEATURE_FIELDS = ("value_features",)  # [batch, response_tokens, hidden]: aligned with the responses, one more dim
 ID_FIELDS = ("query_ids", "response_ids")
 
 
@@ -56,7 +57,8 @@ class RolloutBatch:
 
     `logprobs` are the rollout policy's (the "old" policy of the clipped loss), `ref_logprobs` the frozen reference's,
     `values` the value head's at rollout time. `rewards`, `advantages` and `returns` are filled in after scoring
-    (None until then).
+    (None until then). `value_features` are the reference pass's final hidden states before each response token when
+    the critic is a head on them (PPO's `value_model: ref_features`), else None.
     """
 
     query_ids: torch.Tensor
@@ -70,14 +72,17 @@ class RolloutBatch:
     rewards: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
+    value_features: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         batch_size = self.query_ids.shape[0]
         if self.query_mask.shape != self.query_ids.shape:
             raise ValueError(f"query_mask {tuple(self.query_mask.shape)} != query_ids {tuple(self.query_ids.shape)}")
-        for name in RESPONSE_FIELDS:
+        for name in RESPONSE_FIELDS + FEATURE_FIELDS:
             tensor = getattr(self, name)
-            if tensor is not None and tensor.shape != self.response_ids.shape:
+            if tensor is None:
+                continue
+            if (tensor.shape[:2] if name in FEATURE_FIELDS else tensor.shape) != self.response_ids.shape:
                 raise ValueError(f"{name} {tuple(tensor.shape)} != response_ids {tuple(self.response_ids.shape)}")
         if self.response_ids.shape[0] != batch_size or self.scores.shape != (batch_size,):
             raise ValueError(
@@ -125,7 +130,7 @@ class RolloutBatch:
         for name, tensor in self._tensor_fields().items():
             if name in QUERY_FIELDS:
                 changes[name] = tensor[:, first_query_column:]
-            elif name in RESPONSE_FIELDS:
+            elif name in RESPONSE_FIELDS + FEATURE_FIELDS:
                 changes[name] = tensor[:, :response_length]
         return dataclasses.replace(self, **changes)
 

@@ -13,6 +13,7 @@ from workbench.rl.kl import KL_ESTIMATORS
 
 OPTIMIZERS = ("adamw_torch", "paged_adamw_8bit")
 SCHEDULES = ("constant", "linear", "cosine")
+VALUE_MODELS = ("adapter", "ref_features")
 
 
 @dataclass
@@ -57,6 +58,15 @@ class PPOConfig:
             "help": f"One of {', '.join(ESTIMATORS)}. gae is PPO with the value adapter as critic; the others are "
             "critic-free (workbench/rl/advantages.py): the value adapter is not loaded, saving its memory and its "
             "forward and backward passes."
+        },
+    )
+    value_model: str = field(
+        default="adapter",
+        metadata={
+            "help": "The critic (GAE only). adapter: its own LoRA adapter and scalar head, both started from the "
+            "reward adapter, as TRL's separate value model: one more forward pass per rollout and a forward and "
+            "backward per minibatch. ref_features: a scalar head (a copy of the reward head) on the final hidden "
+            "states of the reference pass the rollout runs anyway; only the head learns, the value costs no pass."
         },
     )
     kl_loss: bool = field(
@@ -153,8 +163,13 @@ class PPOConfig:
 
     @property
     def critic(self) -> bool:
-        """Whether the run trains a value adapter (GAE) or is critic-free."""
+        """Whether the run trains a critic (GAE) or is critic-free."""
         return self.advantage_estimator == "gae"
+
+    @property
+    def value_on_ref_features(self) -> bool:
+        """Whether the critic is a head on the reference pass's hidden states (no value adapter)."""
+        return self.critic and self.value_model == "ref_features"
 
     @property
     def sequences_per_rollout(self) -> int:
@@ -178,9 +193,16 @@ class PPOConfig:
                 f"advantage_estimator {self.advantage_estimator} compares responses to the same prompt: "
                 f"rollouts_per_prompt must be >= 2; got {self.rollouts_per_prompt}"
             )
+        if self.value_model not in VALUE_MODELS:
+            raise UserError(f"value_model must be one of {VALUE_MODELS}; got {self.value_model!r}")
         for key in ("value_learning_rate", "value_max_grad_norm", "critic_warmup_steps") if not self.critic else ():
             if getattr(self, key):
                 raise UserError(f"{key} is for the critic; advantage_estimator {self.advantage_estimator} has none")
+        if not self.critic and self.value_model != "adapter":
+            raise UserError(
+                f"value_model is for the critic; advantage_estimator {self.advantage_estimator} has none "
+                f"(got value_model {self.value_model!r})"
+            )
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise UserError(
                 f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must divide mini_batch_size "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.modeling import adapters
+from workbench.modeling import adapters, heads
 from workbench.modeling.generation import Sampling
 from workbench.modeling.sampled_logprobs import SampledTokenLogprobs
 from workbench.modeling.single_base import (
@@ -20,6 +20,7 @@ from workbench.modeling.single_base import (
     REWARD,
     VALUE,
     response_logprobs,
+    response_logprobs_and_features,
     response_values,
     reward_scores,
 )
@@ -56,12 +57,15 @@ def collect(
     chunk: int,
     timer: PhaseTimer | None = None,
     with_values: bool = True,
+    value_on_ref_features: bool = False,
 ) -> Rollout:
     """Sample one response per prompt with `policy`, recording each sampled token's log-prob and entropy as it is
     drawn (workbench/modeling/sampled_logprobs.py: no policy pass after sampling), then score it with `ref`, `value`
     and `reward`.
 
     `with_values` False (a critic-free estimator): no `value` adapter is loaded and the values are left at 0.
+    `value_on_ref_features`: the `value` head reads the reference pass's final hidden states, kept in the batch
+    (`value_features`) for the value updates: no value pass.
     `chunk` bounds how many sequences go through the model at once (generation and each forward pass). `timer` gets
     each phase's seconds. Only sampling folds the policy's LoRA into a float32 CPU base (Sampling.generate): for one
     forward pass of a rollout's few sequences, folding and restoring the weights costs more than it saves (measured
@@ -95,13 +99,23 @@ def collect(
     # a chunk whose responses all stopped sooner is padded with 0: positions past every stop token, masked everywhere
     logprobs = [pad_to_length(lp, width, 0.0) for _, lp, _ in sampled]
     entropy = [pad_to_length(ent, width, 0.0) for _, _, ent in sampled]
-    ref_logprobs = scored(
-        REF, "reference_logprobs", lambda rows: response_logprobs(model, *parts(rows), sampling.temperature)[0]
-    )
-    if with_values:
-        values = torch.cat(scored(VALUE, "values", lambda rows: response_values(model, *parts(rows))))
+    features, temperature = None, sampling.temperature
+    if value_on_ref_features:  # one reference pass gives the reference log-probs and the critic's inputs
+        pairs = scored(
+            REF, "reference_logprobs", lambda rows: response_logprobs_and_features(model, *parts(rows), temperature)
+        )
+        ref_logprobs = torch.cat([ref for ref, _ in pairs])
+        features = torch.cat([hidden for _, hidden in pairs])
+        with timer("values"):
+            values = heads.head_values(model, VALUE, features)
     else:
-        values = torch.zeros_like(torch.cat(ref_logprobs))
+        ref_logprobs = torch.cat(
+            scored(REF, "reference_logprobs", lambda rows: response_logprobs(model, *parts(rows), temperature)[0])
+        )
+        if with_values:
+            values = torch.cat(scored(VALUE, "values", lambda rows: response_values(model, *parts(rows))))
+        else:
+            values = torch.zeros_like(ref_logprobs)
 
     texts = tokenizer.batch_decode(
         [ids[mask].tolist() for ids, mask in zip(response_ids, response_mask)], skip_special_tokens=True
@@ -115,8 +129,9 @@ def collect(
         response_ids=response_ids,
         response_mask=response_mask,
         logprobs=torch.cat(logprobs),
-        ref_logprobs=torch.cat(ref_logprobs),
+        ref_logprobs=ref_logprobs,
         values=values,
         scores=scores,
+        value_features=features,
     )
     return Rollout(batch, ended, torch.cat(entropy), list(prompts), texts)

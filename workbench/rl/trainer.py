@@ -20,11 +20,12 @@ import math
 import re
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 
 import torch
 
 from workbench.errors import UserError
-from workbench.modeling import adapters
+from workbench.modeling import adapters, heads
 from workbench.modeling.generation import Sampling, stop_token_ids
 from workbench.modeling.single_base import POLICY, VALUE, response_logprobs, response_values
 from workbench.rl import checkpoint as ckpt
@@ -167,6 +168,7 @@ class PPOTrainer:
             config.forward_batch_size or len(prompts),
             timer,
             with_values=config.critic,
+            value_on_ref_features=config.value_on_ref_features,
         )
         rollout_seconds = time.perf_counter() - started
         batch, mask = rollout.batch, rollout.batch.response_mask
@@ -294,8 +296,10 @@ class PPOTrainer:
                         stats["policy/approx_kl"].append(policy.approx_kl.item())
                     if not config.critic:
                         continue
-                    with adapters.use_adapter(model, VALUE), timer("value_update"):
-                        values = response_values(model, *inputs)
+                    # the value adapter's backward must run with it active (gradient checkpointing recomputes)
+                    critic = nullcontext() if config.value_on_ref_features else adapters.use_adapter(model, VALUE)
+                    with critic, timer("value_update"):
+                        values = self._values(part)
                         value = clipped_value_loss(
                             values, part.values, part.returns, part.response_mask, config.cliprange_value
                         )
@@ -311,6 +315,13 @@ class PPOTrainer:
                     self.scheduler.step()
         model.eval()
         return {name: sum(values) / len(values) for name, values in stats.items()}
+
+    def _values(self, part) -> torch.Tensor:
+        """The critic's values for a micro-batch, with gradient: the value adapter's pass, or (value_model
+        ref_features) the value head on the reference features the rollout kept, which trains only the head."""
+        if self.config.value_on_ref_features:
+            return heads.head_values(self.model, VALUE, part.value_features)
+        return response_values(self.model, part.query_ids, part.query_mask, part.response_ids, part.response_mask)
 
     def _clip_gradients(self) -> dict[str, float]:
         """One global norm over policy and value (TRL 1.12's), or each on its own when value_max_grad_norm is set."""

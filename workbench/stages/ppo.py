@@ -2,7 +2,9 @@
 
 The base is loaded once; the SFT adapter is attached twice (`policy`, trained, and `ref`, frozen), the reward
 adapter twice (`reward`, frozen, and `value`, trained), each with the reward stage's scalar head for the last two.
-With a critic-free `advantage_estimator` (rloo, grpo, reinforce++, reinforce++_baseline) there is no `value`.
+With `value_model: ref_features` the critic is a trained copy of the reward head alone, read on the `ref` pass's
+hidden states (no `value` adapter). With a critic-free `advantage_estimator` (rloo, grpo, reinforce++,
+reinforce++_baseline) there is no critic.
 The loop is ours (workbench/rl/trainer.py): TRL deleted its PPOTrainer (docs/ARCHITECTURE.md).
 
 Output folder: `adapter/` (the PPO policy: PEFT files + workbench.json naming its SFT and reward parents),
@@ -88,7 +90,8 @@ def main(argv: list[str]) -> int:
     prompts = [row["prompt"] for row in rows]
     per_step = f"{ppo_cfg.batch_size} prompts x {ppo_cfg.rollouts_per_prompt} responses"
     print(f"workbench ppo: {len(prompts)} prompts, {ppo_cfg.total_steps} steps of {per_step} per process")
-    print(f"workbench ppo: advantage estimator {ppo_cfg.advantage_estimator}")
+    critic = f", critic: value {ppo_cfg.value_model}" if ppo_cfg.critic else ""
+    print(f"workbench ppo: advantage estimator {ppo_cfg.advantage_estimator}{critic}")
 
     # ── one quantized base, four adapters ────────────────────────────────────────────────────────────────────────
     quant = loading.get_quantization(model_args)
@@ -99,6 +102,7 @@ def main(argv: list[str]) -> int:
         gradient_checkpointing=ppo_cfg.gradient_checkpointing,
         value=ppo_cfg.critic,
         policy_adapter=ppo_cfg.policy_adapter,
+        value_model=ppo_cfg.value_model,
     )
     base_info = model.workbench_base
     trainer = PPOTrainer(model, tokenizer, prompts, ppo_cfg, accelerator)
@@ -145,13 +149,15 @@ def main(argv: list[str]) -> int:
                 "prompts": ppo_cfg.prompts,
                 "kl_estimator": ppo_cfg.kl_estimator,
                 "advantage_estimator": ppo_cfg.advantage_estimator,
+                **({"value_model": ppo_cfg.value_model} if ppo_cfg.critic else {}),
             },
         )
         adapter_dir = adapters.save(model, "policy", output_dir / "adapter", manifest)
         tokenizer.save_pretrained(adapter_dir)
         value_manifest = dataclasses.replace(manifest, task_type="SEQ_CLS", extra={**manifest.extra, "role": "value"})
-        if ppo_cfg.critic:
-            heads.save_scalar_adapter(model, "value", output_dir / "value_adapter", value_manifest)
+        if ppo_cfg.critic:  # on ref features the critic is the ref LoRA (the SFT adapter) with the value head
+            lora = "ref" if ppo_cfg.value_on_ref_features else "value"
+            heads.save_scalar_adapter(model, lora, output_dir / "value_adapter", value_manifest, head="value")
         write_json_atomic(output_dir / "metrics.json", {"summary": summary, "history": trainer.history})
         if run is not None:
             import wandb
