@@ -13,7 +13,7 @@ update's policy and value forward + backward.
   hidden states are kept (`response_logprobs_and_features`) and the value update is the head on them.
 - four_models: TRL 1.12's PPOTrainer (trl/experimental/ppo): policy, reference, value and reward models loaded
   separately, the logits of the whole sequence, `selective_log_softmax` and the softmax entropy over the response's.
-Both setups run twice, without and with gradient checkpointing (the same setting on both sides: the CPU quickstart
+Every setup runs twice, without and with gradient checkpointing (the same setting on every side: the CPU quickstart
 runs without, the GPU recipes with).
 
 Peak memory is `torch.cuda.max_memory_allocated` on a GPU; on CPU it is the process's peak resident set (VmHWM in
@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # glibc's malloc raises its mmap threshold as big blocks are freed, after which freed activations stay in its heaps:
 # the resident set's peak then counts memory no tensor holds. A fixed threshold returns every block over 128 KiB to
-# the kernel when it is freed, so the peak resident set follows the live tensors (both setups run under it).
+# the kernel when it is freed, so the peak resident set follows the live tensors (every setup runs under it).
 CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
@@ -159,16 +159,16 @@ def measure(
     query_mask, response_mask = torch.ones_like(query_ids), torch.ones_like(response_ids)
     ids, mask = torch.cat([query_ids, response_ids], 1), torch.ones(batch, query + response, device=device).long()
     parts = (query_ids, query_mask, response_ids, response_mask)
+
+    def on(name, forward, backward=False):  # a single-base pass (and its backward) under one adapter
+        def run():  # under gradient checkpointing backward recomputes under the active adapter: keep it on
+            with adapters.use_adapter(model_, name):
+                return _backward(forward()) if backward else forward()
+
+        return run
+
     if setup == "single_base":  # the RL stage's own functions (workbench/rl/rollout.py, workbench/rl/trainer.py)
         model_ = load_single_base(args, sft_adapter=sft, reward_adapter=reward, gradient_checkpointing=checkpointing)
-
-        def on(name, forward, backward=False):
-            def run():  # under gradient checkpointing backward recomputes under the active adapter: keep it on
-                with adapters.use_adapter(model_, name):
-                    return _backward(forward()) if backward else forward()
-
-            return run
-
         scoring = [
             on(REF, lambda: response_logprobs(model_, *parts, 1.0)[0]),
             lambda: heads.scalar_scores(model_, REWARD, ids, mask),
@@ -186,18 +186,15 @@ def measure(
             gradient_checkpointing=checkpointing,
             value_model="ref_features",
         )
-        kept = {}
-
-        def reference():  # the rollout keeps the reference pass's hidden states for the value updates
-            with adapters.use_adapter(model_, REF):
-                kept["features"] = response_logprobs_and_features(model_, *parts, 1.0)[1]
-
-        def policy_update():
-            with adapters.use_adapter(model_, POLICY):
-                _backward(response_logprobs(model_, *parts, 1.0)[0])
-
-        scoring = [reference, lambda: heads.scalar_scores(model_, REWARD, ids, mask)]
-        update = [policy_update, lambda: _backward(heads.head_values(model_, VALUE, kept["features"]))]
+        kept = {}  # the rollout keeps the reference pass's hidden states for the value updates
+        scoring = [
+            on(REF, lambda: kept.update(features=response_logprobs_and_features(model_, *parts, 1.0)[1])),
+            lambda: heads.scalar_scores(model_, REWARD, ids, mask),
+        ]
+        update = [
+            on(POLICY, lambda: response_logprobs(model_, *parts, 1.0)[0], backward=True),
+            lambda: _backward(heads.head_values(model_, VALUE, kept["features"])),
+        ]
         trained = [model_]
     else:  # TRL 1.12's PPOTrainer: four models, logits of the whole sequence, log-softmax and entropy over them
         tokenizer = loading.load_tokenizer(model)
@@ -255,7 +252,7 @@ def measure(
         "step_peak_mb": round(step_peak_mb, 1),
         "peak_mb": round(max(load_peak_mb, step_peak_mb), 1),
     }
-    if not cuda:  # the whole process too (imports included, the same in both setups)
+    if not cuda:  # the whole process too (imports included, the same in every setup)
         result.update(
             baseline_rss_mb=round(baseline, 1),
             peak_counter_reset=peak_reset,

