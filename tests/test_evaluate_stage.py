@@ -25,6 +25,7 @@ from workbench.evaluation.metrics import (
     compare,
     judge_agreement,
     mean_difference,
+    policy_metrics,
     win_rate,
 )
 
@@ -102,6 +103,20 @@ def test_paired_bootstrap_intervals():
     assert difference["mean"] == pytest.approx(0.5) and difference["ci95"] == pytest.approx([0.5, 0.5])
     result = win_rate([1.0] * 8 + [0.0] * 2, [0.5] * 10)
     assert result["rate"] == 0.8 and result["ci95"][0] < 0.8 < result["ci95"][1] <= 1.0
+
+
+def test_empty_answers_are_counted_and_named_in_the_verdict():
+    from workbench.evaluation.eval_report import verdict
+
+    rows = [{"words": 0, "gold": 0.0}, {"words": 7, "gold": 4.0}, {"words": 0, "gold": 0.0}]
+    assert policy_metrics(rows)["empty"] == 2 and policy_metrics(rows[1:2])["empty"] == 0
+    rate = win_rate([0.0, 4.0, 0.0], [3.0, 3.0, 3.0])
+    metrics = {
+        "settings": {"baseline": "sft"},
+        "win_rates": {"ppo": {"gold_rubric": rate}},
+        "policies": {"ppo": policy_metrics(rows), "sft": policy_metrics(rows[1:2])},
+    }
+    assert verdict(metrics)[-1] == "  - **2 of its 3 answers are empty.**"
 
 
 def test_judge_agreement_by_hand():
@@ -296,6 +311,8 @@ def test_win_rates_and_gold_scores_follow_the_samples(evaluated):
         for judge, key in (("reward_model", "reward"), ("gold_rubric", "gold")):
             outcomes = [1.0 if a[key] > b[key] else 0.5 if a[key] == b[key] else 0.0 for a, b in zip(mine, sft)]
             assert metrics["win_rates"][name][judge]["rate"] == pytest.approx(sum(outcomes) / len(outcomes))
+    for name, row in metrics["policies"].items():
+        assert row["empty"] == sum(1 for s in samples if s["policy"] == name and not s["response"].strip())
     assert metrics["reward_model_vs_gold"] == judge_agreement(samples) | {"by_part": agreement_by_part(samples)}
     assert metrics["reward_model_vs_gold"]["pairs"] > 0
     assert (

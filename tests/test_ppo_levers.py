@@ -11,8 +11,8 @@ import torch
 from model_args import margs, quant
 
 from workbench.errors import UserError
-from workbench.modeling import loading
-from workbench.modeling.single_base import VALUE, load_single_base
+from workbench.modeling import adapters, loading
+from workbench.modeling.single_base import POLICY, VALUE, load_single_base, response_logprobs
 from workbench.rl.ppo_config import PPOConfig
 from workbench.rl.trainer import PPOTrainer
 
@@ -112,6 +112,50 @@ def test_score_scaling_logs_running_moments_of_every_score_seen(tiny_model_path,
     assert -1.0 <= first["reward/penalised_mean"] <= 1.0
 
 
+def test_an_empty_response_scores_minus_the_penalty_whatever_the_reward_model_says(tiny_model_path, tiny_adapters):
+    trainer = trainer_for(tiny_model_path, tiny_adapters, empty_response_penalty=2.0, missing_eos_penalty=1.0)
+    trainer.stop_ids = list(range(len(trainer.tokenizer)))  # every token ends the turn: each response is one stop
+    metrics = trainer.step()
+    assert metrics["response/empty_fraction"] == 1.0 and metrics["response/ended_fraction"] == 1.0
+    assert metrics["reward/penalised_mean"] == -2.0  # replaced, not subtracted: the raw scores do not leak through
+    assert metrics["reward/mean"] != -2.0
+
+
+def test_the_empty_response_loss_lowers_the_probability_of_ending_at_once(tiny_model_path, tiny_adapters):
+    """With every advantage zeroed the clipped PPO loss has no gradient: the policy moves only if the stop term is
+    on, and then towards a lower probability of ending a response at its first token."""
+    import dataclasses
+
+    from workbench.modeling.tokens import encode_prompts, left_pad, right_pad
+
+    stop_ids = list(range(10, 2000))  # ~4% of the tiny model's nearly uniform first-token mass
+
+    def probabilities_around_a_step(coef: float) -> tuple[float, float, dict]:
+        trainer = trainer_for(tiny_model_path, tiny_adapters, empty_response_loss_coef=coef)
+        trainer.stop_ids = stop_ids
+        update = trainer.update
+        trainer.update = lambda batch, *args, **kwargs: update(
+            dataclasses.replace(batch, advantages=torch.zeros_like(batch.advantages)), *args, **kwargs
+        )
+        tokenizer = trainer.tokenizer
+        query = left_pad(encode_prompts(tokenizer, PROMPTS, 256), tokenizer.pad_token_id)
+        response = right_pad([[tokenizer.eos_token_id]] * len(PROMPTS), tokenizer.pad_token_id)
+
+        def stop_probability() -> float:
+            with torch.no_grad(), adapters.use_adapter(trainer.model, POLICY):
+                return response_logprobs(trainer.model, *query, *response, 1.0, first_stop_ids=stop_ids)[2].mean()
+
+        before = stop_probability()
+        metrics = trainer.step()
+        return before, stop_probability(), metrics
+
+    before, after, metrics = probabilities_around_a_step(1.0)
+    assert after < before - 1e-4
+    assert metrics["policy/first_token_stop_probability"] == pytest.approx(before, abs=1e-3)  # logged as it falls
+    before, after, plain = probabilities_around_a_step(0.0)
+    assert after == before and "policy/first_token_stop_probability" not in plain
+
+
 def test_rloo_samples_k_responses_per_prompt_on_a_base_without_a_value_adapter(tiny_model_path, tiny_adapters):
     trainer = trainer_for(
         tiny_model_path, tiny_adapters, advantage_estimator="rloo", rollouts_per_prompt=2, batch_size=2, sample_rows=4
@@ -160,6 +204,8 @@ def test_lever_settings_that_cannot_work_are_refused_naming_the_key():
         (dict(advantage_estimator="reinforce++", critic_warmup_steps=1), "critic_warmup_steps is for the critic"),
         (dict(advantage_estimator="reinforce++", value_learning_rate=1e-3), "value_learning_rate is for the critic"),
         (dict(rollouts_per_prompt=0), "rollouts_per_prompt must be a positive integer"),
+        (dict(empty_response_penalty=-1.0), "empty_response_penalty must be >= 0"),
+        (dict(empty_response_loss_coef=-1.0), "empty_response_loss_coef must be >= 0"),
     ]
     for overrides, message in cases:
         with pytest.raises(UserError, match=message):

@@ -112,6 +112,20 @@ def test_one_base_carries_four_adapters_without_copies(single_base, tiny_model_p
     assert not single_base.workbench_heads[REWARD].weight.requires_grad
 
 
+def test_the_first_token_stop_probability_is_the_softmax_mass_of_the_stop_ids(single_base, tokenizer):
+    query_ids, query_mask, response_ids, response_mask = queries_and_responses(tokenizer)
+    inputs = (query_ids, query_mask, response_ids, response_mask)
+    with torch.no_grad(), adapters.use_adapter(single_base, REF):
+        logprobs, _ = response_logprobs(single_base, *inputs, temperature=0.7)
+        first = int(response_ids[0, 0])  # row 0's own first token as the only "stop" id: its sampled probability
+        _, _, stop = response_logprobs(single_base, *inputs, temperature=0.7, first_stop_ids=[first])
+        _, _, every = response_logprobs(
+            single_base, *inputs, temperature=0.7, first_stop_ids=range(single_base.config.vocab_size)
+        )
+    assert stop[0].item() == pytest.approx(logprobs[0, 0].exp().item(), rel=1e-5)
+    assert every.tolist() == pytest.approx([1.0] * len(every), abs=1e-5)
+
+
 def test_ref_logprobs_equal_the_separately_loaded_sft_model(single_base, tiny_adapters, tokenizer):
     sft_dir, _ = tiny_adapters
     inputs = queries_and_responses(tokenizer)

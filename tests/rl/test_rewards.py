@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from workbench.rl import (
+    apply_empty_response_penalty,
     apply_missing_eos_penalty,
     first_true_indices,
     has_stop_token,
@@ -50,6 +51,13 @@ def test_missing_eos_detection_and_penalty():
     assert apply_missing_eos_penalty(scores, ended, None).tolist() == [1.0, 2.0, -0.5]
     with pytest.raises(ValueError, match="mode"):
         apply_missing_eos_penalty(scores, ended, 1.0, mode="halve")
+
+
+def test_an_empty_response_scores_minus_the_penalty():
+    scores = torch.tensor([1.0, 3.5, -0.5])
+    empty = torch.tensor([False, True, False])
+    assert apply_empty_response_penalty(scores, empty, 3.0).tolist() == [1.0, -3.0, -0.5]
+    assert apply_empty_response_penalty(scores, empty, None).tolist() == [1.0, 3.5, -0.5]
 
 
 def test_rewards_put_the_score_on_the_last_response_token():

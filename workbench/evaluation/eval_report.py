@@ -118,6 +118,9 @@ def verdict(metrics: dict) -> list[str]:
         if parts:
             split = ", ".join(f"{part} {_signed_interval(difference)}" for part, difference in parts.items())
             lines.append(f"  - the gold difference by rubric part (points; paired 95% CI): {split}.")
+        row = metrics["policies"].get(name, {})
+        if row.get("empty"):
+            lines.append(f"  - **{row['empty']} of its {row['prompts']} answers are empty.**")
     return lines
 
 
@@ -144,8 +147,8 @@ def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_r
         f"KL: summed per-token log-ratio log π(y|x) − log π_{reference}(y|x) over each answer's tokens "
         f"(temperature {settings['logprob_temperature']}), averaged over prompts.",
         "",
-        "| policy | adapter | reward | gold rubric | KL to " + reference + " | KL / token | tokens | words |",
-        "|---|---|---|---|---|---|---|---|",
+        "| policy | adapter | reward | gold rubric | KL to " + reference + " | KL / token | tokens | words | empty |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in policies.items():
         reward = f"{_number(row.get('reward_mean'))} ± {_number(row.get('reward_std'))}"
@@ -153,7 +156,7 @@ def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_r
         lines.append(
             f"| {name} | `{row['adapter'] or '(bare base)'}` | {reward} | {gold} | {_number(row.get('kl_mean'))} "
             f"| {_number(row.get('kl_per_token_mean'), 4)} | {_number(row.get('tokens_mean'), 1)} "
-            f"| {_number(row.get('words_mean'), 1)} |"
+            f"| {_number(row.get('words_mean'), 1)} | {row.get('empty', '—')} |"
         )
     best_of = settings.get("best_of")
     if best_of:

@@ -92,8 +92,9 @@ def win_rate(candidate: Sequence[float], baseline: Sequence[float], tolerance: f
 
 
 def policy_metrics(rows: Sequence[dict]) -> dict:
-    """One policy's headline numbers from its per-prompt rows (reward, gold, kl, kl_per_token, tokens, words)."""
-    out = {"prompts": len(rows)}
+    """One policy's headline numbers from its per-prompt rows (reward, gold, kl, kl_per_token, tokens, words), and
+    how many answers are empty (no words): a policy can learn to say nothing if its reward model scores that well."""
+    out = {"prompts": len(rows), "empty": sum(1 for row in rows if row.get("words") == 0)}
     for key in ("reward", "gold", "kl", "kl_per_token", "tokens", "words"):
         values = [row[key] for row in rows if row.get(key) is not None]
         if values:

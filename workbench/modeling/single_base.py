@@ -59,7 +59,14 @@ def load_single_base(
 
 
 def response_logprobs(
-    model, query_ids, query_mask, response_ids, response_mask, temperature: float, with_entropy: bool = False
+    model,
+    query_ids,
+    query_mask,
+    response_ids,
+    response_mask,
+    temperature: float,
+    with_entropy: bool = False,
+    first_stop_ids: Sequence[int] | None = None,
 ):
     """Log-probs of the response tokens under the ACTIVE adapter (and their per-token entropy if asked).
 
@@ -67,18 +74,33 @@ def response_logprobs(
     numbers do not depend on how much left padding its batch has. Only those T positions go through the output
     head, a chunk of tokens at a time (workbench/modeling/chunked_logprobs.py): the query's logits are never
     computed, and the response's are never held whole for backward.
+
+    `first_stop_ids`: also return, with gradient, each row's probability [batch] that its first response token is
+    one of these (the response ends before it says anything), under softmax(logits / temperature).
     """
     inputs = _sequence_inputs(query_ids, query_mask, response_ids, response_mask)
     inner = _inner(model)
     if not plain_output_head(inner.config):  # the model's own logits, transformed as its forward does
         logits = model(**inputs, logits_to_keep=response_ids.shape[1] + 1).logits[:, :-1]
         logprobs = logprobs_from_logits(logits, response_ids, temperature)
-        if not with_entropy:
-            return logprobs, None
-        with torch.no_grad():
-            return logprobs, per_token_entropy(logits, temperature)
-    hidden = _response_hidden_states(inner, inputs, query_ids.shape[1])
-    return _head_logprobs(inner, hidden, response_ids, temperature, with_entropy)
+        entropy = None
+        if with_entropy:
+            with torch.no_grad():
+                entropy = per_token_entropy(logits, temperature)
+        first_logits = logits[:, 0]
+    else:
+        hidden = _response_hidden_states(inner, inputs, query_ids.shape[1])
+        logprobs, entropy = _head_logprobs(inner, hidden, response_ids, temperature, with_entropy)
+        first_logits = inner.get_output_embeddings()(hidden[:, 0]) if first_stop_ids is not None else None
+    if first_stop_ids is None:
+        return logprobs, entropy
+    return logprobs, entropy, _stop_probability(first_logits, first_stop_ids, temperature)
+
+
+def _stop_probability(logits: torch.Tensor, stop_ids: Sequence[int], temperature: float) -> torch.Tensor:
+    """softmax(logits / temperature) summed over `stop_ids`: logits [batch, vocab] -> [batch], in float32 at least."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
+    return logits.softmax(dim=-1)[:, list(stop_ids)].sum(dim=-1)
 
 
 def response_logprobs_and_features(model, query_ids, query_mask, response_ids, response_mask, temperature: float):

@@ -1,8 +1,8 @@
 """The PPO algorithm as pure torch functions: no models, no I/O. The PPO stage (workbench/stages/) wires them up.
 
 Pipeline of one update: truncate_at_stop_tokens -> (score, logprobs, values from the models) ->
-apply_missing_eos_penalty -> per_token_kl -> per_token_rewards -> compute_gae -> whiten(advantages) ->
-RolloutBatch.minibatches -> clipped_policy_loss + clipped_value_loss -> KL controller update.
+apply_missing_eos_penalty -> apply_empty_response_penalty -> per_token_kl -> per_token_rewards -> compute_gae ->
+whiten(advantages) -> RolloutBatch.minibatches -> clipped_policy_loss + clipped_value_loss -> KL controller update.
 """
 
 from workbench.rl.buffer import RolloutBatch, concat_padded, pad_to_length
@@ -21,6 +21,7 @@ from workbench.rl.masked import masked_mean, masked_sum, masked_var
 from workbench.rl.rewards import (
     TokenRewards,
     TruncatedResponses,
+    apply_empty_response_penalty,
     apply_missing_eos_penalty,
     first_true_indices,
     has_stop_token,
@@ -39,6 +40,7 @@ __all__ = [
     "TokenRewards",
     "TruncatedResponses",
     "ValueLossOutput",
+    "apply_empty_response_penalty",
     "apply_missing_eos_penalty",
     "clipped_policy_loss",
     "clipped_value_loss",

@@ -156,6 +156,21 @@ class PPOConfig:
     missing_eos_mode: str = field(
         default="subtract", metadata={"help": "subtract the penalty from the score, or replace the score by -penalty."}
     )
+    empty_response_loss_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Add coef x the policy's probability of ending a response at once (its first token a stop "
+            "token) to the policy loss: that probability exactly, where rollouts only sample it, so the policy cannot "
+            "drift into empty answers that greedy decoding gives and rollouts have not yet drawn."
+        },
+    )
+    empty_response_penalty: float | None = field(
+        default=None,
+        metadata={
+            "help": "Score an empty response (nothing but whitespace before its stop token) -penalty, after score "
+            "scaling: a reward model that never saw an empty answer cannot be trusted to rank one."
+        },
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
     save_steps: int = field(default=10, metadata={"help": "Write checkpoint-<step>/ every this many steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest this many checkpoints."})
@@ -230,6 +245,13 @@ class PPOConfig:
                 raise UserError(f"{key} must be > 0; got {value}")
         if self.use_score_norm and not self.use_score_scaling:
             raise UserError("use_score_norm: true needs use_score_scaling: true (normalising is scaling and centring)")
+        if self.empty_response_loss_coef < 0:
+            raise UserError(f"empty_response_loss_coef must be >= 0; got {self.empty_response_loss_coef}")
+        if self.empty_response_penalty is not None and self.empty_response_penalty < 0:
+            raise UserError(
+                "empty_response_penalty must be >= 0 (an empty answer scores -penalty); "
+                f"got {self.empty_response_penalty}"
+            )
         if self.missing_eos_mode not in ("subtract", "replace"):
             raise UserError(f"missing_eos_mode must be subtract or replace; got {self.missing_eos_mode!r}")
         if self.top_k != 0 or self.top_p != 1.0:

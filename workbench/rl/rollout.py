@@ -35,6 +35,7 @@ from workbench.rl.rewards import has_stop_token, truncate_at_stop_tokens
 class Rollout:
     batch: RolloutBatch  # rewards/advantages/returns not yet filled in
     ended: torch.Tensor  # [batch] bool: the response has a stop token
+    empty: torch.Tensor  # [batch] bool: nothing but whitespace before the stop token
     entropy: torch.Tensor  # [batch, T] per-token entropy of the policy at rollout time
     prompts: list[list[dict]]
     responses: list[str]
@@ -120,6 +121,12 @@ def collect(
     texts = tokenizer.batch_decode(
         [ids[mask].tolist() for ids, mask in zip(response_ids, response_mask)], skip_special_tokens=True
     )
+    stop = torch.isin(response_ids, torch.tensor(stop_ids, device=response_ids.device))
+    content = tokenizer.batch_decode(
+        [ids[mask & ~is_stop].tolist() for ids, mask, is_stop in zip(response_ids, response_mask, stop)],
+        skip_special_tokens=True,
+    )
+    empty = torch.tensor([not text.strip() for text in content], dtype=torch.bool, device=response_ids.device)
     scores = torch.cat(
         scored(REWARD, "reward", lambda rows: reward_scores(model, tokenizer, prompts[rows], texts[rows], device))
     )
@@ -134,4 +141,4 @@ def collect(
         scores=scores,
         value_features=features,
     )
-    return Rollout(batch, ended, torch.cat(entropy), list(prompts), texts)
+    return Rollout(batch, ended, empty, torch.cat(entropy), list(prompts), texts)

@@ -36,7 +36,11 @@ from workbench.rl.losses import clipped_policy_loss, clipped_value_loss, explain
 from workbench.rl.masked import masked_mean, masked_sum
 from workbench.rl.phase_timer import PhaseTimer
 from workbench.rl.ppo_config import PPOConfig
-from workbench.rl.rewards import apply_missing_eos_penalty, per_token_rewards
+from workbench.rl.rewards import (
+    apply_empty_response_penalty,
+    apply_missing_eos_penalty,
+    per_token_rewards,
+)
 from workbench.rl.rollout import collect
 from workbench.rl.score_scaling import RunningMoments, scale_scores
 
@@ -176,6 +180,7 @@ class PPOTrainer:
             self.score_moments.update(self.accelerator.gather(batch.scores))  # the same moments on every process
         scaled = scale_scores(batch.scores, self.score_moments, config.use_score_norm, config.score_clip)
         scores = apply_missing_eos_penalty(scaled, rollout.ended, config.missing_eos_penalty, config.missing_eos_mode)
+        scores = apply_empty_response_penalty(scores, rollout.empty, config.empty_response_penalty)
         kl = per_token_kl(batch.logprobs, batch.ref_logprobs, mask, config.kl_estimator)
         reward_kl_coef = 0.0 if config.kl_loss else self.kl_controller.value
         token_rewards = per_token_rewards(scores, kl, mask, reward_kl_coef)
@@ -216,6 +221,7 @@ class PPOTrainer:
             **self._group_metrics(raw_scores),
             "response/length": lengths.mean().item(),
             "response/ended_fraction": gather(rollout.ended.float()).mean().item(),
+            "response/empty_fraction": gather(rollout.empty.float()).mean().item(),
             **updates,
             "perf/rollout_seconds": rollout_seconds,
             **timer.metrics(),
@@ -280,11 +286,18 @@ class PPOTrainer:
                     inputs = (part.query_ids, part.query_mask, part.response_ids, part.response_mask)
                     if train_policy:
                         with adapters.use_adapter(model, POLICY), timer("policy_update"):
-                            logprobs, _ = response_logprobs(model, *inputs, config.temperature)
+                            stop_ids = self.stop_ids if config.empty_response_loss_coef else None
+                            logprobs, *first_stop = response_logprobs(
+                                model, *inputs, config.temperature, first_stop_ids=stop_ids
+                            )
                             policy = clipped_policy_loss(
                                 logprobs, part.logprobs, part.advantages, part.response_mask, config.cliprange
                             )
                             loss = policy.loss
+                            if stop_ids is not None:  # the expected share of empty answers, exactly
+                                stop_probability = first_stop[1].mean()
+                                loss = loss + config.empty_response_loss_coef * stop_probability
+                                stats["policy/first_token_stop_probability"].append(stop_probability.item())
                             if config.kl_loss:  # GRPO: the KL to the reference as a loss term, not in the reward
                                 kl = per_token_kl(logprobs, part.ref_logprobs, part.response_mask, config.kl_estimator)
                                 kl_term = masked_mean(kl, part.response_mask)
