@@ -42,9 +42,14 @@ def _as_id_tensor(stop_token_ids: int | Sequence[int], like: torch.Tensor) -> to
     return torch.tensor(ids, dtype=like.dtype, device=like.device)
 
 
+def is_stop_token(response_ids: torch.Tensor, stop_token_ids: int | Sequence[int]) -> torch.Tensor:
+    """[batch, tokens] bool: which tokens are one of `stop_token_ids`."""
+    return torch.isin(response_ids, _as_id_tensor(stop_token_ids, response_ids))
+
+
 def has_stop_token(response_ids: torch.Tensor, stop_token_ids: int | Sequence[int]) -> torch.Tensor:
     """Whether each response [batch, tokens] contains one of `stop_token_ids`: False means it hit the length limit."""
-    return torch.isin(response_ids, _as_id_tensor(stop_token_ids, response_ids)).any(dim=-1)
+    return is_stop_token(response_ids, stop_token_ids).any(dim=-1)
 
 
 def truncate_at_stop_tokens(
@@ -55,7 +60,7 @@ def truncate_at_stop_tokens(
     Returns the new ids and the response mask (true on kept tokens). A response with no stop token is kept whole.
     The mask comes from the stop position, not from `ids != pad_id`, so it stays right when pad and EOS share an id.
     """
-    is_stop = torch.isin(response_ids, _as_id_tensor(stop_token_ids, response_ids))
+    is_stop = is_stop_token(response_ids, stop_token_ids)
     first_stop = first_true_indices(is_stop)
     positions = torch.arange(response_ids.shape[-1], device=response_ids.device)
     mask = positions.unsqueeze(0) <= first_stop.unsqueeze(-1)

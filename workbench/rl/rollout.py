@@ -27,7 +27,7 @@ from workbench.modeling.single_base import (
 from workbench.modeling.tokens import encode_prompts, left_pad
 from workbench.rl.buffer import RolloutBatch, pad_to_length
 from workbench.rl.phase_timer import PhaseTimer
-from workbench.rl.rewards import has_stop_token, truncate_at_stop_tokens
+from workbench.rl.rewards import has_stop_token, is_stop_token, truncate_at_stop_tokens
 
 
 # ── one rollout ──────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -121,7 +121,7 @@ def collect(
     texts = tokenizer.batch_decode(
         [ids[mask].tolist() for ids, mask in zip(response_ids, response_mask)], skip_special_tokens=True
     )
-    stop = torch.isin(response_ids, torch.tensor(stop_ids, device=response_ids.device))
+    stop = is_stop_token(response_ids, stop_ids)
     content = tokenizer.batch_decode(
         [ids[mask & ~is_stop].tolist() for ids, mask, is_stop in zip(response_ids, response_mask, stop)],
         skip_special_tokens=True,
