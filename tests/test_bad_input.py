@@ -426,6 +426,25 @@ def _(t: Inputs):
     return Case(["reward", "--config", str(recipe)], expect, output=t.out)
 
 
+@case("reward-off-topic-pairs-without-prompts")
+def _(t: Inputs):
+    data = t.jsonl("no-prompt.jsonl", [{"chosen": f"A careful answer {i}.", "rejected": f"no {i}"} for i in range(4)])
+    recipe = t.reward_recipe(data, off_topic_pairs=True)
+    return Case(["reward", "--config", str(recipe)], ["off_topic_pairs", "prompt"], output=t.out)
+
+
+@case("reward-negative-length-decorrelation")
+def _(t: Inputs):
+    recipe = t.reward_recipe(length_term=True, length_decorrelation=-1.0)
+    return Case(["reward", "--config", str(recipe)], ["length_decorrelation", ">= 0", "-1.0"], output=t.out)
+
+
+@case("reward-zero-length-term-learning-rate")
+def _(t: Inputs):
+    recipe = t.reward_recipe(length_term=True, length_term_learning_rate=0.0)
+    return Case(["reward", "--config", str(recipe)], ["length_term_learning_rate", "> 0", "0.0"], output=t.out)
+
+
 @case("reward-default-dtype-on-cpu")
 def _(t: Inputs):
     """The default precision (4-bit, bfloat16 compute) on a CPU: train, or refuse in one line; never a dtype crash."""

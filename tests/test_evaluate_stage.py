@@ -27,6 +27,7 @@ from workbench.evaluation.metrics import (
     mean_difference,
     policy_metrics,
     win_rate,
+    with_length_term,
 )
 
 RECIPE = """\
@@ -137,6 +138,26 @@ def test_judge_agreement_by_hand():
     assert judge_agreement(rows[:1])["rate"] is None
     # the pairs behind it, in sample order with their prompts (bench/alignment.py pairs them across reward models)
     assert agreement_outcomes(rows, min_gap=0.25) == [("a", 1.0), ("a", 1.0), ("a", 0.0), ("c", 0.0)]
+
+
+def test_a_reward_model_with_a_length_term_is_judged_whole_too():
+    """The head's scores plus w * tokens / 10 (workbench/modeling/length_term.py): the reward model as fitted to the
+    labelers, reported beside the head that RL optimises."""
+    from workbench.evaluation.eval_report import agreement_lines
+
+    rows = [
+        {"prompt_id": "a", "gold": 5.0, "reward": 1.0, "tokens": 40},  # long and good: the head alone prefers it
+        {"prompt_id": "a", "gold": 4.0, "reward": 0.5, "tokens": 10},
+    ]
+    whole = with_length_term(rows, -0.5)  # 1.0 - 2.0 = -1.0 against 0.5 - 0.5 = 0.0
+    assert [row["reward"] for row in whole] == [-1.0, 0.0] and [row["reward"] for row in rows] == [1.0, 0.5]
+    assert judge_agreement(rows)["rate"] == 1.0 and judge_agreement(whole)["rate"] == 0.0
+    metrics = {"reward_model_vs_gold": judge_agreement(rows)}
+    metrics["reward_model_with_length_term_vs_gold"] = judge_agreement(whole) | {"length_weight": -0.5}
+    text = "\n".join(agreement_lines(metrics))
+    assert "trained with a length term beside it (-0.50 per 10 tokens, left out of the head)" in text
+    assert "head and term together agree with gold on 0.0% ± 0.0 of the same pairs" in text
+    assert "length term" not in "\n".join(agreement_lines({"reward_model_vs_gold": judge_agreement(rows)}))
 
 
 def test_agreement_splits_by_the_part_that_makes_most_of_the_gold_gap():

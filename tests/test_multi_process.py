@@ -190,13 +190,18 @@ def test_cpu_flag_that_would_start_one_process_is_refused(tmp_path, tiny_model_p
 
 
 # ── reward ───────────────────────────────────────────────────────────────────────────────────────────────────────────
-def test_reward_two_processes_take_the_one_process_steps(tmp_path, labeled_data, tiny_model_path):  # noqa: F811
+# the length term's weight lives outside the model, so DDP does not average its gradient: the trainer does
+# (workbench/modeling/length_term.py). Its decorrelation term is a cosine over each process's own pairs, not a mean,
+# so the equivalence holds with it off.
+@pytest.mark.parametrize("extra", ["", "length_term: true\nlength_decorrelation: 0.0\n"], ids=["plain", "length_term"])
+def test_reward_two_processes_take_the_one_process_steps(tmp_path, labeled_data, tiny_model_path, extra):  # noqa: F811
     runs = {}
     for name, per_device, launcher in (("one", 4, one_process), ("two", 2, two_processes)):
         text = REWARD_RECIPE.format(data=labeled_data, max_steps=6, save_steps=6, output_dir=tmp_path / name)
         text = text.replace("logging_steps: 2\n", "").replace("dtype: float32\n", "")
         text = text.replace("per_device_train_batch_size: 4", f"per_device_train_batch_size: {per_device}")
-        runs[name] = (run(launcher("reward", write(tmp_path / f"{name}.yaml", text + EXACT))), tmp_path / name)
+        recipe = write(tmp_path / f"{name}.yaml", text + EXACT + extra)
+        runs[name] = (run(launcher("reward", recipe)), tmp_path / name)
     (_, one_dir), (two, two_dir) = runs["one"], runs["two"]
     one_loss, two_loss = logged(one_dir, "checkpoint-6", "loss"), logged(two_dir, "checkpoint-6", "loss")
     assert [step for step, _ in two_loss] == list(range(1, 7))
@@ -207,6 +212,9 @@ def test_reward_two_processes_take_the_one_process_steps(tmp_path, labeled_data,
     assert math.isclose(two_metrics["eval_accuracy"], one_metrics["eval_accuracy"])
     assert math.isclose(two_metrics["eval_mean_margin"], one_metrics["eval_mean_margin"], rel_tol=1e-2, abs_tol=1e-4)
     assert len(wandb_runs(two_dir)) == 1 and two.stdout.count("adapter saved to") == 1
+    if extra:
+        assert one_metrics["length_weight"] != 0.0
+        assert math.isclose(two_metrics["length_weight"], one_metrics["length_weight"], rel_tol=1e-3, abs_tol=1e-5)
 
 
 # ── PPO ──────────────────────────────────────────────────────────────────────────────────────────────────────────────

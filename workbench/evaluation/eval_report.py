@@ -132,6 +132,34 @@ def _signed_interval(difference: dict) -> str:
     return f"{difference['mean']:+.2f}{interval}"
 
 
+def agreement_lines(metrics: dict) -> list[str]:
+    """The report's paragraphs on how the reward model orders answers against the gold rubric (the head RL optimises,
+    and with a length term, head and term together)."""
+    lines: list[str] = []
+    agreement = metrics.get("reward_model_vs_gold")
+    if agreement and agreement["pairs"]:
+        lines += [
+            "",
+            f"The reward model orders two answers to the same prompt as the gold rubric does in "
+            f"{100 * agreement['rate']:.1f}% ± {200 * agreement['stderr']:.1f} of {agreement['pairs']} pairs "
+            f"(answers from any policy whose gold scores differ by {agreement['min_gold_gap']} or more).",
+        ]
+        if agreement.get("by_part"):
+            split = ", ".join(
+                f"{part} {100 * row['rate']:.0f}% of {row['pairs']}" for part, row in agreement["by_part"].items()
+            )
+            lines[-1] += f" Split by the rubric part that makes most of a pair's gold gap: {split}."
+    whole = metrics.get("reward_model_with_length_term_vs_gold")
+    if whole and whole["pairs"]:
+        lines += [
+            "",
+            f"That is the head RL optimises. The reward model was trained with a length term beside it "
+            f"({whole['length_weight']:+.2f} per 10 tokens, left out of the head); head and term together agree with "
+            f"gold on {100 * whole['rate']:.1f}% ± {200 * whole['stderr']:.1f} of the same pairs.",
+        ]
+    return lines
+
+
 def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_rows: int = 3) -> str:
     """The human-readable report: settings, a table per policy, win rates, the plots and a few answers."""
     settings, policies = metrics["settings"], metrics["policies"]
@@ -186,19 +214,7 @@ def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_r
                 f"| {name} | {judge} | {rate_text} | {_percent_interval(rate['ci95'])} "
                 f"| {rate['wins']} / {rate['ties']} / {rate['losses']} | {gap} |"
             )
-    agreement = metrics.get("reward_model_vs_gold")
-    if agreement and agreement["pairs"]:
-        lines += [
-            "",
-            f"The reward model orders two answers to the same prompt as the gold rubric does in "
-            f"{100 * agreement['rate']:.1f}% ± {200 * agreement['stderr']:.1f} of {agreement['pairs']} pairs "
-            f"(answers from any policy whose gold scores differ by {agreement['min_gold_gap']} or more).",
-        ]
-        if agreement.get("by_part"):
-            split = ", ".join(
-                f"{part} {100 * row['rate']:.0f}% of {row['pairs']}" for part, row in agreement["by_part"].items()
-            )
-            lines[-1] += f" Split by the rubric part that makes most of a pair's gold gap: {split}."
+    lines += agreement_lines(metrics)
     lines += ["", "## Plots", ""] + [f"![{key}]({file})" for key, file in plots.items()]
     lines += ["", "## Sample answers", ""]
     prompt_ids = list(dict.fromkeys(row["prompt_id"] for row in samples))[:sample_rows]

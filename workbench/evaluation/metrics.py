@@ -171,6 +171,15 @@ def judge_agreement(samples: Sequence[dict], judge: str = "reward", gold: str = 
     }
 
 
+def with_length_term(samples: Sequence[dict], length_weight: float) -> list[dict]:
+    """The samples with `reward` + length_weight * tokens / 10: the scores of a reward model trained with a length
+    term (workbench/modeling/length_term.py) as it was fitted to the labelers, where `reward` is its head alone, the
+    score RL optimises. Within a prompt only differences count, so the answer's tokens stand for the sequence's."""
+    from workbench.modeling.length_term import TOKENS_PER_UNIT
+
+    return [{**row, "reward": row["reward"] + length_weight * row["tokens"] / TOKENS_PER_UNIT} for row in samples]
+
+
 JUDGES = {"reward_model": "reward", "gold_rubric": "gold"}
 
 

@@ -126,17 +126,33 @@ class RankingLossMixin:
         self._signature_columns = [*self._signature_columns, *GROUP_COLUMNS]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "pair_index" not in inputs:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         import torch
 
         mode = "train" if self.model.training else "eval"
+        length_term = getattr(self, "length_weight", None) is not None and mode == "train"
+        if "pair_index" not in inputs and length_term:  # TRL's rows: B chosen, then B rejected; as pairs of one group
+            half = inputs["input_ids"].shape[0] // 2
+            positions = torch.arange(half, device=inputs["input_ids"].device)
+            inputs = {**inputs, "pair_index": torch.stack([positions, positions + half], dim=1)}
+            if "margin" in inputs:
+                inputs["pair_margin"] = inputs["margin"]
+        if "pair_index" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
         pair_index, margin = inputs["pair_index"], inputs.get("pair_margin")
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         rewards = outputs.logits.squeeze(-1)
         chosen, rejected = rewards[pair_index[:, 0]], rewards[pair_index[:, 1]]
         difference = chosen - rejected
-        loss = -torch.nn.functional.logsigmoid(difference - margin if margin is not None else difference).mean()
+        # with a length term (workbench/modeling/length_term.py) the loss reads head + w * length difference
+        fitted = difference
+        if length_term:
+            fitted = difference + self.pair_length_term(inputs["attention_mask"], pair_index)
+        loss = -torch.nn.functional.logsigmoid(fitted - margin if margin is not None else fitted).mean()
+        if length_term and self.length_decorrelation:
+            correlation = self.head_length_correlation(difference, inputs["attention_mask"], pair_index)
+            loss = loss + self.length_decorrelation * correlation
+            self._metrics[mode]["head_length_correlation"].append(correlation.item())
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)
 

@@ -270,6 +270,9 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
     for part in (evaluation.get(agreement) or {}).get("by_part") or {}:  # what the reward model has learned, and not
         label = f"Eval reward model vs gold, pairs mostly about {part}"
         f.get(label, "eval/metrics.json", f"{agreement}.by_part.{part}.rate")
+    if evaluation.get("reward_model_with_length_term_vs_gold"):  # head + the length term it was trained beside
+        label = "Eval reward model with its length term orders them as the gold rubric"
+        f.get(label, "eval/metrics.json", "reward_model_with_length_term_vs_gold.rate")
     for name in evaluation.get("reward_models_vs_gold") or {}:  # earlier rounds' reward models, same answers
         if name == round_stage("reward", rounds):
             continue  # the eval's own reward model: the row above

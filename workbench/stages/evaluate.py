@@ -158,6 +158,7 @@ def main(argv: list[str]) -> int:
     from workbench.evaluation import metrics as measures
     from workbench.evaluation import policies as scoring
     from workbench.fileio import write_json_atomic, write_jsonl_atomic
+    from workbench.modeling import adapters
     from workbench.modeling.generation import Sampling, generate_completions
     from workbench.modeling.loading import Quantization
     from workbench.output_dir import prepare_output_dir
@@ -240,6 +241,13 @@ def main(argv: list[str]) -> int:
     if cfg.gold_rubric:
         metrics["reward_model_vs_gold"] = measures.judge_agreement(samples)
         metrics["reward_model_vs_gold"]["by_part"] = measures.agreement_by_part(samples)
+        reward_manifest = adapters.read_manifest(cfg.reward_adapter, "SEQ_CLS", "reward_adapter")
+        length_weight = reward_manifest.extra.get("length_term")
+        if length_weight is not None:  # trained with a length term: the whole model, head + w * tokens / 10
+            with_term = measures.with_length_term(samples, length_weight)
+            metrics["reward_model_with_length_term_vs_gold"] = measures.judge_agreement(with_term)
+            metrics["reward_model_with_length_term_vs_gold"]["by_part"] = measures.agreement_by_part(with_term)
+            metrics["reward_model_with_length_term_vs_gold"]["length_weight"] = length_weight
         if judges_only:  # each reward model on the same answers: the main one's numbers, then the others'
             per_model = {Path(cfg.reward_adapter).parent.name: metrics["reward_model_vs_gold"]}
             prompts_of, answers_of = [s["prompt"] for s in samples], [s["response"] for s in samples]

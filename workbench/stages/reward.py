@@ -60,6 +60,32 @@ class RewardDataConfig(PreferenceDataConfig):
             "rankings of 4. per_device_train_batch_size then counts rankings (groups of pairs sharing answers)."
         },
     )
+    off_topic_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "Add one training pair per prompt: its best-ranked answer over another prompt's best-ranked "
+            "answer shown under it (an answer to another question ranks below any answer to this one; "
+            "workbench/data/off_topic_pairs.py). Needs a `prompt` column; held-out pairs are left as they are."
+        },
+    )
+    length_term: bool = field(
+        default=False,
+        metadata={
+            "help": "Train with a learned length term beside the head: each pair's score difference plus w * (tokens "
+            "of chosen - tokens of rejected) / 10, one scalar w; the saved head leaves it out, so RL is not paid for "
+            "the length preference it explains (ODIN's length head, linear; workbench/modeling/length_term.py)."
+        },
+    )
+    length_term_learning_rate: float = field(
+        default=0.05, metadata={"help": "Learning rate of the length term's weight w (with length_term: true)."}
+    )
+    length_decorrelation: float = field(
+        default=1.0,
+        metadata={
+            "help": "With length_term: true, add this times |cosine| between the head's score differences and the "
+            "pairs' length differences to the loss (ODIN's decorrelation: the head must not rank by length)."
+        },
+    )
     calibration_bins: int = field(default=10, metadata={"help": "Confidence bins for the calibration report."})
     eval_base: bool = field(
         default=True,
@@ -71,9 +97,10 @@ def trainer_class():
     from trl import RewardTrainer
 
     from workbench.modeling.adapters import ResumeKeepsAdapterDtype
+    from workbench.modeling.length_term import LengthTermMixin
     from workbench.modeling.ranking_batches import RankingLossMixin
 
-    class WorkbenchRewardTrainer(ResumeKeepsAdapterDtype, RankingLossMixin, RewardTrainer):
+    class WorkbenchRewardTrainer(ResumeKeepsAdapterDtype, LengthTermMixin, RankingLossMixin, RewardTrainer):
         def __init__(self, *args, head_dtype=None, **kwargs):
             super().__init__(*args, **kwargs)
             # TRL casts every trainable parameter of a quantized model to bf16, the scalar head too; the head must
@@ -129,6 +156,11 @@ def main(argv: list[str]) -> int:
         raise UserError("init_adapter: expected one starting point for the reward LoRA; found init_from_sft: true too")
     if data_cfg.init_adapter and peft_config is None:
         raise UserError("init_adapter: needs use_peft: true (it continues a LoRA reward model); found use_peft: false")
+    if data_cfg.length_decorrelation < 0:
+        raise UserError(f"length_decorrelation: expected a number >= 0; found {data_cfg.length_decorrelation}")
+    if data_cfg.length_term and not data_cfg.length_term_learning_rate > 0:
+        rate = data_cfg.length_term_learning_rate
+        raise UserError(f"length_term_learning_rate: expected a number > 0 (with length_term: true); found {rate}")
 
     import torch
     from transformers import set_seed
@@ -152,6 +184,11 @@ def main(argv: list[str]) -> int:
     train_dataset, eval_dataset, kind, sources = load_train_and_eval(data_cfg, reward_cfg.seed, **margins)
     if eval_dataset is not None and "margin" in eval_dataset.column_names:
         eval_dataset = eval_dataset.remove_columns("margin")  # held-out accuracy is about the ranking alone
+    if data_cfg.off_topic_pairs:
+        from workbench.data.off_topic_pairs import add_off_topic_pairs
+
+        train_dataset, added = add_off_topic_pairs(train_dataset, reward_cfg.seed)
+        print(f"workbench reward: {added} off-topic pairs added (each prompt's best answer over another prompt's)")
     print(f"workbench reward: {len(train_dataset)} training pairs ({kind}), {len(eval_dataset or [])} eval pairs")
 
     # ── tokenizer ────────────────────────────────────────────────────────────────────────────────────────────────
@@ -202,6 +239,8 @@ def main(argv: list[str]) -> int:
         processing_class=tokenizer,
         head_dtype=getattr(torch, quant.compute_dtype),
         group_rankings=data_cfg.group_rankings,
+        length_term_learning_rate=data_cfg.length_term_learning_rate if data_cfg.length_term else None,
+        length_decorrelation=data_cfg.length_decorrelation,
     )
     if data_cfg.init_adapter:  # once the trainer has cast the weights (a quantized model's head goes via bf16)
         copied = adapters.init_lora_from(trainer.model, "default", data_cfg.init_adapter, heads=True)
@@ -229,6 +268,8 @@ def main(argv: list[str]) -> int:
             f"± {held_out['accuracy_stderr']:.3f} on {held_out['pairs']} pairs"
         )
     metrics["global_step"] = trainer.state.global_step
+    if trainer.length_weight is not None:  # the length preference the head was spared, per 10 tokens
+        metrics["length_weight"] = trainer.final_length_weight()
     log_metrics(run, metrics)
 
     # ── save ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -248,6 +289,8 @@ def main(argv: list[str]) -> int:
                 "format": kind,
                 "use_margin": "margin" in train_dataset.column_names,
                 "margin_scale": data_cfg.margin_scale,
+                # the learned length preference, per 10 tokens, that the saved head leaves out
+                "length_term": metrics.get("length_weight"),
             },
         )
         if peft_config is not None:
