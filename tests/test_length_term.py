@@ -4,12 +4,10 @@ out (workbench/modeling/length_term.py)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from test_reward_stage import reward_command, run
 
 from workbench.modeling.length_term import LengthTermMixin
 
@@ -99,9 +97,7 @@ def train(tmp_path, name: str, data, *extra: str):
         "eval_split_size: 0\nper_device_train_batch_size: 4\nmax_steps: 6\nsave_steps: 3\nlearning_rate: 1.0e-3\n"
         f"max_length: 64\nseed: 1\ndataloader_num_workers: 0\noutput_dir: {tmp_path / name}\n" + "".join(extra)
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "workbench.cli", "reward", "--config", str(recipe)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = run(reward_command("--config", str(recipe)))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((tmp_path / name / "metrics.json").read_text())
 
@@ -126,18 +122,8 @@ def test_with_the_term_the_length_preference_goes_to_w_not_to_the_head(tmp_path,
     head = {}  # the saved head's mean score margin, chosen - rejected, over the training pairs
     for name in ("plain", "termed"):
         scores = tmp_path / f"{name}-scores.jsonl"
-        command = [
-            sys.executable,
-            "-m",
-            "workbench.cli",
-            "reward",
-            "score",
-            "--adapter",
-            str(tmp_path / name / "adapter"),
-        ]
-        result = subprocess.run(
-            command + ["--input", str(data), "--output", str(scores)], capture_output=True, text=True
-        )
+        adapter = str(tmp_path / name / "adapter")
+        result = run(reward_command("score", "--adapter", adapter, "--input", str(data), "--output", str(scores)))
         assert result.returncode == 0, result.stderr[-3000:]
         scored = [json.loads(line) for line in scores.read_text().splitlines()]
         head[name] = sum(r["score_chosen"] - r["score_rejected"] for r in scored) / len(scored)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import datasets
 import pytest
+from test_reward_stage import reward_command, run
 
 from workbench.data.off_topic_pairs import add_off_topic_pairs, best_answers
 from workbench.errors import UserError
@@ -85,9 +83,7 @@ def test_the_reward_stage_trains_them_inside_each_prompts_ranking_group(tmp_path
         "eval_split_size: 0\noff_topic_pairs: true\ngroup_rankings: true\nper_device_train_batch_size: 2\n"
         f"max_steps: 1\nmax_length: 64\ndataloader_num_workers: 0\noutput_dir: {tmp_path / 'o'}\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "workbench.cli", "reward", "--config", str(recipe)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = run(reward_command("--config", str(recipe)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "workbench reward: 4 off-topic pairs added" in result.stdout
     assert "workbench reward: 16 training pairs" in result.stdout
