@@ -154,6 +154,7 @@ def test_ppo_writes_adapter_with_lineage_metrics_and_offline_wandb(tmp_path, tin
         assert all(value > 0 for value in seconds.values()), seconds
         assert sum(seconds[p] for p in rollout_phases) <= row["perf/rollout_seconds"]
         assert sum(seconds.values()) <= row["perf/step_seconds"]
+    assert "reward/uncertainty" not in history[0]  # reward_uncertainty_coef 0: the plain head
     assert history[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # policy == ref before the first update
     assert history[1]["objective/kl"] > 1e-6  # and apart after it
     assert history[1]["objective/kl_coef"] != history[0]["objective/kl_coef"]  # the adaptive controller moved
@@ -220,6 +221,29 @@ def test_bad_input_exits_2_naming_the_key(tmp_path, tiny_adapters):
         and "found a policy adapter (CAUSAL_LM" in result.stderr
     )
     assert not (output_dir / "adapter").exists()
+    result = run(ppo_command(recipe, "--reward_uncertainty_coef", "0.5"))  # a reward adapter without its posterior
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "reward_uncertainty.safetensors: expected the reward head's posterior" in result.stderr
+
+
+def test_a_pessimistic_reward_logs_the_uncertainty_it_subtracts(tmp_path, tiny_adapters, tiny_model_path):
+    """reward_uncertainty_coef: the rollouts' scores are the head's minus coef times u (the identity is proved on
+    the single base in tests/test_reward_uncertainty.py); each step logs the mean u of its answers."""
+    import shutil
+
+    from workbench.modeling import reward_uncertainty
+
+    sft, reward = tiny_adapters
+    uncertain = shutil.copytree(reward, tmp_path / "reward")
+    hidden = json.loads((Path(tiny_model_path) / "config.json").read_text())["hidden_size"]
+    features = torch.randn(8, hidden, generator=torch.Generator().manual_seed(0))
+    posterior = reward_uncertainty.fit(features, torch.tensor([[0, 1], [2, 3]]), torch.zeros(hidden), 1.0)
+    reward_uncertainty.save(uncertain, posterior, 1.0, pairs=2)
+    recipe, output_dir = write_recipe(tmp_path, "pessimistic", (sft, uncertain), steps=2)
+    result = run(ppo_command(recipe, "--reward_uncertainty_coef", "0.5"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((output_dir / "metrics.json").read_text())["history"]
+    assert all(row["reward/uncertainty"] > 0 for row in history) and len(history) == 2
 
 
 # every lever with state in the checkpoint: the schedule's position (10 warm-up optimizer steps span PPO steps 1-3),

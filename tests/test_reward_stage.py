@@ -110,6 +110,42 @@ def test_reward_writes_adapter_manifest_metrics_and_offline_wandb(trained, label
     assert again.returncode == 2 and "pass --resume" in again.stderr
 
 
+def test_the_saved_posterior_is_the_laplace_fit_of_the_saved_head_on_the_training_answers(trained, labeled_data):
+    """reward_uncertainty.safetensors beside the adapter: the mean features of the distinct training answers and the
+    inverse curvature of the pairwise loss at the saved head (workbench/modeling/reward_uncertainty.py), recomputed
+    here from the saved reward model as `workbench reward score` loads it."""
+    from safetensors import safe_open
+
+    from workbench.modeling import reward_uncertainty
+    from workbench.modeling.reward_model import final_features, load_reward_model
+    from workbench.modeling.tokens import reward_input_ids
+
+    _, output_dir, _ = trained
+    adapter = output_dir / "adapter"
+    saved = reward_uncertainty.load(adapter)
+    model, tokenizer, _ = load_reward_model(adapter)
+    rows = [json.loads(line) for line in labeled_data.read_text().splitlines()]
+    index_of: dict[tuple, int] = {}
+
+    def index(row, side) -> int:
+        return index_of.setdefault(tuple(reward_input_ids(tokenizer, row["prompt"], row[side])), len(index_of))
+
+    pairs = [[index(r, "chosen"), index(r, "rejected")] for r in rows if r["split"] == "train"]
+    features = final_features(model, [list(ids) for ids in index_of], tokenizer.pad_token_id)
+    weight = model.get_base_model().score.weight.detach()[0]
+    expected = reward_uncertainty.fit(features, torch.tensor(pairs), weight, prior_precision=1.0)
+    hidden = model.config.hidden_size
+    assert saved["mean"].shape == (hidden,) and saved["covariance"].shape == (hidden, hidden)
+    # TRL trains a quantized base's LoRA in bf16 and the saved adapter loads in fp32: features ~0.8 differ by < 0.01
+    torch.testing.assert_close(saved["mean"], expected["mean"], atol=0.02, rtol=0)
+    torch.testing.assert_close(saved["covariance"], expected["covariance"], atol=0.005, rtol=0)
+    with safe_open(adapter / reward_uncertainty.FILE, "pt") as file:
+        assert file.metadata() == {"prior_precision": "1.0", "pairs": str(len(pairs))}
+    median = reward_uncertainty.uncertainty(features.double(), **expected).median().item()
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["uncertainty_training_median"] == pytest.approx(median, rel=0.02)
+
+
 def test_resume_from_checkpoint_reaches_the_same_adapter(trained, tmp_path):
     """Drop the last checkpoint and the adapter, resume from checkpoint-3: the same weights come out."""
     recipe, output_dir, sft = trained
@@ -269,6 +305,7 @@ def test_rankings_train_as_groups_and_resume(tmp_path, tiny_model_path):
     result = run(reward_command("--config", str(recipe)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "workbench reward: 5 rankings (groups of pairs sharing answers) per epoch" in result.stdout
+    assert "workbench reward: head posterior from 15 pairs over 15 answers" in result.stdout  # read from the groups
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and metrics["eval_pairs"] > 0
     first = load_file(tmp_path / "o" / "adapter" / "adapter_model.safetensors")
@@ -286,6 +323,20 @@ def test_rankings_train_as_groups_and_resume(tmp_path, tiny_model_path):
 
     assert first.keys() == second.keys()
     assert distance(at_one, first) > 10 * distance(second, first)  # step 2 again, up to bf16 rounding
+
+
+def test_a_negative_prior_precision_exits_2_and_0_saves_no_posterior(trained, tmp_path):
+    recipe, _, sft = trained
+    result = run(reward_command("--config", str(recipe), "--uncertainty_prior_precision", "-1"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "uncertainty_prior_precision: expected a number >= 0 (0 saves no posterior); found -1.0" in result.stderr
+    output_dir = tmp_path / "none"
+    command = ["--config", str(recipe), "--sft_adapter", str(sft), "--output_dir", str(output_dir), "--max_steps", "1"]
+    result = run(reward_command(*command, "--uncertainty_prior_precision", "0", "--save_steps", "1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (output_dir / "adapter" / "adapter_model.safetensors").exists()
+    assert not (output_dir / "adapter" / "reward_uncertainty.safetensors").exists()
+    assert "uncertainty_training_median" not in json.loads((output_dir / "metrics.json").read_text())
 
 
 def test_missing_chosen_column_exits_2_naming_it(tmp_path, tiny_model_path):

@@ -399,10 +399,12 @@ def trainable_parameters(model, name: str) -> int:
     )
 
 
-def save(model, name: str, out_dir: str | Path, manifest: AdapterManifest, tokenizer=None) -> Path:
+def save(model, name: str, out_dir: str | Path, manifest: AdapterManifest, tokenizer=None, extra=None) -> Path:
     """Save adapter `name` (PEFT files + manifest, and the tokenizer if given) into `out_dir`, replaced whole once
-    everything is written."""
+    everything is written; `extra(folder)` may write more files into it first."""
     with atomic_directory(out_dir) as staging:
+        if extra is not None:
+            extra(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         model.save_pretrained(staging, selected_adapters=[name])

@@ -64,3 +64,31 @@ def score_sequences(
                 scores[index] = value
     model.train(was_training)
     return scores
+
+
+def final_features(model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 8):
+    """The final hidden state at each sequence's last token [n, hidden] (what the score head reads), float32."""
+    import torch
+
+    from workbench.modeling.tokens import right_pad
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    features = [None] * len(sequences)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            input_ids, attention_mask = right_pad([sequences[i] for i in chunk], pad_token_id)
+            hidden = model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.long().to(device),
+                output_hidden_states=True,
+                use_cache=False,
+            ).hidden_states[-1]
+            last = attention_mask.long().sum(dim=1) - 1
+            for index, row in zip(chunk, hidden[torch.arange(len(chunk)), last.to(hidden.device)].float().cpu()):
+                features[index] = row
+    model.train(was_training)
+    return torch.stack(features)

@@ -39,12 +39,15 @@ def load_single_base(
     value: bool = True,
     policy_adapter=None,
     value_model: str = "adapter",
+    reward_uncertainty_coef: float = 0.0,
 ):
     """ONE causal-LM base as `args` says, carrying `policy` + `ref` (the SFT adapter, trained / frozen; the policy
     from `policy_adapter` when given, a later round's start) and `reward` + `value` (the reward adapter with its
     head, frozen / trained; no `value` if `value` is False, for critic-free RL). With `value_model` "ref_features"
     the value is only a trained head, a copy of the reward head, read on the `ref` adapter's final hidden states
-    (`response_logprobs_and_features`): no value LoRA. Returns the PeftModel with `policy` active."""
+    (`response_logprobs_and_features`): no value LoRA. With `reward_uncertainty_coef` > 0 the reward head scores
+    minus that times its uncertainty (workbench/modeling/reward_uncertainty.py; the value head still starts from
+    the plain head). Returns the PeftModel with `policy` active."""
     model = loading.load_model(args, for_training=True, gradient_checkpointing=gradient_checkpointing)
     model = adapters.attach(model, POLICY, path=policy_adapter or sft_adapter, trainable=True)
     model = adapters.attach(model, REF, path=sft_adapter, trainable=False)
@@ -54,6 +57,12 @@ def load_single_base(
         heads.add_head(model, VALUE, model.workbench_heads[REWARD].weight.detach(), trainable=True)
     elif value:
         model = heads.attach_scalar_adapter(model, VALUE, reward_adapter, trainable=True)
+    if reward_uncertainty_coef > 0:
+        from workbench.modeling import reward_uncertainty
+
+        head, posterior = model.workbench_heads[REWARD], reward_uncertainty.load(reward_adapter)
+        pessimistic = reward_uncertainty.PessimisticHead(head, posterior, reward_uncertainty_coef)
+        model.workbench_heads[REWARD] = pessimistic.to(head.weight.device)
     adapters.switch(model, POLICY)
     return model
 

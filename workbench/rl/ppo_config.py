@@ -171,6 +171,14 @@ class PPOConfig:
             "scaling: a reward model that never saw an empty answer cannot be trusted to rank one."
         },
     )
+    reward_uncertainty_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Optimise the reward model's score minus this times its uncertainty, the standard deviation of "
+            "the score under the head's Laplace posterior that the reward stage saved beside its adapter "
+            "(workbench/modeling/reward_uncertainty.py): answers unlike any the labelers ranked are not trusted."
+        },
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
     save_steps: int = field(default=10, metadata={"help": "Write checkpoint-<step>/ every this many steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest this many checkpoints."})
@@ -245,6 +253,8 @@ class PPOConfig:
                 raise UserError(f"{key} must be > 0; got {value}")
         if self.use_score_norm and not self.use_score_scaling:
             raise UserError("use_score_norm: true needs use_score_scaling: true (normalising is scaling and centring)")
+        if not self.reward_uncertainty_coef >= 0:
+            raise UserError(f"reward_uncertainty_coef must be >= 0; got {self.reward_uncertainty_coef}")
         if self.empty_response_loss_coef < 0:
             raise UserError(f"empty_response_loss_coef must be >= 0; got {self.empty_response_loss_coef}")
         if self.empty_response_penalty is not None and self.empty_response_penalty < 0:

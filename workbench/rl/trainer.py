@@ -27,7 +27,7 @@ import torch
 from workbench.errors import UserError
 from workbench.modeling import adapters, heads
 from workbench.modeling.generation import Sampling, stop_token_ids
-from workbench.modeling.single_base import POLICY, VALUE, response_logprobs, response_values
+from workbench.modeling.single_base import POLICY, REWARD, VALUE, response_logprobs, response_values
 from workbench.rl import checkpoint as ckpt
 from workbench.rl.advantages import critic_free_advantages
 from workbench.rl.gae import compute_gae, whiten
@@ -211,6 +211,7 @@ class PPOTrainer:
             "reward/mean": raw_scores.mean().item(),
             "reward/std": raw_scores.std().item() if len(raw_scores) > 1 else 0.0,
             "reward/penalised_mean": penalised.mean().item(),
+            **self._uncertainty_metrics(),
             **self._scale_metrics(),
             "objective/kl": kl_per_response.mean().item(),
             "objective/kl_coef": self.kl_controller.value,
@@ -260,6 +261,15 @@ class PPOTrainer:
         if k < 2:
             return {}
         return {"reward/group_std": scores.reshape(-1, k).std(dim=1).mean().item()}
+
+    def _uncertainty_metrics(self) -> dict:
+        """The mean uncertainty of this step's answers under the reward head's posterior, with
+        reward_uncertainty_coef > 0 (reward/mean is then the head's score minus the coefficient times it)."""
+        take = getattr(self.model.workbench_heads[REWARD], "take", None)
+        spread = take() if take is not None else None
+        if spread is None:
+            return {}
+        return {"reward/uncertainty": self.accelerator.gather(spread.to(self.device)).mean().item()}
 
     def _scale_metrics(self) -> dict:
         if self.score_moments is None:

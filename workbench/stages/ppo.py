@@ -103,6 +103,7 @@ def main(argv: list[str]) -> int:
         value=ppo_cfg.critic,
         policy_adapter=ppo_cfg.policy_adapter,
         value_model=ppo_cfg.value_model,
+        reward_uncertainty_coef=ppo_cfg.reward_uncertainty_coef,
     )
     base_info = model.workbench_base
     trainer = PPOTrainer(model, tokenizer, prompts, ppo_cfg, accelerator)

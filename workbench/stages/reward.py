@@ -86,6 +86,14 @@ class RewardDataConfig(PreferenceDataConfig):
             "pairs' length differences to the loss (ODIN's decorrelation: the head must not rank by length)."
         },
     )
+    uncertainty_prior_precision: float = field(
+        default=1.0,
+        metadata={
+            "help": "Save the head's Laplace posterior with this prior precision beside the adapter "
+            "(reward_uncertainty.safetensors: one pass over the training answers), for RL's reward_uncertainty_coef "
+            "(workbench/modeling/reward_uncertainty.py); 0 saves none."
+        },
+    )
     calibration_bins: int = field(default=10, metadata={"help": "Confidence bins for the calibration report."})
     eval_base: bool = field(
         default=True,
@@ -115,6 +123,29 @@ def trainer_class():
                     module.register_forward_pre_hook(lambda head, args: (args[0].to(head.weight.dtype), *args[1:]))
 
     return WorkbenchRewardTrainer
+
+
+def head_posterior(trainer, prior_precision: float) -> dict:
+    """The trained head's Laplace posterior from the training pairs (workbench/modeling/reward_uncertainty.py), and
+    the median uncertainty of the training answers under it (`training_median`)."""
+    from workbench.modeling import reward_uncertainty
+    from workbench.modeling.reward_model import final_features
+
+    sequences, pairs = reward_uncertainty.training_answers(trainer.train_dataset)
+    model = trainer.accelerator.unwrap_model(trainer.model)  # every process: the whole training set, no gather
+    pad = trainer.processing_class.pad_token_id
+    features = final_features(model, sequences, pad, trainer.args.per_device_eval_batch_size)
+    head = model.get_base_model().score if hasattr(model, "get_base_model") else model.score
+    posterior = reward_uncertainty.fit(features, pairs, head.weight.detach().float().cpu(), prior_precision)
+    spread = reward_uncertainty.uncertainty(features.double(), posterior["mean"], posterior["covariance"])
+    print(f"workbench reward: head posterior from {len(pairs)} pairs over {len(sequences)} answers")
+    return {**posterior, "pairs": len(pairs), "training_median": spread.median().item()}
+
+
+def save_posterior(posterior: dict, prior_precision: float, staging: Path) -> None:
+    from workbench.modeling import reward_uncertainty
+
+    reward_uncertainty.save(staging, posterior, prior_precision, posterior["pairs"])
 
 
 def parse(argv: list[str]):
@@ -158,6 +189,9 @@ def main(argv: list[str]) -> int:
         raise UserError("init_adapter: needs use_peft: true (it continues a LoRA reward model); found use_peft: false")
     if data_cfg.length_decorrelation < 0:
         raise UserError(f"length_decorrelation: expected a number >= 0; found {data_cfg.length_decorrelation}")
+    if not data_cfg.uncertainty_prior_precision >= 0:
+        found = data_cfg.uncertainty_prior_precision
+        raise UserError(f"uncertainty_prior_precision: expected a number >= 0 (0 saves no posterior); found {found}")
     if data_cfg.length_term and not data_cfg.length_term_learning_rate > 0:
         rate = data_cfg.length_term_learning_rate
         raise UserError(f"length_term_learning_rate: expected a number > 0 (with length_term: true); found {rate}")
@@ -270,6 +304,10 @@ def main(argv: list[str]) -> int:
     metrics["global_step"] = trainer.state.global_step
     if trainer.length_weight is not None:  # the length preference the head was spared, per 10 tokens
         metrics["length_weight"] = trainer.final_length_weight()
+    posterior = None
+    if data_cfg.uncertainty_prior_precision > 0:  # the head's posterior, for RL's pessimistic reward
+        posterior = head_posterior(trainer, data_cfg.uncertainty_prior_precision)
+        metrics["uncertainty_training_median"] = posterior.pop("training_median")
     log_metrics(run, metrics)
 
     # ── save ─────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -293,11 +331,14 @@ def main(argv: list[str]) -> int:
                 "length_term": metrics.get("length_weight"),
             },
         )
+        extra = partial(save_posterior, posterior, data_cfg.uncertainty_prior_precision) if posterior else None
         if peft_config is not None:
-            adapter_dir = adapters.save(trainer.model, "default", output_dir / "adapter", manifest, tokenizer)
+            adapter_dir = adapters.save(trainer.model, "default", output_dir / "adapter", manifest, tokenizer, extra)
         else:
             adapter_dir = output_dir / "model"
             trainer.save_model(str(adapter_dir))
+            if extra is not None:
+                extra(adapter_dir)
             manifest.write(adapter_dir)
         write_json_atomic(output_dir / "metrics.json", metrics)
         tracking.log_artifact(run, adapter_dir, f"{STAGE}-adapter-{output_dir.name}", "adapter", manifest.extra)
