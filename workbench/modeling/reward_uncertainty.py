@@ -16,7 +16,8 @@ small for answers like the ones the labelers ranked (their differences pinned th
 directions), large for answers unlike them, along directions no ranking constrained. `PessimisticHead` scores
 w . f - coef * u(f), a lower confidence bound: RL is not paid for moving where the labels say nothing, the reward
 hacking a small reward model invites (at pipeline seed 21 PPO learned one-item lists, "1. Keep it quiet.", a form
-no labeled answer had; their u was above the SFT answers', while at seed 20, where PPO won, it was below). Measured
+2 of 245 labeled pairs show, both rejected; their u was above the SFT answers', while at seed 20, where PPO won, it
+was below). Measured
 on the quickstart it rescued seed 21 and lost at seeds 18 and 22 (recipes/smollm2-135m/ppo.yaml), so it is off there.
 
 Our own code: TRL, OpenRLHF and verl have no reward-model uncertainty, and laplace-torch fits whole torch models
