@@ -1,5 +1,6 @@
 """Rankings as batch elements (workbench/modeling/ranking_batches.py): the groups by hand, and the same loss and
-gradients as TRL's one-row-per-pair RewardTrainer on a real 4-bit tiny model, from a third of the sequences."""
+gradients as TRL's one-row-per-pair RewardTrainer on a real 4-bit tiny model, from a third of the sequences, and
+with each ranking's prompt tokens run once, from fewer tokens still."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from model_args import lora, margs, quant
 
-from workbench.modeling.ranking_batches import RankingCollator, ranking_groups
+from workbench.modeling.ranking_batches import RankingCollator, ranking_groups, shared_prompt_rewards
 
 
 def pairs(rows):
@@ -54,6 +55,7 @@ def test_collator_offsets_pairs_into_one_padded_batch():
     assert batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 0, 0]]
     assert batch["pair_index"].tolist() == [[1, 0], [2, 3], [4, 3]]
     assert batch["pair_margin"].tolist() == [0.5, 1.0, 0.0]
+    assert batch["sequence_group"].tolist() == [0, 0, 1, 1, 1]
     # held-out rows (one per pair) still get TRL's collation: chosen first, then rejected
     held_out = collate([{"chosen_ids": [1, 2], "rejected_ids": [3]}])
     assert held_out["input_ids"].tolist() == [[1, 2], [3, 0]]
@@ -61,7 +63,8 @@ def test_collator_offsets_pairs_into_one_padded_batch():
 
 @pytest.fixture(scope="module")
 def trainers(tiny_model_path, tmp_path_factory):
-    """The reward stage's trainer class over one real 4-bit tiny reward model, with and without ranking groups."""
+    """The reward stage's trainer class over one real 4-bit tiny reward model: TRL's pairs, ranking groups run
+    whole, and ranking groups sharing their prompt's tokens."""
     from trl import RewardConfig
 
     from workbench.modeling import adapters, loading
@@ -100,19 +103,20 @@ def trainers(tiny_model_path, tmp_path_factory):
                 )
     dataset = datasets.Dataset.from_list(rows)
     made = {}
-    for grouped in (False, True):
+    for grouped, shared in ((False, False), (True, False), (True, True)):
         config = RewardConfig(
             output_dir=str(tmp_path_factory.mktemp("rt")), report_to=[], use_cpu=True, bf16=False,
             per_device_train_batch_size=len(rows), max_length=128, dataloader_num_workers=0,
             center_rewards_coefficient=0.01,
         )  # fmt: skip
-        made[grouped] = trainer_class()(
+        made[grouped, shared] = trainer_class()(
             model=model,
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
             head_dtype=torch.float32,
             group_rankings=grouped,
+            share_prompt_tokens=shared,
         )
     for parameter in model.parameters():  # TRL casts a quantized model's trainable weights to bf16: compare in fp32
         if parameter.requires_grad:
@@ -124,22 +128,29 @@ def trainers(tiny_model_path, tmp_path_factory):
 
 
 def loss_and_grads(trainer):
+    """The first batch's loss, every trainable gradient, the batch, and how many token positions the decoder ran."""
     model = trainer.model
     model.train()
     batch = next(iter(trainer.get_train_dataloader()))
     model.zero_grad()
-    loss = trainer.compute_loss(model, dict(batch))
+    positions = []
+    embeddings = model.get_base_model().get_input_embeddings()
+    hook = embeddings.register_forward_hook(lambda module, args, output: positions.append(args[0].numel()))
+    try:
+        loss = trainer.compute_loss(model, dict(batch))
+    finally:
+        hook.remove()
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    return loss.detach(), grads, batch
+    return loss.detach(), grads, batch, sum(positions)
 
 
 def test_grouped_loss_and_gradients_equal_trls_pairwise_ones(trainers):
     """All 13 pairs in one batch: TRL scores 26 sequences, the groups 10, and the loss (with margins and TRL's reward
     centring) and every trainable gradient agree."""
     made, n_pairs = trainers
-    pair_loss, pair_grads, pair_batch = loss_and_grads(made[False])
-    group_loss, group_grads, group_batch = loss_and_grads(made[True])
+    pair_loss, pair_grads, pair_batch, _ = loss_and_grads(made[False, False])
+    group_loss, group_grads, group_batch, _ = loss_and_grads(made[True, False])
     assert pair_batch["input_ids"].shape[0] == 2 * n_pairs == 26
     assert group_batch["input_ids"].shape[0] == 4 + 4 + 2
     assert len(group_batch["pair_index"]) == n_pairs
@@ -148,3 +159,63 @@ def test_grouped_loss_and_gradients_equal_trls_pairwise_ones(trainers):
     for name, grad in pair_grads.items():
         assert torch.allclose(group_grads[name], grad, rtol=1e-4, atol=1e-6), name
     assert any(grad.abs().sum() > 0 for grad in pair_grads.values())
+
+
+def test_shared_prompt_tokens_give_the_same_loss_and_gradients_from_fewer_positions(trainers):
+    """Each of the 3 rankings runs its prompt (chat template and question) once, its KV cache copied to its 4, 4 and
+    2 answers: the decoder runs fewer token positions than the 10 padded rows, and the loss and every gradient are
+    those of the rows run whole (and so TRL's, by the test above)."""
+    made, _ = trainers
+    whole_loss, whole_grads, batch, whole_positions = loss_and_grads(made[True, False])
+    shared_loss, shared_grads, _, shared_positions = loss_and_grads(made[True, True])
+    assert whole_positions == batch["input_ids"].numel()
+    assert shared_positions < 0.8 * whole_positions
+    assert torch.allclose(shared_loss, whole_loss, rtol=1e-5, atol=1e-6)
+    assert whole_grads.keys() == shared_grads.keys()
+    for name, grad in whole_grads.items():
+        assert torch.allclose(shared_grads[name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_rows_ending_with_the_pad_id_run_whole(trainers):
+    """The model's own forward scores the last token that is not the pad id: a row ending with it is scored there,
+    so the shared path steps aside (and the loss is still the rows' own)."""
+    made, _ = trainers
+    trainer = made[True, True]
+    batch = dict(next(iter(trainer.get_train_dataloader())))
+    pad = trainer.model.get_base_model().config.pad_token_id
+    lengths = batch["attention_mask"].sum(dim=1)
+    batch["input_ids"][0, lengths[0] - 1] = pad
+    rows = batch["input_ids"], batch["attention_mask"], batch["sequence_group"]
+    assert shared_prompt_rewards(trainer.model, *rows) is None
+    batch["input_ids"][0, lengths[0] - 1] = 5
+    assert shared_prompt_rewards(trainer.model, *rows) is not None
+
+
+def test_held_out_pairs_score_each_answer_once_with_the_scores_of_whole_rows(trainers):
+    """`evaluate_pairs` (the reward stage's held-out metrics) scores the 10 distinct answers of the 13 pairs, each
+    ranking's prompt run once, and reports the margins of the model's own forward over each pair's two rows."""
+    from workbench.evaluation.pairwise import evaluate_pairs, pairwise_metrics
+
+    made, n_pairs = trainers
+    trainer = made[False, False]
+    model, dataset = trainer.model, trainer.train_dataset
+    model.eval()
+    with torch.no_grad():
+        margins = []
+        for chosen, rejected in zip(dataset["chosen_ids"], dataset["rejected_ids"]):
+            rows = [torch.tensor([ids]) for ids in (chosen, rejected)]
+            scores = [model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.item() for ids in rows]
+            margins.append(scores[0] - scores[1])
+    positions = []
+    embeddings = model.get_base_model().get_input_embeddings()
+    hook = embeddings.register_forward_hook(lambda module, args, output: positions.append(args[0].numel()))
+    try:
+        measured = evaluate_pairs(trainer, dataset, bins=4)
+    finally:
+        hook.remove()
+    expected = pairwise_metrics(margins, bins=4)
+    assert measured["pairs"] == n_pairs and measured["accuracy"] == expected["accuracy"]
+    assert measured["mean_margin"] == pytest.approx(expected["mean_margin"], abs=1e-5)
+    whole = sum(len(c) + len(r) for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"]))
+    distinct = sum(len(s) for s in {tuple(ids) for ids in [*dataset["chosen_ids"], *dataset["rejected_ids"]]})
+    assert sum(positions) < 0.8 * distinct < whole  # each answer once, each prompt's tokens once per batch

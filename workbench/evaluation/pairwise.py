@@ -48,14 +48,24 @@ def pairwise_metrics(margins: list[float], bins: int = 10) -> dict:
 
 
 def evaluate_pairs(trainer, dataset, bins: int) -> dict:
-    """Pairwise accuracy, mean margin and calibration of the trainer's model on a tokenized preference dataset."""
-    from workbench.modeling.reward_model import score_sequences
+    """Pairwise accuracy, mean margin and calibration of the trainer's model on a tokenized preference dataset.
 
+    Each distinct answer is scored once, and the answers of pairs that share a prefix (their prompt) run it once
+    (`score_sequences` with groups): the scores the model gives each pair's two sequences run whole."""
+    from workbench.modeling.reward_model import score_sequences
+    from workbench.modeling.reward_uncertainty import training_answers
+    from workbench.modeling.shared_prefix import common_prefix_length
+
+    sequences, pairs = training_answers(dataset)
+    pairs = pairs.tolist()
+    groups: list = [None] * len(sequences)
+    for chosen, rejected in pairs:  # an answer joins the group of the first pair it is in: the tokens they share
+        shared = tuple(sequences[chosen][: common_prefix_length([sequences[chosen], sequences[rejected]])])
+        for index in (chosen, rejected):
+            groups[index] = shared if groups[index] is None else groups[index]
     pad = trainer.processing_class.pad_token_id
-    batch = trainer.args.per_device_eval_batch_size
-    chosen = score_sequences(trainer.model, dataset["chosen_ids"], pad, batch)
-    rejected = score_sequences(trainer.model, dataset["rejected_ids"], pad, batch)
-    return pairwise_metrics([c - r for c, r in zip(chosen, rejected)], bins)
+    scores = score_sequences(trainer.model, sequences, pad, trainer.args.per_device_eval_batch_size, groups)
+    return pairwise_metrics([scores[chosen] - scores[rejected] for chosen, rejected in pairs], bins)
 
 
 def log_metrics(run, metrics: dict) -> None:

@@ -10,6 +10,12 @@ bound, that is about 3x the pairs per second. TRL has no such batching, so the r
 
 A group is every pair connected through a shared answer (the pairs of one ranking are; the sequence includes the
 prompt, so answers to different prompts never meet). Held-out pairs keep TRL's one-row-per-pair form.
+
+A group's answers also share their prompt's tokens, about two fifths of each sequence here: `shared_prompt_rewards`
+runs them once per group and copies their KV cache to the group's rows (workbench/modeling/shared_prefix.py, which
+does the same for scoring), so the gradient of every answer's loss flows back into one run of the prompt. Same
+scores and gradients (tests/test_ranking_batches.py); no library does this in training (TRL, OpenRLHF and verl run
+each sequence whole).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GROUP_COLUMNS = ["sequences", "pair_index", "pair_margin"]
+SEQUENCE_GROUP = "sequence_group"  # the collator's batch key: which group (batch element) each sequence comes from
 
 
 def ranking_groups(dataset):
@@ -70,7 +77,8 @@ def ranking_groups(dataset):
 
 @dataclass
 class RankingCollator:
-    """Batches of groups: every group's sequences right-padded into one batch, `pair_index` shifted to match.
+    """Batches of groups: every group's sequences right-padded into one batch, `pair_index` shifted to match, and
+    `sequence_group`, the batch element each sequence comes from.
 
     Rows without `sequences` (held-out pairs) go to TRL's `DataCollatorForPreference` unchanged."""
 
@@ -84,10 +92,11 @@ class RankingCollator:
 
         if "sequences" not in examples[0]:
             return DataCollatorForPreference(self.pad_token_id, self.pad_to_multiple_of)(examples)
-        sequences, pair_index, margins = [], [], []
-        for example in examples:
+        sequences, pair_index, margins, group_of = [], [], [], []
+        for index, example in enumerate(examples):
             offset = len(sequences)
             sequences += [torch.tensor(ids) for ids in example["sequences"]]
+            group_of += [index] * len(example["sequences"])
             pair_index += [[offset + c, offset + r] for c, r in example["pair_index"]]
             margins += example.get("pair_margin") or []
         common = dict(padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
@@ -95,19 +104,46 @@ class RankingCollator:
             "input_ids": pad(sequences, padding_value=self.pad_token_id, **common),
             "attention_mask": pad([torch.ones_like(ids) for ids in sequences], padding_value=0, **common),
             "pair_index": torch.tensor(pair_index, dtype=torch.long),
+            SEQUENCE_GROUP: torch.tensor(group_of, dtype=torch.long),
         }
         if "pair_margin" in examples[0]:
             output["pair_margin"] = torch.tensor(margins, dtype=torch.float)
         return output
 
 
+def shared_prompt_rewards(model, input_ids, attention_mask, sequence_group):
+    """The sequence-classification reward model's score of each right-padded row, with the rows of one group running
+    their common prefix (the prompt) once; None where that cannot give the model's own scores (then run the rows
+    whole): a model wrapped for several processes, prompt learning, no `score` head, a row ending with the pad id
+    (the model's forward reads the last token that is not the pad id, this path the last real one), gradient
+    checkpointing, or no group of two."""
+    from workbench.modeling.shared_prefix import last_hidden_states
+
+    if not hasattr(model, "get_base_model"):
+        # DDP/FSDP/DeepSpeed: their gradient synchronisation is set up by the wrapper's own forward, not called here
+        return None
+    inner = model.get_base_model()
+    if model.active_peft_config.is_prompt_learning or not hasattr(inner, "score"):
+        return None
+    pad_token_id = inner.config.pad_token_id
+    sequences = [row[:length].tolist() for row, length in zip(input_ids, attention_mask.sum(dim=1).tolist())]
+    if any(not sequence or sequence[-1] == pad_token_id for sequence in sequences):
+        return None
+    last = last_hidden_states(inner.base_model, sequences, sequence_group.tolist(), pad_token_id)
+    if last is None:
+        return None
+    return inner.score(last).squeeze(-1)  # the trainer's pre-hook gives the head its own dtype
+
+
 class RankingLossMixin:
     """For a TRL `RewardTrainer` subclass: with `group_rankings=True` the training rows become ranking groups and
     the loss is TRL's pairwise loss, -log sigmoid(r_chosen - r_rejected - margin) averaged over the batch's pairs
-    (plus TRL's `center_rewards_coefficient` term), read from one score per distinct answer."""
+    (plus TRL's `center_rewards_coefficient` term), read from one score per distinct answer; with
+    `share_prompt_tokens=True` too, each group's prompt tokens run once (`shared_prompt_rewards`)."""
 
-    def __init__(self, *args, group_rankings: bool = False, **kwargs):
+    def __init__(self, *args, group_rankings: bool = False, share_prompt_tokens: bool = False, **kwargs):
         self.group_rankings = group_rankings
+        self.share_prompt_tokens = share_prompt_tokens
         if group_rankings:
             tokenizer, config = kwargs["processing_class"], kwargs["args"]
             pad_token = config.pad_token or tokenizer.pad_token or tokenizer.eos_token  # TRL's choice of pad token
@@ -140,8 +176,13 @@ class RankingLossMixin:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
         pair_index, margin = inputs["pair_index"], inputs.get("pair_margin")
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        rewards = outputs.logits.squeeze(-1)
+        rewards = outputs = None
+        if self.share_prompt_tokens and SEQUENCE_GROUP in inputs and not return_outputs:
+            rows = inputs["input_ids"], inputs["attention_mask"], inputs[SEQUENCE_GROUP]
+            rewards = shared_prompt_rewards(model, *rows)
+        if rewards is None:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            rewards = outputs.logits.squeeze(-1)
         chosen, rejected = rewards[pair_index[:, 0]], rewards[pair_index[:, 1]]
         difference = chosen - rejected
         # with a length term (workbench/modeling/length_term.py) the loss reads head + w * length difference

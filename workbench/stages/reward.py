@@ -60,6 +60,14 @@ class RewardDataConfig(PreferenceDataConfig):
             "rankings of 4. per_device_train_batch_size then counts rankings (groups of pairs sharing answers)."
         },
     )
+    share_prompt_tokens: bool = field(
+        default=True,
+        metadata={
+            "help": "With group_rankings: run each ranking's prompt tokens once for all its answers, their KV cache "
+            "copied to every answer (ranking_batches.shared_prompt_rewards): the same scores and gradients from "
+            "fewer tokens. Runs whole rows where it cannot (several processes, gradient checkpointing)."
+        },
+    )
     off_topic_pairs: bool = field(
         default=False,
         metadata={
@@ -273,6 +281,7 @@ def main(argv: list[str]) -> int:
         processing_class=tokenizer,
         head_dtype=getattr(torch, quant.compute_dtype),
         group_rankings=data_cfg.group_rankings,
+        share_prompt_tokens=data_cfg.share_prompt_tokens,
         length_term_learning_rate=data_cfg.length_term_learning_rate if data_cfg.length_term else None,
         length_decorrelation=data_cfg.length_decorrelation,
     )
