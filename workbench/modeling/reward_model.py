@@ -70,6 +70,7 @@ def final_features(model, sequences: list[list[int]], pad_token_id: int, batch_s
     """The final hidden state at each sequence's last token [n, hidden] (what the score head reads), float32."""
     import torch
 
+    from workbench.modeling.heads import last_token_index
     from workbench.modeling.tokens import right_pad
 
     device = next(model.parameters()).device
@@ -87,7 +88,7 @@ def final_features(model, sequences: list[list[int]], pad_token_id: int, batch_s
                 output_hidden_states=True,
                 use_cache=False,
             ).hidden_states[-1]
-            last = attention_mask.long().sum(dim=1) - 1
+            last = last_token_index(attention_mask)
             for index, row in zip(chunk, hidden[torch.arange(len(chunk)), last.to(hidden.device)].float().cpu()):
                 features[index] = row
     model.train(was_training)
