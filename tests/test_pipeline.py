@@ -220,8 +220,8 @@ def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp
     """recipes/quickstart.yaml's method (bench/alignment.py ppo on seeds 5-10, then seed 11 out of sample): the ppo
     recipe with its critic a head on the reference pass's hidden states, 32 steps (seeds 17-21), both empty-answer
     guards on, the plain reward score (the pessimistic one lost at seeds 18 and 22), its reward model trained with the
-    length term (seeds 17-19); a critic-free method on the same recipe resets every critic key, the critic's choice
-    too."""
+    length term (seeds 17-19) and one off-topic pair per prompt (seeds 18-24); a critic-free method on the same recipe
+    resets every critic key, the critic's choice too."""
     from workbench.stages.pipeline import validate
 
     quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
@@ -236,7 +236,8 @@ def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp
     )
     assert (rl["empty_response_penalty"], rl["empty_response_loss_coef"]) == (3.0, 10.0)
     assert plan.stage("reward").recipe["max_steps"] == 40
-    assert plan.stage("reward").recipe["length_term"] is True
+    reward = plan.stage("reward").recipe
+    assert reward["length_term"] is True and reward["off_topic_pairs"] is True
     assert rl["reward_uncertainty_coef"] == 0.0 and plan.stage("reward").recipe["uncertainty_prior_precision"] == 0.0
     assert plan.stage("ppo").commands[0][0] == "ppo"
     assert [policy["name"] for policy in plan.stage("eval").recipe["policies"]] == ["sft", "ppo"]
