@@ -235,10 +235,10 @@ def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp
         32,
     )
     assert (rl["empty_response_penalty"], rl["empty_response_loss_coef"]) == (3.0, 10.0)
-    assert plan.stage("reward").recipe["max_steps"] == 40
     reward = plan.stage("reward").recipe
+    assert reward["max_steps"] == 40
     assert reward["length_term"] is True and reward["off_topic_pairs"] is True
-    assert rl["reward_uncertainty_coef"] == 0.0 and plan.stage("reward").recipe["uncertainty_prior_precision"] == 0.0
+    assert rl["reward_uncertainty_coef"] == 0.0 and reward["uncertainty_prior_precision"] == 0.0
     assert plan.stage("ppo").commands[0][0] == "ppo"
     assert [policy["name"] for policy in plan.stage("eval").recipe["policies"]] == ["sft", "ppo"]
     validate(plan)
