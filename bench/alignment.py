@@ -109,6 +109,16 @@ PPO_VARIANTS = {
     # against 0.617 / 0.667 / 0.488, pooled gold difference -0.14 [-0.20, -0.08]; not adopted
     # (bench/results/alignment-kl-cpu-2core.json)
     "kl_x4": {"kl_coef": ("kl_coef", 4)},
+    # twice the prompts a rollout: the score normalisation and advantage whitening see twice the samples, and on a
+    # CPU sampling 16 answers costs little more than 8 (a decoding step is ~0.06 s plus ~4 ms an answer). Does one
+    # PPO run become less of a draw? 20 steps of 16 (320 rollouts) against the quickstart's 32 of 8 (256): at
+    # pipeline seed 28, PPO seeds 0 and 1, gold win 0.717 / 0.733 against 0.500 / 0.796, at 1.2x the stage's time
+    "batch16": {"batch_size": 16, "total_steps": 20},
+    # 16 steps of 16: the same 256 rollouts (with the 2 value-only warm-up steps, 112 policy optimizer steps of 4
+    # against 120). At pipeline seeds 28 and 29, PPO seeds 0 and 1: 0.688 / 0.804 / 0.767 / 0.692 against 0.500 /
+    # 0.796 / 0.762 / 0.742, paired gold +0.04 [-0.01, +0.09], 0.6x the KL per token, 6-18% less time; the
+    # quickstart's since (bench/results/alignment-ppo-batch-cpu-2core.json)
+    "batch16_steps16": {"batch_size": 16, "total_steps": 16},
     # PPO on a quickstart run (--stage reinforce++): the ppo recipe's critic and its levers, the value adapter as the
     # critic or a head on the reference pass's hidden states (value_model ref_features: no value passes)
     "ppo": PPO_CRITIC,

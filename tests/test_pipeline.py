@@ -218,7 +218,8 @@ def test_raft_trains_on_the_runs_adapters_and_continues_its_last_round_policy(tm
 
 def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp_path):
     """recipes/quickstart.yaml's method (bench/alignment.py ppo on seeds 5-10, then seed 11 out of sample): the ppo
-    recipe with its critic a head on the reference pass's hidden states, 32 steps (seeds 17-21), both empty-answer
+    recipe with its critic a head on the reference pass's hidden states, 16 steps of 16 rollouts (the 256 rollouts
+    of 32 steps of 8: seeds 17-21 chose those, seeds 28-29 the larger batch), both empty-answer
     guards on, the plain reward score (the pessimistic one lost at seeds 18 and 22), its reward model trained with the
     length term (seeds 17-19) and one off-topic pair per prompt (seeds 18-24); a critic-free method on the same recipe
     resets every critic key, the critic's choice too."""
@@ -231,8 +232,8 @@ def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp
     assert (rl.get("advantage_estimator", "gae"), rl["value_model"], rl["batch_size"], rl["total_steps"]) == (
         "gae",
         "ref_features",
-        8,
-        32,
+        16,
+        16,
     )
     assert (rl["empty_response_penalty"], rl["empty_response_loss_coef"]) == (3.0, 10.0)
     reward = plan.stage("reward").recipe
@@ -244,7 +245,8 @@ def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp
     validate(plan)
     critic_free = plan_for(quickstart, "--run_dir", str(tmp_path / "rpp"), "--methods", "reinforce++")
     rl = critic_free.stage("reinforce++").recipe
-    assert (rl["advantage_estimator"], rl.get("rollouts_per_prompt", 1), rl["batch_size"]) == ("reinforce++", 1, 8)
+    assert (rl["advantage_estimator"], rl.get("rollouts_per_prompt", 1), rl["batch_size"]) == ("reinforce++", 1, 16)
+    assert rl["total_steps"] == 16
     assert rl["critic_warmup_steps"] == 0 and rl["value_learning_rate"] is None and rl["value_max_grad_norm"] is None
     assert rl["value_model"] == "adapter"  # the ppo recipe's critic choice is reset with the other critic keys
     validate(critic_free)
