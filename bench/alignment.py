@@ -13,9 +13,9 @@ the answers PPO starts from. Agreement: of the answer pairs to one prompt whose 
 0.25, the share the reward model orders as the rubric does (the eval stage's `reward_model_vs_gold`). The rubric is
 only the measuring stick here; the reward models learn from the labelers' rankings alone.
 
-The JSON gives every (variant, seed) row (agreement, the stage's held-out pairwise accuracy on labeler pairs, train
-seconds) and, per variant, the paired difference to `baseline` over the same pairs and seeds with a bootstrap 95%
-interval over prompts.
+The JSON gives every (variant, seed) row (agreement, the stage's held-out pairwise accuracy and mean margin on labeler
+pairs, its training loss, train seconds) and, per variant, the paired difference to `baseline` over the same pairs and
+seeds with a bootstrap 95% interval over prompts.
 
 `ppo`: PPO is trained again once per variant (PPO_VARIANTS) and seed from the run's SFT policy and reward model; per
 seed, one eval answers `--prompts` (default 120) held-out prompts greedily with SFT and that seed's variants. Rows:
@@ -67,6 +67,11 @@ VARIANTS = {
     # ~1.5x the pairs, the added ones closer and noisier; margins and agreement stay on every pair. Measured on 3
     # runs: 0.704 against 0.713 (bench/results/alignment-reward-majority-cpu-2core.json)
     "majority": {PAIRS_MIN_AGREEMENT: 0.6},
+    # the length term without the head's decorrelation from length (ODIN's loss term, length_decorrelation)
+    "no_decorrelation": {"length_decorrelation": 0.0},
+    # the decorrelation with the head's norm floored at an RMS score difference of 1 (length_term.py): it does not
+    # push a fresh head's small scores about
+    "decorrelation_floor": {"length_decorrelation_floor": 1.0},
 }
 # PPO variants: keys on top of the run's ppo recipe (the run's SFT and reward adapters stay)
 PPO_CRITIC = {
@@ -249,6 +254,8 @@ def train_and_score(run_dir: Path, work: Path, name: str, seed: int, candidates:
         "agreement_by_part": agreement_by_part(candidates, scored),
         "held_out_accuracy": metrics.get("eval_accuracy"),
         "held_out_pairs": metrics.get("eval_pairs"),
+        "held_out_mean_margin": metrics.get("eval_mean_margin"),
+        "train_loss": metrics.get("train_loss"),
         "train_seconds": json.loads((folder / "bench-seconds.json").read_text())["seconds"],
         "outcomes": agree,
     }

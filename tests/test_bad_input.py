@@ -439,6 +439,12 @@ def _(t: Inputs):
     return Case(["reward", "--config", str(recipe)], ["length_decorrelation", ">= 0", "-1.0"], output=t.out)
 
 
+@case("reward-negative-length-decorrelation-floor")
+def _(t: Inputs):
+    recipe = t.reward_recipe(length_term=True, length_decorrelation_floor=-0.5)
+    return Case(["reward", "--config", str(recipe)], ["length_decorrelation_floor", ">= 0", "-0.5"], output=t.out)
+
+
 @case("reward-zero-length-term-learning-rate")
 def _(t: Inputs):
     recipe = t.reward_recipe(length_term=True, length_term_learning_rate=0.0)

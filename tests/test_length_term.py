@@ -33,6 +33,39 @@ def test_the_term_is_w_times_the_length_difference_per_10_tokens():
     assert Trainer(length_term_learning_rate=None).length_weight is None  # off: no term
 
 
+def test_the_decorrelation_is_the_cosine_with_the_head_s_norm_floored():
+    """Length differences (-2, 3): above the floor (RMS score difference 1, here a norm of sqrt(2)) the loss is the
+    |cosine| at any scale; below it, |d . l| / (|l| sqrt(2)). A cosine's gradient grows as the head's scores shrink
+    (it would push a fresh head about); the floored loss's gradient is |l / |l|| / sqrt(2) at any small scale."""
+
+    class Trainer(LengthTermMixin):
+        is_deepspeed_enabled = False
+
+        def add_callback(self, callback):
+            pass
+
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])  # 3, 5 and 2 tokens
+    pairs = torch.tensor([[0, 1], [1, 2]])  # length differences -2 and 3
+    floored = Trainer(length_term_learning_rate=0.1, length_decorrelation_floor=1.0)
+    cosine = 0.4 / 13**0.5 / 0.05**0.5  # d = (0.1, 0.2): d . l = 0.4
+    loss, correlation = floored.head_length_correlation(torch.tensor([0.1, 0.2]), mask, pairs)
+    assert correlation.item() == pytest.approx(cosine)
+    assert loss.item() == pytest.approx(0.4 / 13**0.5 / 2**0.5)
+    loss, correlation = floored.head_length_correlation(torch.tensor([10.0, 20.0]), mask, pairs)
+    assert loss.item() == pytest.approx(cosine) and correlation.item() == pytest.approx(cosine)
+
+    def gradient_norm(trainer, scale: float) -> float:
+        small = torch.tensor([0.1 * scale, 0.2 * scale], requires_grad=True)
+        trainer.head_length_correlation(small, mask, pairs)[0].backward()
+        return small.grad.norm().item()
+
+    plain = Trainer(length_term_learning_rate=0.1, length_decorrelation_floor=0.0)  # the cosine itself
+    assert gradient_norm(plain, 1e-3) == pytest.approx(1e3 * gradient_norm(plain, 1.0))
+    assert gradient_norm(floored, 1e-3) == pytest.approx(gradient_norm(floored, 1.0)) == pytest.approx(2**-0.5)
+    loss, correlation = floored.head_length_correlation(torch.tensor([0.1, 0.2]), mask[[0, 0, 0]], pairs)
+    assert loss.item() == 0 and correlation.item() == 0  # no length difference: nothing to decorrelate
+
+
 def toy_trainer(tmp_path, steps: int):
     """A transformers Trainer with the mixin whose loss is model.a * x + w: every step w's gradient is exactly 1."""
     from transformers import Trainer, TrainingArguments

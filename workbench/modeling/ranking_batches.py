@@ -191,8 +191,8 @@ class RankingLossMixin:
             fitted = difference + self.pair_length_term(inputs["attention_mask"], pair_index)
         loss = -torch.nn.functional.logsigmoid(fitted - margin if margin is not None else fitted).mean()
         if length_term and self.length_decorrelation:
-            correlation = self.head_length_correlation(difference, inputs["attention_mask"], pair_index)
-            loss = loss + self.length_decorrelation * correlation
+            penalty, correlation = self.head_length_correlation(difference, inputs["attention_mask"], pair_index)
+            loss = loss + self.length_decorrelation * penalty
             self._metrics[mode]["head_length_correlation"].append(correlation.item())
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)

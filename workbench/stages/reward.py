@@ -94,6 +94,15 @@ class RewardDataConfig(PreferenceDataConfig):
             "pairs' length differences to the loss (ODIN's decorrelation: the head must not rank by length)."
         },
     )
+    length_decorrelation_floor: float = field(
+        default=1.0,
+        metadata={
+            "help": "With length_decorrelation: the RMS score difference (reward units) below which the "
+            "decorrelation term is the length-aligned part of the head's differences rather than their cosine with "
+            "length, so a fresh head's small scores are not pushed about by it (0: the cosine at any scale, which "
+            "kept some quickstart heads from learning; workbench/modeling/length_term.py)."
+        },
+    )
     uncertainty_prior_precision: float = field(
         default=1.0,
         metadata={
@@ -197,6 +206,9 @@ def main(argv: list[str]) -> int:
         raise UserError("init_adapter: needs use_peft: true (it continues a LoRA reward model); found use_peft: false")
     if data_cfg.length_decorrelation < 0:
         raise UserError(f"length_decorrelation: expected a number >= 0; found {data_cfg.length_decorrelation}")
+    if not data_cfg.length_decorrelation_floor >= 0:
+        found = data_cfg.length_decorrelation_floor
+        raise UserError(f"length_decorrelation_floor: expected a number >= 0 (0: no floor); found {found}")
     if not data_cfg.uncertainty_prior_precision >= 0:
         found = data_cfg.uncertainty_prior_precision
         raise UserError(f"uncertainty_prior_precision: expected a number >= 0 (0 saves no posterior); found {found}")
@@ -284,6 +296,7 @@ def main(argv: list[str]) -> int:
         share_prompt_tokens=data_cfg.share_prompt_tokens,
         length_term_learning_rate=data_cfg.length_term_learning_rate if data_cfg.length_term else None,
         length_decorrelation=data_cfg.length_decorrelation,
+        length_decorrelation_floor=data_cfg.length_decorrelation_floor,
     )
     if data_cfg.init_adapter:  # once the trainer has cast the weights (a quantized model's head goes via bf16)
         copied = adapters.init_lora_from(trainer.model, "default", data_cfg.init_adapter, heads=True)
