@@ -204,11 +204,11 @@ def main(argv: list[str]) -> int:
         raise UserError("init_adapter: expected one starting point for the reward LoRA; found init_from_sft: true too")
     if data_cfg.init_adapter and peft_config is None:
         raise UserError("init_adapter: needs use_peft: true (it continues a LoRA reward model); found use_peft: false")
-    if data_cfg.length_decorrelation < 0:
-        raise UserError(f"length_decorrelation: expected a number >= 0; found {data_cfg.length_decorrelation}")
-    if not data_cfg.length_decorrelation_floor >= 0:
-        found = data_cfg.length_decorrelation_floor
-        raise UserError(f"length_decorrelation_floor: expected a number >= 0 (0: no floor); found {found}")
+    from workbench.recipe import check_value
+
+    for key, zero in (("length_decorrelation", "no decorrelation"), ("length_decorrelation_floor", "no floor")):
+        value = getattr(data_cfg, key)
+        check_value(argv, key, value >= 0, f"a number >= 0 (0: {zero})", value)
     if not data_cfg.uncertainty_prior_precision >= 0:
         found = data_cfg.uncertainty_prior_precision
         raise UserError(f"uncertainty_prior_precision: expected a number >= 0 (0 saves no posterior); found {found}")
