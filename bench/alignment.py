@@ -124,6 +124,13 @@ PPO_VARIANTS = {
     # 0.796 / 0.762 / 0.742, paired gold +0.04 [-0.01, +0.09], 0.6x the KL per token, 6-18% less time; the
     # quickstart's since (bench/results/alignment-ppo-batch-cpu-2core.json)
     "batch16_steps16": {"batch_size": 16, "total_steps": 16},
+    # the learning rate decayed linearly to 0 over the run's optimizer steps (TRL's PPO default) instead of constant:
+    # the late steps, where a draw's KL to SFT can jump (pipeline seed 33: 3 -> 9 nats over the last 4 of 16 steps,
+    # gold win 0.529), move the policy less. At pipeline seeds 33 (PPO seeds 33 and 0), 28 and 32: gold win 0.654 /
+    # 0.588 / 0.683 / 0.671 against 0.529 / 0.675 / 0.662 / 0.775, at about half the KL; the spread narrows but
+    # the pooled paired gold is -0.06 [-0.12, -0.01]; not adopted
+    # (bench/results/alignment-ppo-lr-schedule-cpu-2core.json)
+    "lr_linear": {"lr_scheduler_type": "linear"},
     # PPO on a quickstart run (--stage reinforce++): the ppo recipe's critic and its levers, the value adapter as the
     # critic or a head on the reference pass's hidden states (value_model ref_features: no value passes)
     "ppo": PPO_CRITIC,

@@ -51,7 +51,7 @@ def train_methods(run_dir: Path, methods: list[str], own_recipes: dict[str, str]
 def eval_numbers(metrics: dict, name: str) -> dict:
     """Policy `name`'s numbers in an eval's metrics.json: gold win rate against the baseline with its paired interval,
     the mean gold difference with its interval, the reward model's win rate, KL to the reference per answer and per
-    token, mean words."""
+    token, mean words, and how many answers are empty or loop."""
     gold, mine = metrics["win_rates"][name]["gold_rubric"], metrics["policies"][name]
     return {
         "gold_win_rate": gold["rate"],
@@ -62,6 +62,8 @@ def eval_numbers(metrics: dict, name: str) -> dict:
         "kl_per_answer": mine.get("kl_mean"),
         "kl_per_token": mine.get("kl_per_token_mean"),
         "words": mine.get("words_mean"),
+        "empty": mine.get("empty"),
+        "looping": mine.get("looping"),
     }
 
 

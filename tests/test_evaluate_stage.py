@@ -24,6 +24,7 @@ from workbench.evaluation.metrics import (
     bootstrap_interval,
     compare,
     judge_agreement,
+    loops,
     mean_difference,
     policy_metrics,
     win_rate,
@@ -118,6 +119,27 @@ def test_empty_answers_are_counted_and_named_in_the_verdict():
         "policies": {"ppo": policy_metrics(rows), "sft": policy_metrics(rows[1:2])},
     }
     assert verdict(metrics)[-1] == "  - **2 of its 3 answers are empty.**"
+
+
+def test_looping_answers_are_counted_and_named_in_the_verdict():
+    from workbench.evaluation.eval_report import verdict
+
+    assert loops("The fog of dawn, a gentle sigh, a gentle sigh, a gentle sigh.")  # "a gentle sigh" 3 times
+    assert not loops("The fog of dawn, a gentle sigh, a gentle sigh.")  # twice
+    assert loops("No, no. No, no. No, no.")  # no no no no no no: "no no no" 4 times, case and commas aside
+    assert loops("A Tree-planting is a tree-planting is a Tree-planting is a")  # hyphens split words
+    assert not loops("Swing-Swing-Swing-Swing")  # "swing swing swing" twice
+    assert not loops("Pros: 1. You can share rent. 2. You can share meals. 3. You can cook.")  # "you can share" twice
+    assert not loops("") and not loops("Yes.")
+    rows = [{"words": 6, "looping": True}, {"words": 7, "looping": False}, {"words": 9, "looping": True}, {"words": 3}]
+    assert policy_metrics(rows)["looping"] == 2 and policy_metrics(rows[1:2])["looping"] == 0
+    rate = win_rate([0.0, 4.0, 0.0, 4.0], [3.0, 3.0, 3.0, 3.0])
+    metrics = {
+        "settings": {"baseline": "sft"},
+        "win_rates": {"ppo": {"gold_rubric": rate}},
+        "policies": {"ppo": policy_metrics(rows), "sft": policy_metrics(rows[1:2])},
+    }
+    assert verdict(metrics)[-1] == "  - 2 of its 4 answers loop (a run of 3 words 3 or more times; sft: 0)."
 
 
 def test_judge_agreement_by_hand():
@@ -334,6 +356,7 @@ def test_win_rates_and_gold_scores_follow_the_samples(evaluated):
             assert metrics["win_rates"][name][judge]["rate"] == pytest.approx(sum(outcomes) / len(outcomes))
     for name, row in metrics["policies"].items():
         assert row["empty"] == sum(1 for s in samples if s["policy"] == name and not s["response"].strip())
+        assert row["looping"] == sum(1 for s in samples if s["policy"] == name and loops(s["response"]))
     assert metrics["reward_model_vs_gold"] == judge_agreement(samples) | {"by_part": agreement_by_part(samples)}
     assert metrics["reward_model_vs_gold"]["pairs"] > 0
     assert (

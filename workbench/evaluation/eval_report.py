@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from workbench.evaluation.metrics import LOOP_TIMES, LOOP_WORDS
 from workbench.fileio import write_text_atomic
 
 PLOTS = {
@@ -121,6 +122,12 @@ def verdict(metrics: dict) -> list[str]:
         row = metrics["policies"].get(name, {})
         if row.get("empty"):
             lines.append(f"  - **{row['empty']} of its {row['prompts']} answers are empty.**")
+        if row.get("looping"):
+            theirs = metrics["policies"].get(baseline, {}).get("looping", "—")
+            lines.append(
+                f"  - {row['looping']} of its {row['prompts']} answers loop (a run of {LOOP_WORDS} words "
+                f"{LOOP_TIMES} or more times; {baseline}: {theirs})."
+            )
     return lines
 
 
@@ -175,8 +182,9 @@ def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_r
         f"KL: summed per-token log-ratio log π(y|x) − log π_{reference}(y|x) over each answer's tokens "
         f"(temperature {settings['logprob_temperature']}), averaged over prompts.",
         "",
-        "| policy | adapter | reward | gold rubric | KL to " + reference + " | KL / token | tokens | words | empty |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| policy | adapter | reward | gold rubric | KL to " + reference + " | KL / token | tokens | words | empty "
+        "| looping |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in policies.items():
         reward = f"{_number(row.get('reward_mean'))} ± {_number(row.get('reward_std'))}"
@@ -184,7 +192,7 @@ def markdown(metrics: dict, samples: list[dict], plots: dict[str, str], sample_r
         lines.append(
             f"| {name} | `{row['adapter'] or '(bare base)'}` | {reward} | {gold} | {_number(row.get('kl_mean'))} "
             f"| {_number(row.get('kl_per_token_mean'), 4)} | {_number(row.get('tokens_mean'), 1)} "
-            f"| {_number(row.get('words_mean'), 1)} | {row.get('empty', '—')} |"
+            f"| {_number(row.get('words_mean'), 1)} | {row.get('empty', '—')} | {row.get('looping', '—')} |"
         )
     best_of = settings.get("best_of")
     if best_of:

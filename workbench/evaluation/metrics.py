@@ -7,7 +7,12 @@ No torch here: the inputs are per-prompt lists of floats, in the same prompt ord
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from collections.abc import Sequence
+
+LOOP_WORDS = 3  # an answer loops when some run of LOOP_WORDS words occurs LOOP_TIMES times or more
+LOOP_TIMES = 3
 
 
 def summary(values: Sequence[float]) -> dict:
@@ -91,10 +96,24 @@ def win_rate(candidate: Sequence[float], baseline: Sequence[float], tolerance: f
     }
 
 
+def loops(text: str) -> bool:
+    """Whether an answer is stuck in a loop: some run of LOOP_WORDS words (lower-cased runs of letters and digits)
+    occurs LOOP_TIMES times or more ("a gentle sigh, a gentle sigh, a gentle sigh"). A measure of degenerate answers
+    for the report, not the gold rubric's no_repetition part (there any repeated word 3-gram costs points)."""
+    words = re.findall(r"\w+", text.lower())
+    runs = Counter(zip(*(words[i:] for i in range(LOOP_WORDS))))
+    return bool(runs) and max(runs.values()) >= LOOP_TIMES
+
+
 def policy_metrics(rows: Sequence[dict]) -> dict:
-    """One policy's headline numbers from its per-prompt rows (reward, gold, kl, kl_per_token, tokens, words), and
-    how many answers are empty (no words): a policy can learn to say nothing if its reward model scores that well."""
-    out = {"prompts": len(rows), "empty": sum(1 for row in rows if row.get("words") == 0)}
+    """One policy's headline numbers from its per-prompt rows (reward, gold, kl, kl_per_token, tokens, words), how
+    many answers are empty (no words: a policy can learn to say nothing if its reward model scores that well) and how
+    many loop (`loops`; rows without the flag count as not looping)."""
+    out = {
+        "prompts": len(rows),
+        "empty": sum(1 for row in rows if row.get("words") == 0),
+        "looping": sum(1 for row in rows if row.get("looping")),
+    }
     for key in ("reward", "gold", "kl", "kl_per_token", "tokens", "words"):
         values = [row[key] for row in rows if row.get(key) is not None]
         if values:

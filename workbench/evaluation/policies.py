@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 
 from workbench.errors import UserError
+from workbench.evaluation.metrics import loops
 from workbench.modeling import adapters
 from workbench.modeling.single_base import REWARD  # the adapter name single_base.reward_scores reads
 
@@ -208,6 +209,7 @@ def judge(
                     "kl_per_token": kl / len(responses[i]),
                     "tokens": len(responses[i]),
                     "words": len(texts[i].split()),
+                    "looping": loops(texts[i]),
                 }
             )
     return samples

@@ -256,6 +256,8 @@ def build(run_dir: Path, state: dict, base_model: str, stages: tuple[str, ...]) 
         for key, what in (("reward_mean", "mean reward"), ("gold_mean", "mean gold-rubric score")):
             f.get(f"Eval {name}: {what}", "eval/metrics.json", f"policies.{name}.{key}")
         f.get(f"Eval {name}: mean KL to reference", "eval/metrics.json", f"policies.{name}.kl_mean")
+        for key, what in (("empty", "empty answers"), ("looping", "answers that loop")):
+            f.get(f"Eval {name}: {what}", "eval/metrics.json", f"policies.{name}.{key}")
     baseline = (evaluation.get("settings") or {}).get("baseline")
     for name, judges in (evaluation.get("win_rates") or {}).items():
         for judge in judges:
