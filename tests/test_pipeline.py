@@ -1,7 +1,8 @@
 """`workbench pipeline` end to end on tiny-llama against a real embedded Argilla: a failing stage stops the run and a
 re-run resumes there, a kill -9 in any stage loses and duplicates nothing, complete stages are skipped, an interrupted
-stage resumes, one pipeline per run_dir, human labelers get logins and the pipeline waits for their rankings, no
-secret leaks into files or command lines, and every number in report.md is the one in the stage outputs."""
+stage resumes, human labelers get logins and the pipeline waits for their rankings, two rounds label the last policy's
+answers, methods added to a finished run join its eval, no secret leaks into files or command lines, and every number
+in report.md is the one in the stage outputs. The plan alone (no model, no server): tests/test_pipeline_plan.py."""
 
 from __future__ import annotations
 
