@@ -124,12 +124,14 @@ def test_empty_answers_are_counted_and_named_in_the_verdict():
 def test_looping_answers_are_counted_and_named_in_the_verdict():
     from workbench.evaluation.eval_report import verdict
 
-    assert loops("The fog of dawn, a gentle sigh, a gentle sigh, a gentle sigh.")  # "a gentle sigh" 3 times
-    assert not loops("The fog of dawn, a gentle sigh, a gentle sigh.")  # twice
-    assert loops("No, no. No, no. No, no.")  # no no no no no no: "no no no" 4 times, case and commas aside
+    assert loops("Pebble, I'm so glad you're here. I'm so glad you're here. I'm so glad you're here.")  # 3 times
+    assert not loops("Pebble, I'm so glad you're here. I'm so glad you're here.")  # twice
+    assert loops("No, no. No, no. No, no.")  # no no no no no no: "no no no no" 3 times, case and commas aside
     assert loops("A Tree-planting is a tree-planting is a Tree-planting is a")  # hyphens split words
-    assert not loops("Swing-Swing-Swing-Swing")  # "swing swing swing" twice
-    assert not loops("Pros: 1. You can share rent. 2. You can share meals. 3. You can cook.")  # "you can share" twice
+    assert not loops("Swing-Swing-Swing-Swing-Swing")  # "swing swing swing swing" twice
+    assert not loops("Pros: 1. You can share rent. 2. You can share meals. 3. You can cook.")
+    # a 3-word run three times is ordinary: "for a raise" in "ask / looking / asking for a raise"
+    assert not loops("To ask for a raise, say you're looking for a raise and why: \"I'm asking for a raise.\"")
     assert not loops("") and not loops("Yes.")
     rows = [{"words": 6, "looping": True}, {"words": 7, "looping": False}, {"words": 9, "looping": True}, {"words": 3}]
     assert policy_metrics(rows)["looping"] == 2 and policy_metrics(rows[1:2])["looping"] == 0
@@ -139,7 +141,7 @@ def test_looping_answers_are_counted_and_named_in_the_verdict():
         "win_rates": {"ppo": {"gold_rubric": rate}},
         "policies": {"ppo": policy_metrics(rows), "sft": policy_metrics(rows[1:2])},
     }
-    assert verdict(metrics)[-1] == "  - 2 of its 4 answers loop (a run of 3 words 3 or more times; sft: 0)."
+    assert verdict(metrics)[-1] == "  - 2 of its 4 answers loop (a run of 4 words 3 or more times; sft: 0)."
 
 
 def test_judge_agreement_by_hand():

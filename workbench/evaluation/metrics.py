@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-LOOP_WORDS = 3  # an answer loops when some run of LOOP_WORDS words occurs LOOP_TIMES times or more
+LOOP_WORDS = 4  # an answer loops when some run of LOOP_WORDS words occurs LOOP_TIMES times or more
 LOOP_TIMES = 3
 
 
@@ -98,8 +98,10 @@ def win_rate(candidate: Sequence[float], baseline: Sequence[float], tolerance: f
 
 def loops(text: str) -> bool:
     """Whether an answer is stuck in a loop: some run of LOOP_WORDS words (lower-cased runs of letters and digits)
-    occurs LOOP_TIMES times or more ("a gentle sigh, a gentle sigh, a gentle sigh"). A measure of degenerate answers
-    for the report, not the gold rubric's no_repetition part (there any repeated word 3-gram costs points)."""
+    occurs LOOP_TIMES times or more ("I'm so glad you're here. I'm so glad you're here. I'm so glad you're here.").
+    Four words, not three: a 3-word run such as "for a raise" or "is made of" comes back three times in ordinary
+    answers. A measure of degenerate answers for the report, not the gold rubric's no_repetition part (there any
+    repeated word 3-gram costs points)."""
     words = re.findall(r"\w+", text.lower())
     runs = Counter(zip(*(words[i:] for i in range(LOOP_WORDS))))
     return bool(runs) and max(runs.values()) >= LOOP_TIMES
