@@ -1,7 +1,8 @@
-"""Pure functions behind `workbench eval`'s numbers: summaries, pairwise win rates (ties count half) and how often
-the reward model orders answers as the gold rubric does.
+"""Pure functions behind `workbench eval`'s numbers: summaries, pairwise win rates (ties count half), how often
+the reward model orders answers as the gold rubric does, and which answers loop.
 
-No torch here: the inputs are per-prompt lists of floats, in the same prompt order for every policy.
+No torch here: the inputs are per-prompt lists of floats, in the same prompt order for every policy (and, for
+`loops`, one answer's text).
 """
 
 from __future__ import annotations
