@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from alignment import agreement_set, gold_scores, outcomes, paired_difference, run, write_recipe  # noqa: E402
 
-from labeling.selection import STRATEGIES, candidate_diversity, select  # noqa: E402
+from labeling.selection import SCORED, STRATEGIES, candidate_diversity, select  # noqa: E402
 from workbench.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic  # noqa: E402
 from workbench.jsonl import read_jsonl  # noqa: E402
 
@@ -132,8 +132,8 @@ def curve(
         done = {row["prompt_id"] for row in labeled}
         unlabeled = [row for row in pool if row["prompt_id"] not in done]
         more = n < args.budget
-        # the first step is shared by every strategy: it scores the pool when any of them chooses by uncertainty
-        needs_pool = "uncertainty" in args.strategies if n == args.batch else strategy == "uncertainty"
+        # the first step is shared by every strategy: it scores the pool when any of them chooses by scores
+        needs_pool = bool(set(SCORED) & set(args.strategies)) if n == args.batch else strategy in SCORED
         to_score = agreement + (unlabeled if more and needs_pool else [])
         scored, step = train_step(run_dir, work, name, labeled, pipeline, seed, to_score)
         scored_rows = {row["prompt_id"]: row for _, row in read_jsonl(scored)}  # a step may have scored more
@@ -158,8 +158,9 @@ def curve(
         if not more:
             return rows
         members = None
-        if strategy == "uncertainty":
+        if strategy in SCORED:
             members = {row["prompt_id"]: [scored_rows[row["prompt_id"]]["scores"]] for row in unlabeled}
+        if strategy == "uncertainty":
             rows[-1]["pool_uncertainty_mean"] = sum(ranking_uncertainty(m) for m in members.values()) / len(members)
         labeled = labeled + select(unlabeled, strategy, min(args.batch, args.budget - n), seed * 7919 + n, members)
 

@@ -1,11 +1,10 @@
 """`workbench label push --candidates FILE --dataset NAME`: candidates into an Argilla dataset for ranking.
 
-With `--select N --strategy random|uncertainty|diversity` the round holds N of the candidates' prompts: those already
-in it count, and the strategy picks the rest from the others (labeling/selection.py). A repeated or interrupted push
-therefore completes the same N and never adds more; to grow a round after the next reward model has scored the pool
-(`--suggestions`), push with a larger N. Every record carries its `diversity`, and its
-`uncertainty` when scores are given, as metadata a labeler's queue can be sorted by; the reward model's ranking is the
-record's suggestion.
+With `--select N --strategy random|uncertainty|diversity|spread` the round holds N of the candidates' prompts: those
+already in it count, and the strategy picks the rest from the others (labeling/selection.py). A repeated or interrupted
+push therefore completes the same N and never adds more; to grow a round after the next reward model has scored the
+pool (`--suggestions`), push with a larger N. Every record carries its `diversity`, and its `uncertainty` when scores
+are given, as metadata a labeler's queue can be sorted by; the reward model's ranking is the record's suggestion.
 
 Record ids are deterministic (`uuid5` of workspace, dataset, round and prompt id, stored as Argilla's external id),
 so pushing again adds nothing, leaves every response alone, and an interrupted push picks up where it stopped. A
@@ -23,7 +22,7 @@ from workbench.errors import UserError
 
 from . import api, settings
 from .candidates import RewardScores, load_candidates, load_scores, policy_label
-from .selection import STRATEGIES, select, selection_metadata
+from .selection import SCORED, STRATEGIES, select, selection_metadata
 
 NAMESPACE = uuid.UUID("5b0c7a52-7f4e-4c38-9b8e-1f6a2d9e4c11")
 
@@ -191,8 +190,9 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--select must be at least 1; got {args.select}")
     if args.select is None and args.strategy != "random":
         raise UserError(f"--strategy {args.strategy} chooses prompts for --select N; give --select")
-    if args.strategy == "uncertainty" and not args.suggestions:
-        raise UserError("--strategy uncertainty needs --suggestions (`workbench reward score` of these candidates)")
+    if args.strategy in SCORED and not args.suggestions:
+        needs = "--suggestions (`workbench reward score` of these candidates)"
+        raise UserError(f"--strategy {args.strategy} needs {needs}")
     if args.min_submitted is not None and args.min_submitted < 1:
         raise UserError(f"--min_submitted must be at least 1; got {args.min_submitted}")
 

@@ -12,7 +12,13 @@ others (so a repeated push adds nothing, and a larger N after the next reward mo
                counts as well (the total predictive entropy). Needs scores; the highest first;
   diversity    the prompts whose candidates differ most in wording: the mean over candidate pairs of the word-level
                distance 1 - difflib ratio. Small reward models gain most from dissimilar pairs (Shen et al. 2024).
-               Needs no reward model, so a first round can use it.
+               Needs no reward model, so a first round can use it;
+  spread       the prompts whose candidates the reward model tells apart most: the mean over candidate pairs of
+               |r_i - r_j| (the members' mean scores), in reward units. The opposite bet to uncertainty: answers far
+               apart in quality are ranked alike by every labeler, so with `min_agreement` more of a ranking's pairs
+               survive as training pairs, and they are the dissimilar pairs small reward models learn from (the
+               large-difference pairs ActiveUltraFeedback's delta-based selection picks). Needs scores. Measured
+               level with random at every budget (bench/results/active_labeling-spread-cpu-2core.json).
 
 Both numbers go on every pushed record as metadata (`uncertainty` when scores are given, `diversity` always), so a
 labeler can sort or filter the queue by them in the Argilla UI. `bench/active_labeling.py` measures the strategies
@@ -28,7 +34,8 @@ from itertools import combinations
 
 from workbench.errors import UserError
 
-STRATEGIES = ("random", "uncertainty", "diversity")
+STRATEGIES = ("random", "uncertainty", "diversity", "spread")
+SCORED = ("uncertainty", "spread")  # the strategies that choose by reward-model scores
 
 
 def _binary_entropy_bits(p: float) -> float:
@@ -53,6 +60,14 @@ def ranking_uncertainty(member_scores: list[list[float]]) -> float:
         p = sum(_sigmoid(scores[i] - scores[j]) for scores in member_scores) / len(member_scores)
         total += _binary_entropy_bits(p)
     return total / len(pairs)
+
+
+def ranking_spread(member_scores: list[list[float]]) -> float:
+    """Mean over candidate pairs of |m_i - m_j|, m the members' mean score of each candidate (reward units)."""
+    k = len(member_scores[0])
+    mean = [sum(scores[i] for scores in member_scores) / len(member_scores) for i in range(k)]
+    pairs = list(combinations(range(k), 2))
+    return sum(abs(mean[i] - mean[j]) for i, j in pairs) / len(pairs)
 
 
 def candidate_diversity(completions: list[str]) -> float:
@@ -86,16 +101,17 @@ def select(
     rng = random.Random(f"select/{seed}")
     order = rows[:]
     rng.shuffle(order)  # random's order, and the tie-break of the others
-    if strategy == "uncertainty":
+    if strategy in SCORED:
         if member_scores is None:
-            raise UserError("--strategy uncertainty needs reward-model scores (--suggestions from `reward score`)")
+            raise UserError(f"--strategy {strategy} needs reward-model scores (--suggestions from `reward score`)")
         missing = [row["prompt_id"] for row in order if row["prompt_id"] not in member_scores]
         if missing:
             raise UserError(
-                f"--strategy uncertainty: {len(missing)} candidate prompt(s) have no reward-model scores "
+                f"--strategy {strategy}: {len(missing)} candidate prompt(s) have no reward-model scores "
                 f"(first: {missing[0]!r}); score the whole candidates file"
             )
-        order.sort(key=lambda row: -ranking_uncertainty(member_scores[row["prompt_id"]]))
+        measure = ranking_uncertainty if strategy == "uncertainty" else ranking_spread
+        order.sort(key=lambda row: -measure(member_scores[row["prompt_id"]]))
     elif strategy == "diversity":
         order.sort(key=lambda row: -candidate_diversity(row["completions"]))
     return order[:n]

@@ -433,6 +433,20 @@ def _(t: Inputs):
     return Case(["reward", "--config", str(recipe)], ["off_topic_pairs", "prompt"], output=t.out)
 
 
+@case("reward-zero-off-topic-pairs-per-prompt")
+def _(t: Inputs):
+    recipe = t.reward_recipe(off_topic_pairs=True, off_topic_pairs_per_prompt=0)
+    expect = [f"{recipe}:", "off_topic_pairs_per_prompt", "whole number >= 1", "found 0"]
+    return Case(["reward", "--config", str(recipe)], expect, output=t.out)
+
+
+@case("reward-more-off-topic-pairs-per-prompt-than-other-prompts")
+def _(t: Inputs):
+    recipe = t.reward_recipe(off_topic_pairs=True, off_topic_pairs_per_prompt=500)
+    expect = ["off_topic_pairs_per_prompt", "expected 1 to", "found 500"]
+    return Case(["reward", "--config", str(recipe)], expect, output=t.out)
+
+
 @case("reward-negative-length-decorrelation")
 def _(t: Inputs):
     recipe = t.reward_recipe(length_term=True, length_decorrelation=-1.0)
@@ -828,6 +842,12 @@ def _(t: Inputs):
 def _(t: Inputs):
     argv = ["label", "push", "--candidates", str(t.candidates()), "--dataset", "d", "--select", "2"]
     return Case(argv + ["--strategy", "uncertainty"], ["--strategy uncertainty", "--suggestions"])
+
+
+@case("label-push-spread-without-scores")
+def _(t: Inputs):
+    argv = ["label", "push", "--candidates", str(t.candidates()), "--dataset", "d", "--select", "2"]
+    return Case(argv + ["--strategy", "spread"], ["--strategy spread", "--suggestions"])
 
 
 @case("label-push-zero-select")

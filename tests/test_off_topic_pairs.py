@@ -47,6 +47,22 @@ def test_each_prompt_gets_one_pair_against_another_prompts_best_answer():
     assert out.features == dataset.features
 
 
+def test_each_prompt_gets_per_prompt_pairs_against_distinct_other_prompts():
+    dataset = datasets.Dataset.from_list(rankings(4))
+    out, added = add_off_topic_pairs(dataset, seed=3, per_prompt=3)
+    assert added == 4 * 3 and len(out) == 12 + 12
+    new = [(row["prompt"], row["rejected"]) for row in out if row["rejected"].startswith("A")]
+    for p in range(4):  # every other prompt's best answer once: 3 others, 3 pairs
+        assert sorted(rejected for prompt, rejected in new if prompt == f"Q{p}?") == sorted(
+            f"A{q}" for q in range(4) if q != p
+        )
+    one, _ = add_off_topic_pairs(dataset, seed=3)
+    firsts = {(row["prompt"], row["rejected"]) for row in one if row["rejected"].startswith("A")}
+    assert firsts <= set(new)  # per_prompt=1's pairs are the first of the cycle
+    with pytest.raises(UserError, match=r"off_topic_pairs_per_prompt: expected 1 to 3 .*found 4"):
+        add_off_topic_pairs(dataset, seed=3, per_prompt=4)
+
+
 def test_off_topic_pairs_keep_the_message_format_and_work_without_margins():
     rows = [
         {

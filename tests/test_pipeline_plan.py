@@ -257,9 +257,12 @@ def test_selection_reaches_the_push_and_bad_settings_fail_before_any_stage(tmp_p
     assert [push[push.index(flag) + 1] for flag in ("--select", "--strategy", "--seed")] == ["4", "uncertainty", "5"]
     assert active.stage("push").sha() != plain.sha()
     refused = {
-        "selection must be one of random, uncertainty, diversity; got 'best'": dict(label_prompts=2, selection="best"),
+        "selection must be one of random, uncertainty, diversity, spread; got 'best'": dict(
+            label_prompts=2, selection="best"
+        ),
         "selection diversity chooses label_prompts": dict(selection="diversity"),
         "selection uncertainty needs selection_reward_adapter": dict(label_prompts=2, selection="uncertainty"),
+        "selection spread needs selection_reward_adapter": dict(label_prompts=2, selection="spread"),
         "selection_reward_adapter /nowhere: expected workbench.json, found no such folder": dict(
             selection_reward_adapter="/nowhere"
         ),

@@ -39,10 +39,12 @@ def best_answers(dataset) -> dict[str, object]:
     return best
 
 
-def add_off_topic_pairs(dataset, seed: int):
-    """`dataset` plus one pair per prompt that has a best answer: (prompt, its best answer, the best answer of the
-    next prompt in a seeded cycle), shuffled in. With a `margin` column the new pairs take the largest margin in
-    the data (the answer to another question ranks below every answer to this one). Returns (dataset, added)."""
+def add_off_topic_pairs(dataset, seed: int, per_prompt: int = 1):
+    """`dataset` plus `per_prompt` pairs per prompt that has a best answer: (prompt, its best answer, the best answer
+    of the prompt 1, 2, ... `per_prompt` places on in a seeded cycle: each other prompt's answer at most once, and
+    every best answer used `per_prompt` times), shuffled in. With a `margin` column the new pairs take the largest
+    margin in the data (the answer to another question ranks below every answer to this one). Returns (dataset,
+    added)."""
     import datasets
 
     if "prompt" not in dataset.column_names:
@@ -51,18 +53,24 @@ def add_off_topic_pairs(dataset, seed: int):
     prompts = sorted(best)
     if len(prompts) < 2:
         raise UserError(f"off_topic_pairs: expected rankings of at least 2 prompts; found {len(prompts)}")
+    if not 1 <= per_prompt < len(prompts):
+        raise UserError(
+            f"off_topic_pairs_per_prompt: expected 1 to {len(prompts) - 1} (the other prompts with a best-ranked "
+            f"answer); found {per_prompt}"
+        )
     random.Random(seed).shuffle(prompts)
     prompt_of = {json.dumps(row, sort_keys=True): row for row in dataset["prompt"]}
     margin = max(dataset["margin"]) if "margin" in dataset.column_names else None
     rows = []
     for i, key in enumerate(prompts):
-        other = best[prompts[(i + 1) % len(prompts)]]
-        if other == best[key]:
-            continue  # two prompts with the same best answer: no contrast to learn
-        row = {"prompt": prompt_of[key], "chosen": best[key], "rejected": other}
-        if margin is not None:
-            row["margin"] = margin
-        rows.append(row)
+        for offset in range(1, per_prompt + 1):
+            other = best[prompts[(i + offset) % len(prompts)]]
+            if other == best[key]:
+                continue  # two prompts with the same best answer: no contrast to learn
+            row = {"prompt": prompt_of[key], "chosen": best[key], "rejected": other}
+            if margin is not None:
+                row["margin"] = margin
+            rows.append(row)
     columns = {name: [row[name] for row in rows] for name in dataset.column_names}
     added = datasets.Dataset.from_dict(columns, features=dataset.features)
     return datasets.concatenate_datasets([dataset, added]).shuffle(seed=seed), len(rows)

@@ -137,14 +137,16 @@ class PipelineConfig:
         default="random",
         metadata={
             "help": "How `label_prompts` are chosen (labeling/selection.py): random; diversity (the candidates that "
-            "differ most); uncertainty (those `selection_reward_adapter` is least sure how to order)."
+            "differ most); uncertainty (those `selection_reward_adapter` is least sure how to order); spread (those "
+            "it tells apart most)."
         },
     )
     selection_reward_adapter: str | None = field(
         default=None,
         metadata={
             "help": "A reward adapter (a finished reward stage's adapter/) that scores the candidates before the "
-            "push: needed by selection uncertainty; its ranking becomes each record's suggestion to the labelers."
+            "push: needed by selection uncertainty and spread; its ranking becomes each record's suggestion to the "
+            "labelers."
         },
     )
     labelers: str = field(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from labeling.selection import STRATEGIES
+from labeling.selection import SCORED, STRATEGIES
 from workbench.errors import UserError
 from workbench.pipeline.pipeline_recipe import (
     LABELERS,
@@ -118,10 +118,10 @@ class Planner:
                 f"{self.where}: selection {cfg.selection} chooses label_prompts of the num_prompts candidates; "
                 "set label_prompts"
             )
-        if cfg.selection == "uncertainty" and not cfg.selection_reward_adapter and cfg.rounds == 1:
+        if cfg.selection in SCORED and not cfg.selection_reward_adapter and cfg.rounds == 1:
             raise UserError(
-                f"{self.where}: selection uncertainty needs selection_reward_adapter (a reward adapter folder that "
-                "scores the candidates before they are pushed) or rounds > 1 (each later round's reward model)"
+                f"{self.where}: selection {cfg.selection} needs selection_reward_adapter (a reward adapter folder "
+                "that scores the candidates before they are pushed) or rounds > 1 (each later round's reward model)"
             )
         if cfg.selection_reward_adapter:
             from workbench.modeling.adapters import read_manifest
@@ -292,8 +292,9 @@ class Planner:
             command += ["--suggestions", scores]
             config["scored_by"] = scorer
         if cfg.label_prompts is not None:  # only then in the config: a run without selection keeps its hash
-            # with no reward model yet (round 1 without selection_reward_adapter), uncertainty starts at random
-            strategy = "random" if cfg.selection == "uncertainty" and not scorer else cfg.selection
+            # with no reward model yet (round 1 without selection_reward_adapter), uncertainty and spread start at
+            # random
+            strategy = "random" if cfg.selection in SCORED and not scorer else cfg.selection
             command += ["--select", str(cfg.label_prompts), "--strategy", strategy, "--seed", str(cfg.seed)]
             config |= {"label_prompts": cfg.label_prompts, "selection": strategy, "seed": cfg.seed}
         commands.append(command + self._argilla_args())

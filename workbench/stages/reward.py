@@ -76,6 +76,13 @@ class RewardDataConfig(PreferenceDataConfig):
             "workbench/data/off_topic_pairs.py). Needs a `prompt` column; held-out pairs are left as they are."
         },
     )
+    off_topic_pairs_per_prompt: int = field(
+        default=1,
+        metadata={
+            "help": "With off_topic_pairs: how many off-topic pairs each prompt gets, each against a different "
+            "other prompt's best-ranked answer (at most the number of other prompts)."
+        },
+    )
     length_term: bool = field(
         default=False,
         metadata={
@@ -209,6 +216,8 @@ def main(argv: list[str]) -> int:
     for key, zero in (("length_decorrelation", "no decorrelation"), ("length_decorrelation_floor", "no floor")):
         value = getattr(data_cfg, key)
         check_value(argv, key, value >= 0, f"a number >= 0 (0: {zero})", value)
+    per_prompt = data_cfg.off_topic_pairs_per_prompt
+    check_value(argv, "off_topic_pairs_per_prompt", per_prompt >= 1, "a whole number >= 1", per_prompt)
     if not data_cfg.uncertainty_prior_precision >= 0:
         found = data_cfg.uncertainty_prior_precision
         raise UserError(f"uncertainty_prior_precision: expected a number >= 0 (0 saves no posterior); found {found}")
@@ -241,7 +250,7 @@ def main(argv: list[str]) -> int:
     if data_cfg.off_topic_pairs:
         from workbench.data.off_topic_pairs import add_off_topic_pairs
 
-        train_dataset, added = add_off_topic_pairs(train_dataset, reward_cfg.seed)
+        train_dataset, added = add_off_topic_pairs(train_dataset, reward_cfg.seed, data_cfg.off_topic_pairs_per_prompt)
         print(f"workbench reward: {added} off-topic pairs added (each prompt's best answer over another prompt's)")
     print(f"workbench reward: {len(train_dataset)} training pairs ({kind}), {len(eval_dataset or [])} eval pairs")
 
