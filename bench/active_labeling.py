@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from alignment import agreement_set, gold_scores, outcomes, paired_difference, run, write_recipe  # noqa: E402
+from alignment_common import agreement_set, gold_scores, outcomes, paired_difference, run, write_recipe  # noqa: E402
 
 from labeling.selection import SCORED, STRATEGIES, candidate_diversity, select  # noqa: E402
 from workbench.fileio import write_json_atomic, write_jsonl_atomic, write_text_atomic  # noqa: E402

@@ -101,7 +101,7 @@ def rows_of(run_dir: Path, methods: list[str]) -> list[dict]:
 
 
 def main() -> int:
-    from alignment import paired_difference
+    from alignment_common import paired_difference
     from ppo_memory import emit, machine
 
     from workbench.pipeline.pipeline_recipe import METHODS

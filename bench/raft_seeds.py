@@ -89,7 +89,7 @@ def run_seed(run_dir: Path, recipe: Path, work: Path) -> dict:
 
 
 def main() -> int:
-    from alignment import prompt_difference
+    from alignment_common import prompt_difference
     from bench_record import emit, machine, versions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from alignment import outcomes, paired_difference, per_variant, run, score_agreement_set  # noqa: E402
+from alignment_common import outcomes, paired_difference, per_variant, run, score_agreement_set  # noqa: E402
 
 from workbench.fileio import write_jsonl_atomic  # noqa: E402
 

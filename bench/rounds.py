@@ -69,7 +69,7 @@ def row_of(run_dir: Path, variant: str, seed: int, policy: str) -> dict:
 
 
 def main() -> int:
-    from alignment import paired_difference
+    from alignment_common import paired_difference
     from ppo_memory import emit, machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -103,10 +103,11 @@ def test_raft_trains_on_the_runs_adapters_and_continues_its_last_round_policy(tm
 def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp_path):
     """recipes/quickstart.yaml's method (bench/alignment.py ppo on seeds 5-10, then seed 11 out of sample): the ppo
     recipe with its critic a head on the reference pass's hidden states, 16 steps of 16 rollouts (the 256 rollouts
-    of 32 steps of 8: seeds 17-21 chose those, seeds 28-29 the larger batch), both empty-answer
-    guards on, the plain reward score (the pessimistic one lost at seeds 18 and 22), its reward model trained with the
-    length term (seeds 17-19) and one off-topic pair per prompt (seeds 18-24); a critic-free method on the same recipe
-    resets every critic key, the critic's choice too."""
+    of 32 steps of 8: seeds 17-21 chose those, seeds 28-29 the larger batch), the policy's learning rate 4e-4 (six
+    re-drawn PPO runs: the failing draws had not climbed their reward model), both empty-answer guards on, the plain
+    reward score (the pessimistic one lost at seeds 18 and 22), its reward model trained with the length term (seeds
+    17-19) and one off-topic pair per prompt (seeds 18-24); a critic-free method on the same recipe resets every
+    critic key, the critic's choice too."""
     from workbench.stages.pipeline import validate
 
     quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
@@ -120,6 +121,7 @@ def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp
         16,
     )
     assert (rl["empty_response_penalty"], rl["empty_response_loss_coef"]) == (3.0, 10.0)
+    assert (rl["learning_rate"], rl["value_learning_rate"]) == (4.0e-4, 8.0e-4)
     reward = plan.stage("reward").recipe
     assert reward["max_steps"] == 40
     assert reward["length_term"] is True and reward["off_topic_pairs"] is True
