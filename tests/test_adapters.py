@@ -232,6 +232,24 @@ def test_reward_lora_starts_from_the_sft_lora_with_a_fresh_head(tiny_model_path,
         adapters.init_lora_from(other, "default", sft_dir)
 
 
+def test_a_reward_model_on_the_first_layer_starts_from_the_sft_lora_of_that_layer(tiny_model_path, tmp_path):
+    """init_from_sft with `reward_layer: 1`: the reward model is the base cut after its first decoder layer, and its
+    LoRA starts from the SFT LoRA's tensors of that layer (layer 1's have no counterpart and are left out)."""
+    from safetensors.torch import load_file
+
+    policy = adapters.attach(load(tiny_model_path), "default", config=lora(r=4, alpha=8))
+    randomise(policy, "default", 1)
+    sft_dir = adapters.save(policy, "default", tmp_path / "sft", manifest_for(policy, "sft"))
+    saved = load_file(sft_dir / "adapter_model.safetensors")
+    first = {k: v for k, v in saved.items() if adapters.layer_index(k) == 0}
+    assert first and len(first) == len(saved) / 2  # tiny-llama has two decoder layers
+    reward = load(tiny_model_path, head="scalar", pad_token_id=0, num_hidden_layers=1)
+    reward = adapters.attach(reward, "default", config=lora(task_type="SEQ_CLS", r=4, alpha=8))
+    assert adapters.init_lora_from(reward, "default", sft_dir) == len(first)
+    weights = {k.replace(".default.", "."): p for k, p in reward.named_parameters() if "lora_" in k}
+    assert weights.keys() == first.keys() and all(torch.equal(weights[k], first[k]) for k in first)
+
+
 def test_a_warm_start_copies_the_reward_lora_and_its_head(tiny_model_path, tmp_path):
     """init_lora_from(heads=True) (the reward stage's init_adapter): the fresh reward model scores as the saved one,
     LoRA and score head; an adapter without that head (an SFT policy's) is refused naming the head."""

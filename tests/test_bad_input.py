@@ -465,6 +465,26 @@ def _(t: Inputs):
     return Case(["reward", "--config", str(recipe)], ["length_term_learning_rate", "> 0", "0.0"], output=t.out)
 
 
+@case("reward-zero-linear-head-l2")
+def _(t: Inputs):
+    recipe = t.reward_recipe(linear_head_fit=True, linear_head_l2=0.0)
+    return Case(["reward", "--config", str(recipe)], [f"{recipe}:", "linear_head_l2", "> 0", "0.0"], output=t.out)
+
+
+@case("reward-layer-beyond-the-base")
+def _(t: Inputs):
+    recipe = t.reward_recipe(reward_layer=3)  # tiny-llama has 2 decoder layers
+    expect = [f"{recipe}:", "reward_layer", "decoder layer 1 to 2", "found 3"]
+    return Case(["reward", "--config", str(recipe)], expect, output=t.out)
+
+
+@case("reward-nothing-to-train")
+def _(t: Inputs):
+    recipe = t.reward_recipe(train_after_head_fit=False)
+    expect = [f"{recipe}:", "train_after_head_fit", "linear_head_fit: true"]
+    return Case(["reward", "--config", str(recipe)], expect, output=t.out)
+
+
 @case("reward-default-dtype-on-cpu")
 def _(t: Inputs):
     """The default precision (4-bit, bfloat16 compute) on a CPU: train, or refuse in one line; never a dtype crash."""

@@ -26,7 +26,7 @@ TEXTS = [  # different lengths: the batch is right-padded
 ]
 
 
-def train_reward_adapter(tmp: Path, seed: int = 0) -> Path:
+def train_reward_adapter(tmp: Path, seed: int = 0, extra: str = "") -> Path:
     from workbench.stages import reward
 
     rows = [json.loads(line) for line in BUNDLED_PREFERENCES.read_text().splitlines()[:24]]
@@ -37,7 +37,7 @@ def train_reward_adapter(tmp: Path, seed: int = 0) -> Path:
         f"model_name_or_path: tiny-llama\ndatasets: [{{path: {data}}}]\neval_split_size: 0.0\nmax_steps: 3\n"
         f"per_device_train_batch_size: 4\nlearning_rate: 0.01\nmax_length: 256\ndtype: float32\nbf16: false\n"
         f"gradient_checkpointing: false\nsave_steps: 1000\nwandb_mode: disabled\nseed: {seed}\n"
-        f"output_dir: {tmp / 'out'}\nlora_r: 4\nlora_alpha: 8\n"
+        f"output_dir: {tmp / 'out'}\nlora_r: 4\nlora_alpha: 8\n{extra}"
     )
     assert reward.main(["--config", str(recipe)]) == 0
     return tmp / "out" / "adapter"
@@ -137,6 +137,43 @@ def test_reward_stage_model_scores_the_answers_to_a_prompt_with_its_tokens_run_o
         assert last_hidden_states(model.get_base_model().base_model, sequences[:4], groups[:4], pad) is not None
     torch.testing.assert_close(shared, whole, atol=1e-5, rtol=0)
     assert whole.std() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def first_layer_adapter(tmp_path_factory, tiny_model_path):
+    """A reward model on tiny-llama's first decoder layer of two, its head fitted before 3 steps of training."""
+    return train_reward_adapter(
+        tmp_path_factory.mktemp("first-layer"), extra="reward_layer: 1\nlinear_head_fit: true\n"
+    )
+
+
+def test_a_reward_model_on_the_first_layers_scores_alike_wherever_it_is_loaded(first_layer_adapter):
+    """`reward_layer: 1`: the stage trains on the base cut after decoder layer 1 (then the final norm). The single
+    base (all layers, PPO's and eval's) reads that layer for this head alone, by the whole batch and by a shared
+    prompt, and `workbench reward score` loads the cut base: the same scores."""
+    manifest = adapters.read_manifest(first_layer_adapter)
+    assert manifest.extra["head"]["layer"] == 1
+    assert "linear_head_train_accuracy" in manifest.metrics and manifest.metrics["train_loss"] > 0
+    scorer, tokenizer, _ = load_reward_model(first_layer_adapter)
+    assert scorer.config.num_hidden_layers == 1
+    sequences, input_ids, attention_mask = batch(tokenizer)
+    from_command = torch.tensor(score_sequences(scorer, sequences, tokenizer.pad_token_id, 2))
+    args = from_manifest(manifest.base_model, margs("tiny-llama"))  # the stage's precision (4-bit), as the command
+    model = heads.attach_scalar_adapter(loading.load_model(args).eval(), "reward", first_layer_adapter)
+    decoder = model.get_base_model().get_decoder()
+    assert decoder.config.num_hidden_layers == 2
+    with torch.no_grad():
+        single = heads.scalar_scores(model, "reward", input_ids, attention_mask)
+        groups = ["a", "b", "a"]  # rows 0 and 2 share a group: their common prefix runs once
+        from workbench.modeling.shared_prefix import shared_prefix_scores
+
+        shared = shared_prefix_scores(model, "reward", sequences, groups, tokenizer.pad_token_id)
+        model.workbench_heads["reward"].reads_layer = None  # the same head on the last layer: another score
+        last_layer = heads.scalar_scores(model, "reward", input_ids, attention_mask)
+    assert decoder.config.num_hidden_layers == 2  # restored after each call
+    torch.testing.assert_close(single, from_command, atol=1e-4, rtol=0)
+    torch.testing.assert_close(shared, from_command, atol=1e-4, rtol=0)
+    assert (last_layer - single).abs().max() > 1e-3
 
 
 def test_trainable_value_head_gets_gradients_and_round_trips(reward_adapter, tmp_path):

@@ -106,7 +106,8 @@ def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp
     of 32 steps of 8: seeds 17-21 chose those, seeds 28-29 the larger batch), the policy's learning rate 4e-4 (six
     re-drawn PPO runs: the failing draws had not climbed their reward model), both empty-answer guards on, the plain
     reward score (the pessimistic one lost at seeds 18 and 22), its reward model trained with the length term (seeds
-    17-19) and one off-topic pair per prompt (seeds 18-24); a critic-free method on the same recipe resets every
+    17-19) and one off-topic pair per prompt (seeds 18-24), on the base's first 15 layers with its head fitted first
+    (five runs' labels); a critic-free method on the same recipe resets every
     critic key, the critic's choice too."""
     from workbench.stages.pipeline import validate
 
@@ -125,6 +126,7 @@ def test_the_quickstart_trains_ppo_with_its_critic_on_the_reference_features(tmp
     reward = plan.stage("reward").recipe
     assert reward["max_steps"] == 40
     assert reward["length_term"] is True and reward["off_topic_pairs"] is True
+    assert (reward["reward_layer"], reward["linear_head_fit"]) == (15, True)  # five runs' labels retrained
     assert rl["reward_uncertainty_coef"] == 0.0 and reward["uncertainty_prior_precision"] == 0.0
     assert plan.stage("ppo").commands[0][0] == "ppo"
     assert [policy["name"] for policy in plan.stage("eval").recipe["policies"]] == ["sft", "ppo"]

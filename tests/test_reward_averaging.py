@@ -57,3 +57,27 @@ def test_averaged_adapter_scores_like_any_reward_adapter(averaged, members):
     torch.testing.assert_close(single, stage, atol=1e-4, rtol=0)
     assert manifest.stage == "reward" and [p["role"] for p in manifest.parents] == ["member", "member"]
     assert manifest.extra["averaged"]["members"] == len(members)
+
+
+def test_members_on_a_middle_layer_average_into_an_adapter_that_reads_it(members, tmp_path_factory):
+    """Members trained with `reward_layer: 1` (tiny-llama's first decoder layer of 2): the average keeps the layer its
+    head reads, and scores alike on the stage's cut model and on the single base. A member reading another layer is
+    refused."""
+    from workbench.errors import UserError
+    from workbench.modeling import adapters
+
+    extra = "reward_layer: 1\nlinear_head_fit: true\n"
+    cut = [train_reward_adapter(tmp_path_factory.mktemp(f"cut{seed}"), seed=seed, extra=extra) for seed in (0, 1)]
+    averaged = average_reward_adapters(cut, tmp_path_factory.mktemp("cut-averaged") / "adapter", margs(None, FP32))
+    assert adapters.read_manifest(averaged).extra["head"]["layer"] == 1
+    scorer, tokenizer, manifest = load_reward_model(averaged, margs(None, FP32))
+    assert scorer.config.num_hidden_layers == 1
+    sequences = [reward_input_ids(tokenizer, prompt, answer) for prompt, answer in TEXTS]
+    stage = torch.tensor(score_sequences(scorer, sequences, tokenizer.pad_token_id, batch_size=8))
+    args = from_manifest(manifest.base_model, margs("tiny-llama"))
+    model = heads.attach_scalar_adapter(loading.load_model(args).eval(), "reward", averaged)
+    ids, mask = right_pad(sequences, tokenizer.pad_token_id)
+    with torch.no_grad():
+        torch.testing.assert_close(heads.scalar_scores(model, "reward", ids, mask), stage, atol=1e-4, rtol=0)
+    with pytest.raises(UserError, match="read the same decoder layer; the members read all, 1"):
+        average_reward_adapters([cut[0], members[0]], tmp_path_factory.mktemp("mixed") / "adapter", margs(None, FP32))

@@ -27,6 +27,7 @@ from workbench.modeling.single_base import (
     reward_scores,
     right_pad,
 )
+from workbench.modeling.tokens import position_ids_from_mask
 
 QUANT = dict(load_in_4bit=True, double_quant=True, dtype="float32")
 PROMPTS = [
@@ -339,3 +340,56 @@ def test_the_reference_pass_gives_its_log_probs_and_the_features_the_value_head_
     model.get_base_model().config.final_logit_softcapping = 30.0
     with pytest.raises(UserError, match="value_model: ref_features needs a model whose logits are its output head"):
         response_logprobs_and_features(model, *inputs, temperature=0.7)
+
+
+def test_a_critic_copied_from_a_reward_head_on_a_middle_layer_reads_that_layer_of_the_reference_pass(
+    tiny_model_path, tiny_adapters, tokenizer, tmp_path
+):
+    """A reward model trained on the base's first decoder layer (`reward_layer: 1` of tiny-llama's 2): PPO's
+    ref_features critic starts as a copy of its head, so it reads the reference pass's layer 1 through the final
+    norm (the reward model's own features), while the log-probs still come from the last layer."""
+    from workbench.modeling.single_base import response_logprobs_and_features
+
+    sft_dir, _ = tiny_adapters
+    precision = quant(dtype="float32")
+    model = loading.load_model(
+        margs(str(tiny_model_path), precision, device_map="cpu"),
+        head="scalar",
+        pad_token_id=tokenizer.pad_token_id,
+        num_hidden_layers=1,
+    )
+    model = adapters.attach(model, "default", config=lora(task_type="SEQ_CLS", r=4, alpha=8, dropout=0.0))
+    randomise(model, "default", 5)
+    manifest = adapters.AdapterManifest(
+        stage="reward",
+        base_model=model.workbench_base.to_dict(),
+        peft_method="lora",
+        task_type="SEQ_CLS",
+        extra={"head": {"module": "score", "layer": 1}},
+    )
+    reward_dir = adapters.save(model, "default", tmp_path / "reward", manifest)
+    model = load_single_base(
+        margs(tiny_model_path, quant(**QUANT)),
+        sft_adapter=sft_dir,
+        reward_adapter=reward_dir,
+        value_model="ref_features",
+    ).eval()
+    assert model.workbench_heads[REWARD].reads_layer == 1 and model.workbench_heads[VALUE].reads_layer == 1
+    query_ids, query_mask, response_ids, response_mask = inputs = queries_and_responses(tokenizer)
+    decoder = model.get_base_model().get_decoder()
+    with torch.no_grad(), adapters.use_adapter(model, REF):
+        logprobs, features = response_logprobs_and_features(model, *inputs, temperature=0.7)
+        expected, _ = response_logprobs(model, *inputs, temperature=0.7)
+        ids = torch.cat([query_ids, response_ids], dim=1)
+        mask = torch.cat([query_mask, response_mask], dim=1).long()
+        decoder.config.num_hidden_layers = 1  # the decoder cut after layer 1, as the reward stage trained it
+        try:
+            cut = decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
+        finally:
+            decoder.config.num_hidden_layers = 2
+        last = decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))
+    real = response_mask.bool()
+    window = slice(query_ids.shape[1] - 1, -1)
+    torch.testing.assert_close(logprobs[real], expected[real], atol=1e-6, rtol=0)
+    torch.testing.assert_close(features[real], cut.last_hidden_state[:, window][real], atol=1e-5, rtol=0)
+    assert (features[real] - last.last_hidden_state[:, window][real]).abs().max() > 1e-3

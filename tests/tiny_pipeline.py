@@ -26,7 +26,9 @@ OVERRIDES = {
         "eval_datasets": [{"path": "bundled:instructions", "where": {"split": "test"}, "max_samples": 4}],
     },
     "generate": {"max_new_tokens": 8, "min_new_tokens": 4, "batch_size": 8},
-    "reward": {"per_device_train_batch_size": 4, "max_length": 96, "logging_steps": 1, "dtype": "float32"},
+    # the quickstart's reward model reads a middle layer with its head fitted first: here layer 1 of tiny-llama's 2
+    "reward": {"per_device_train_batch_size": 4, "max_length": 96, "logging_steps": 1, "dtype": "float32"}
+    | {"reward_layer": 1, "linear_head_fit": True},
     # one critic warm-up step: the default recipe's 2 would leave none of the 2 PPO steps to the policy
     "ppo": {"batch_size": 4, "mini_batch_size": 2, "max_new_tokens": 6, "ppo_epochs": 1, "dtype": "float32"}
     | {"critic_warmup_steps": 1},

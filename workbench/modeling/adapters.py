@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -237,6 +238,12 @@ def ia3_keeps_input_dtype(model) -> int:
 LORA_SHAPE_KEYS = ("r", "lora_alpha", "use_rslora", "use_dora")
 
 
+def layer_index(key: str) -> int | None:
+    """The decoder layer a weight name belongs to (`...layers.7.self_attn...` -> 7), None outside the layers."""
+    match = re.search(r"\.layers\.(\d+)\.", key)
+    return int(match.group(1)) if match else None
+
+
 def init_lora_from(model, name: str, source: str | Path, heads: bool = False) -> int:
     """Copy the LoRA weights of the adapter saved in `source` into the freshly attached adapter `name`.
 
@@ -268,6 +275,9 @@ def init_lora_from(model, name: str, source: str | Path, heads: bool = False) ->
     weights = {k: v for k, v in saved_tensors.items() if "lora_" in k}
     if not weights:
         raise UserError(f"{source}: the adapter holds no LoRA weights")
+    layers = model.get_base_model().config.get_text_config().num_hidden_layers
+    # a model cut to its first layers (the reward stage's reward_layer) starts from the source's LoRA on those layers
+    weights = {k: v for k, v in weights.items() if (layer_index(k) or 0) < layers}
     # saved: ...q_proj.lora_A.weight; attached: ...q_proj.lora_A.<name>.weight (PEFT's naming)
     own = {k: p for k, p in model.named_parameters() if "lora_" in k and f".{name}." in k}
     if len(own) != len(weights):
@@ -453,7 +463,10 @@ def load_with_adapter(
         args = base_of(args, manifest.base_model)
     tokenizer = loading.load_tokenizer(args, padding_side=padding_side)
     head = "scalar" if manifest.task_type == "SEQ_CLS" else "causal_lm"
-    model = loading.load_model(args, head=head, for_training=trainable, pad_token_id=tokenizer.pad_token_id)
+    layers = manifest.extra.get("head", {}).get("layer") if head == "scalar" else None  # a reward_layer model
+    model = loading.load_model(
+        args, head=head, for_training=trainable, pad_token_id=tokenizer.pad_token_id, num_hidden_layers=layers
+    )
     return attach(model, name, path=adapter_dir, trainable=trainable), tokenizer, manifest
 
 

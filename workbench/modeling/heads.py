@@ -5,6 +5,8 @@ The reward stage trains a PEFT sequence-classification adapter: LoRA weights plu
 second copy of the base; here the LoRA weights join the single causal-LM base under their own adapter name and the
 head lives beside it in `model.workbench_heads[name]`. The score is computed exactly as
 `LlamaForSequenceClassification` computes it: the decoder's final hidden state at the last real token, times the head.
+A reward model trained on its base's first N decoder layers (the reward stage's `reward_layer`) records N in its
+manifest; its head then reads the decoder run to layer N (`reading_layer`), as the truncated model computed it.
 
 PEFT has no notion of a head that lives outside the wrapped model's own modules (its `modules_to_save` needs a
 `score` module in the base), hence this small module.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.errors import UserError
@@ -60,8 +63,14 @@ def attach_scalar_adapter(model, name: str, adapter_dir, trainable: bool = False
     if HEAD_KEY not in weights:
         raise UserError(f"{adapter_dir / WEIGHTS_FILE} holds no `{HEAD_MODULE}` head ({HEAD_KEY})")
     head_weight = weights.pop(HEAD_KEY)
+    layer = manifest.extra.get("head", {}).get("layer")
+    if layer is not None:  # a head on layer N depends on layers 0..N-1 alone: any LoRA above (a critic saved with
+        # the whole reference LoRA) is left out
+        weights = {key: value for key, value in weights.items() if (adapters.layer_index(key) or 0) < layer}
     # On a causal LM the LoRA layers are the same modules; the head is ours, not PEFT's.
     config = dataclasses.replace(config, task_type="CAUSAL_LM", modules_to_save=None, inference_mode=not trainable)
+    if layer is not None:  # trained on the first `layer` decoder layers: its LoRA exists only there
+        config = dataclasses.replace(config, layers_to_transform=list(range(layer)))
     was_training = model.training
     model = adapters.attach(model, name, config=config, trainable=trainable)
     model.train(was_training)  # new LoRA modules start in training mode (dropout on); keep the model's mode
@@ -77,7 +86,7 @@ def attach_scalar_adapter(model, name: str, adapter_dir, trainable: bool = False
     hidden = model.get_base_model().config.get_text_config().hidden_size
     if tuple(head_weight.shape) != (1, hidden):
         raise UserError(f"{adapter_dir}: head shape {tuple(head_weight.shape)} does not fit hidden size {hidden}")
-    add_head(model, name, head_weight, trainable)
+    add_head(model, name, head_weight, trainable).reads_layer = layer
     return model
 
 
@@ -100,6 +109,27 @@ def head_values(model, name: str, hidden):
     return head(hidden.to(head.weight.dtype)).squeeze(-1)
 
 
+@contextmanager
+def reading_layer(model, name: str):
+    """Within it, the decoder runs only as many layers as head `name` reads (`reads_layer`, from the reward manifest's
+    head layer; all of them otherwise): its output is the final norm of layer N's output, what the reward stage's
+    model truncated to N layers computes. Transformers' decoders run `layers[: config.num_hidden_layers]`."""
+    heads = model._modules.get("workbench_heads")
+    layer = getattr(heads[name], "reads_layer", None) if heads is not None and name in heads else None
+    config = model.get_base_model().get_decoder().config
+    full = config.num_hidden_layers
+    if layer is None or layer == full:
+        yield
+        return
+    if not 0 < layer < full:
+        raise UserError(f"head {name!r} reads decoder layer {layer}; this base has layers 1 to {full}")
+    config.num_hidden_layers = layer
+    try:
+        yield
+    finally:
+        config.num_hidden_layers = full
+
+
 def final_hidden_states(model, name: str, input_ids, attention_mask):
     """The decoder's last hidden state [batch, seq, hidden] with adapter `name` active (no LM head is computed).
 
@@ -119,7 +149,7 @@ def final_hidden_states(model, name: str, input_ids, attention_mask):
             f"adapters.use_adapter(model, {name!r}) (active now: {model.active_adapter!r})"
         )
     position_ids = position_ids_from_mask(attention_mask)
-    with adapters.use_adapter(model, name):
+    with adapters.use_adapter(model, name), reading_layer(model, name):
         decoder = model.get_base_model().get_decoder()
         output = decoder(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False

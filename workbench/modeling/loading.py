@@ -84,6 +84,12 @@ def load_config(name_or_path: str, revision: str | None = None):
     return AutoConfig.from_pretrained(path, revision=revision)
 
 
+def decoder_layers(args: ModelArguments) -> int:
+    """How many decoder layers the base `args` names has (from its config; no weights are loaded)."""
+    args = base_of(args)
+    return load_config(args.model_name_or_path, args.model_revision).get_text_config().num_hidden_layers
+
+
 def weights_hash(path: str) -> str:
     """sha256 over config and weight files, cached by (name, size, mtime) so a 270 MB checkpoint hashes once."""
     directory = Path(path)
@@ -230,9 +236,11 @@ def load_model(
     for_training: bool = False,
     gradient_checkpointing: bool = False,
     pad_token_id: int | None = None,
+    num_hidden_layers: int | None = None,
 ):
     """The base that `args` names (base, device and precision groups), with a causal-LM or a scalar head, ready for
-    k-bit training if asked. The one `from_pretrained` of a model in the workbench.
+    k-bit training if asked. The one `from_pretrained` of a model in the workbench. `num_hidden_layers`: only the
+    first that many decoder layers, then the final norm (a reward model reading a middle layer: `reward_layer`).
 
     The returned model carries `workbench_base`, the `BaseModelInfo` that adapter manifests record and check.
     """
@@ -250,6 +258,8 @@ def load_model(
     )
     if args.attn_implementation:
         kwargs["attn_implementation"] = args.attn_implementation
+    if num_hidden_layers is not None:
+        kwargs["num_hidden_layers"] = num_hidden_layers
     if head == "scalar":
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
         if pad_token_id is not None:

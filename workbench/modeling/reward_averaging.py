@@ -31,6 +31,10 @@ def average_reward_adapters(members: list, out_dir, args):
     methods = {manifest.peft_method for manifest in manifests}
     if methods != {"lora"}:
         raise UserError(f"averaging needs LoRA reward adapters; the members are {sorted(methods)}")
+    layers = {manifest.extra.get("head", {}).get("layer") for manifest in manifests}  # reward_layer
+    if len(layers) > 1:
+        found = ", ".join(str(layer or "all") for layer in sorted(layers, key=lambda layer: layer or 0))
+        raise UserError(f"averaging needs reward adapters that read the same decoder layer; the members read {found}")
     model = loading.load_model(from_manifest(manifests[0].base_model, args))
     names = [f"member_{index}" for index in range(len(members))]
     for name, path in zip(names, members):  # each checks that its manifest names the same base weights
@@ -52,6 +56,9 @@ def average_reward_adapters(members: list, out_dir, args):
         ],
         data_fingerprint=first.data_fingerprint,
         metrics={"members": [manifest.metrics for manifest in manifests]},
-        extra={"averaged": {"members": len(members), "combination": "cat", "weight": weight}},
+        extra={
+            "averaged": {"members": len(members), "combination": "cat", "weight": weight},
+            "head": first.extra.get("head", {}),
+        },
     )
     return heads.save_scalar_adapter(model, AVERAGED, out_dir, manifest)

@@ -107,6 +107,7 @@ class PessimisticHead(torch.nn.Module):
     def __init__(self, head: torch.nn.Linear, posterior: dict, coef: float):
         super().__init__()
         self.head, self.coef = head, coef
+        self.reads_layer = getattr(head, "reads_layer", None)  # the decoder layer it reads (heads.reading_layer)
         # float32 at least: a bf16 head's u would lose the small differences it is made of
         self.register_buffer("mean", posterior["mean"].to(torch.promote_types(head.weight.dtype, torch.float32)))
         self.register_buffer("covariance", posterior["covariance"].to(self.mean.dtype))

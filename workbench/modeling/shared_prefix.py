@@ -39,7 +39,7 @@ def shared_prefix_scores(model, name: str, sequences: Sequence[Sequence[int]], g
         return None  # a judge's scores; a trained head's gradient goes through the whole rows (heads.scalar_scores)
     if model.peft_config[name].is_prompt_learning:
         return None  # its virtual tokens are prepended inside the forward: a prefix cache would not hold them
-    with adapters.use_adapter(model, name):
+    with adapters.use_adapter(model, name), heads.reading_layer(model, name):
         last = last_hidden_states(model.get_base_model().get_decoder(), sequences, groups, pad_id)
     if last is None:
         return None

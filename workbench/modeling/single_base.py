@@ -54,7 +54,9 @@ def load_single_base(
     model = heads.attach_scalar_adapter(model, REWARD, reward_adapter, trainable=False)
     if value and value_model == "ref_features":
         _check_plain_output_head(_inner(model))  # before any work, not at the first rollout
-        heads.add_head(model, VALUE, model.workbench_heads[REWARD].weight.detach(), trainable=True)
+        reward_head = model.workbench_heads[REWARD]
+        value_head = heads.add_head(model, VALUE, reward_head.weight.detach(), trainable=True)
+        value_head.reads_layer = reward_head.reads_layer  # the reward head's copy reads the ref pass's same layer
     elif value:
         model = heads.attach_scalar_adapter(model, VALUE, reward_adapter, trainable=True)
     if reward_uncertainty_coef > 0:
@@ -115,13 +117,24 @@ def _stop_probability(logits: torch.Tensor, stop_ids: Sequence[int], temperature
 def response_logprobs_and_features(model, query_ids, query_mask, response_ids, response_mask, temperature: float):
     """`response_logprobs` under the ACTIVE adapter, plus the final hidden states they come from [batch, T, hidden]
     (positions Q - 1 ... Q + T - 2, those `response_values` reads): the rollout's reference pass gives PPO's
-    "ref_features" critic its inputs for free. Needs a plain output head (logits = lm_head(hidden))."""
+    "ref_features" critic its inputs for free; for a value head that reads layer N (`reads_layer`), that layer's
+    states through the final norm. Needs a plain output head (logits = lm_head(hidden))."""
     inner = _inner(model)
     _check_plain_output_head(inner)
     inputs = _sequence_inputs(query_ids, query_mask, response_ids, response_mask)
-    hidden = _response_hidden_states(inner, inputs, query_ids.shape[1])
-    logprobs, _ = _head_logprobs(inner, hidden, response_ids, temperature, False)
-    return logprobs, hidden
+    value_heads = model._modules.get("workbench_heads")
+    layer = getattr(value_heads[VALUE], "reads_layer", None) if value_heads and VALUE in value_heads else None
+    decoder = inner.get_decoder()
+    if layer is None or layer == decoder.config.num_hidden_layers:
+        hidden = _response_hidden_states(inner, inputs, query_ids.shape[1])
+        logprobs, _ = _head_logprobs(inner, hidden, response_ids, temperature, False)
+        return logprobs, hidden
+    # a reward head on layer N (the reward stage's reward_layer): the critic, its copy, reads the final norm of
+    # layer N's output, what the reward model's decoder cut after layer N gives (heads.reading_layer)
+    output = decoder(**inputs, output_hidden_states=True)
+    window = slice(query_ids.shape[1] - 1, -1)
+    logprobs, _ = _head_logprobs(inner, output.last_hidden_state[:, window], response_ids, temperature, False)
+    return logprobs, decoder.norm(output.hidden_states[layer][:, window])
 
 
 def _response_hidden_states(inner, inputs: dict, query_length: int):

@@ -155,7 +155,11 @@ def main(argv: list[str]) -> int:
         )
         adapter_dir = adapters.save(model, "policy", output_dir / "adapter", manifest)
         tokenizer.save_pretrained(adapter_dir)
-        value_manifest = dataclasses.replace(manifest, task_type="SEQ_CLS", extra={**manifest.extra, "role": "value"})
+        value_extra = {**manifest.extra, "role": "value"}
+        if ppo_cfg.critic:  # the critic reads the reward head's layer (the reward stage's reward_layer)
+            layer = getattr(model.workbench_heads["value"], "reads_layer", None)
+            value_extra["head"] = {"module": "score", "layer": layer}
+        value_manifest = dataclasses.replace(manifest, task_type="SEQ_CLS", extra=value_extra)
         if ppo_cfg.critic:  # on ref features the critic is the ref LoRA (the SFT adapter) with the value head
             lora = "ref" if ppo_cfg.value_on_ref_features else "value"
             heads.save_scalar_adapter(model, lora, output_dir / "value_adapter", value_manifest, head="value")
