@@ -109,13 +109,19 @@ def head_values(model, name: str, hidden):
     return head(hidden.to(head.weight.dtype)).squeeze(-1)
 
 
+def head_layer(model, name: str) -> int | None:
+    """The decoder layer head `name` reads (`reads_layer`: a reward_layer model's, or its critic copy's), None for the
+    last layer or no such head."""
+    heads = model._modules.get("workbench_heads")
+    return getattr(heads[name], "reads_layer", None) if heads is not None and name in heads else None
+
+
 @contextmanager
 def reading_layer(model, name: str):
     """Within it, the decoder runs only as many layers as head `name` reads (`reads_layer`, from the reward manifest's
     head layer; all of them otherwise): its output is the final norm of layer N's output, what the reward stage's
     model truncated to N layers computes. Transformers' decoders run `layers[: config.num_hidden_layers]`."""
-    heads = model._modules.get("workbench_heads")
-    layer = getattr(heads[name], "reads_layer", None) if heads is not None and name in heads else None
+    layer = head_layer(model, name)
     config = model.get_base_model().get_decoder().config
     full = config.num_hidden_layers
     if layer is None or layer == full:

@@ -122,8 +122,7 @@ def response_logprobs_and_features(model, query_ids, query_mask, response_ids, r
     inner = _inner(model)
     _check_plain_output_head(inner)
     inputs = _sequence_inputs(query_ids, query_mask, response_ids, response_mask)
-    value_heads = model._modules.get("workbench_heads")
-    layer = getattr(value_heads[VALUE], "reads_layer", None) if value_heads and VALUE in value_heads else None
+    layer = heads.head_layer(model, VALUE)
     decoder = inner.get_decoder()
     if layer is None or layer == decoder.config.num_hidden_layers:
         hidden = _response_hidden_states(inner, inputs, query_ids.shape[1])

@@ -157,8 +157,7 @@ def main(argv: list[str]) -> int:
         tokenizer.save_pretrained(adapter_dir)
         value_extra = {**manifest.extra, "role": "value"}
         if ppo_cfg.critic:  # the critic reads the reward head's layer (the reward stage's reward_layer)
-            layer = getattr(model.workbench_heads["value"], "reads_layer", None)
-            value_extra["head"] = {"module": "score", "layer": layer}
+            value_extra["head"] = {"module": "score", "layer": heads.head_layer(model, "value")}
         value_manifest = dataclasses.replace(manifest, task_type="SEQ_CLS", extra=value_extra)
         if ppo_cfg.critic:  # on ref features the critic is the ref LoRA (the SFT adapter) with the value head
             lora = "ref" if ppo_cfg.value_on_ref_features else "value"
