@@ -2,7 +2,8 @@
 
     python bench/active_labeling.py --run outputs/quickstart [--strategies random uncertainty diversity]
                                     [--seeds 0 1 2] [--batch 16] [--budget 64] [--pool 240] [--prompts 120]
-                                    [--work /tmp/active-labeling] [--out bench/results/active_labeling-<machine>.json]
+                                    [--reward KEY=VALUE ...] [--work /tmp/active-labeling]
+                                    [--out bench/results/active_labeling-<machine>.json]
 
 The loop `label push --select N --strategy S` runs with labelers, played here by the run's simulated annotators:
 
@@ -14,8 +15,9 @@ The loop `label push --select N --strategy S` runs with labelers, played here by
    the gold rubric with noise (labeling.simulate.rank_record); their rankings
    become preference pairs through labeling.ranking_pairs.build_preferences with the run's `min_agreement`, what
    `label pull` runs.
-4. The run's reward recipe trains a reward model on every label so far (seed = the bench seed; max_steps scaled to the
-   labeled prompts, the run's steps per prompt), which scores the pool's unlabeled prompts and the agreement set.
+4. The run's reward recipe (with `--reward` keys over it: another reward recipe on the same pool and labels) trains a
+   reward model on every label so far (seed = the bench seed; max_steps scaled to the labeled prompts, the run's steps
+   per prompt), which scores the pool's unlabeled prompts and the agreement set.
 5. labeling.selection.select picks the next `--batch` prompts by the strategy (uncertainty: from that reward model's
    scores), and 3-5 repeat until `--budget` prompts are labeled.
 
@@ -84,9 +86,17 @@ def simulated_records(rows: list[dict], pipeline: dict, seed: int) -> list[dict]
 
 
 def train_step(
-    run_dir: Path, work: Path, name: str, labeled: list[dict], pipeline: dict, seed: int, score_rows: list[dict]
+    run_dir: Path,
+    work: Path,
+    name: str,
+    labeled: list[dict],
+    pipeline: dict,
+    seed: int,
+    score_rows: list[dict],
+    reward_keys: dict,
 ) -> tuple[Path, dict]:
-    """A reward model on `labeled`'s rankings, then its scores of `score_rows`; reused when already in `work`."""
+    """A reward model on `labeled`'s rankings (the run's reward recipe, `reward_keys` over it), then its scores of
+    `score_rows`; reused when already in `work` for the same labels and keys."""
     from labeling.ranking_pairs import build_preferences
 
     folder = work / name
@@ -95,14 +105,16 @@ def train_step(
         step = json.loads((folder / "bench-step.json").read_text())
         have = {row["prompt_id"] for _, row in read_jsonl(scored)}
         same_labels = step["prompt_ids"] == [row["prompt_id"] for row in labeled]
-        if same_labels and have >= {row["prompt_id"] for row in score_rows}:
+        same_keys = step.get("reward_keys", {}) == reward_keys
+        if same_labels and same_keys and have >= {row["prompt_id"] for row in score_rows}:
             return scored, step
     folder.mkdir(parents=True, exist_ok=True)
     pairs = build_preferences(simulated_records(labeled, pipeline, seed), {}, min_agreement=pipeline["min_agreement"])
     write_jsonl_atomic(folder / "preferences.jsonl", pairs.rows)
     base = yaml.safe_load((run_dir / "recipes" / "reward.yaml").read_text())
     steps = max(2, math.ceil(base["max_steps"] * len(labeled) / pipeline["num_prompts"]))
-    overrides = {"datasets": [{"path": str(folder / "preferences.jsonl")}], "max_steps": steps, "seed": seed}
+    overrides = reward_keys | {"datasets": [{"path": str(folder / "preferences.jsonl")}], "max_steps": steps}
+    overrides["seed"] = seed
     overrides |= {"output_dir": str(folder / "reward"), "save_steps": 10_000, "warmup_steps": min(2, steps - 1)}
     config = write_recipe(run_dir, "reward", overrides, folder / "reward.yaml")
     print(f"bench/active_labeling.py: {name}: {len(labeled)} prompts, {len(pairs.rows)} pairs", file=sys.stderr)
@@ -113,6 +125,7 @@ def train_step(
     run(command + ["--batch_size", "32", "--overwrite"], folder / "score.log")
     step = {"labels": len(labeled), "pairs": len(pairs.rows), "steps": steps, "train_seconds": seconds}
     step["prompt_ids"] = [row["prompt_id"] for row in labeled]
+    step["reward_keys"] = reward_keys
     write_json_atomic(folder / "bench-step.json", step)
     return scored, step
 
@@ -135,7 +148,7 @@ def curve(
         # the first step is shared by every strategy: it scores the pool when any of them chooses by scores
         needs_pool = bool(set(SCORED) & set(args.strategies)) if n == args.batch else strategy in SCORED
         to_score = agreement + (unlabeled if more and needs_pool else [])
-        scored, step = train_step(run_dir, work, name, labeled, pipeline, seed, to_score)
+        scored, step = train_step(run_dir, work, name, labeled, pipeline, seed, to_score, args.reward_keys)
         scored_rows = {row["prompt_id"]: row for _, row in read_jsonl(scored)}  # a step may have scored more
         agreement_scored = work / name / "agreement-scored.jsonl"
         write_jsonl_atomic(agreement_scored, [scored_rows[row["prompt_id"]] for row in agreement])
@@ -191,6 +204,17 @@ def summarise(rows: list[dict], strategies: list[str], budget: int) -> dict:
     return {"random_final_agreement": random_final, "strategies": summary}
 
 
+def parse_reward_keys(pairs: list[str]) -> dict:
+    """`--reward` KEY=VALUE items as a dict, each value read as YAML (15 -> 15, true -> True)."""
+    keys = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--reward: expected KEY=VALUE; found {item!r}")
+        keys[key] = yaml.safe_load(value)
+    return keys
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a pipeline run folder (its SFT adapter and recipes)")
@@ -200,11 +224,19 @@ def main() -> int:
     parser.add_argument("--budget", type=int, default=64, help="prompts labeled in all")
     parser.add_argument("--pool", type=int, default=240, help="training prompts to choose from")
     parser.add_argument("--prompts", type=int, default=120, help="held-out prompts in the agreement set")
+    parser.add_argument(
+        "--reward",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="reward recipe keys over the run's (values in YAML: reward_layer=15 linear_head_fit=true)",
+    )
     parser.add_argument("--work", default="/tmp/active-labeling")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.budget % args.batch or args.budget > args.pool:
         raise SystemExit("--budget must be a multiple of --batch and at most --pool")
+    args.reward_keys = parse_reward_keys(args.reward)
     run_dir, work = Path(args.run).resolve(), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     pipeline = yaml.safe_load((run_dir / "recipe.yaml").read_text())
@@ -227,30 +259,38 @@ def main() -> int:
         "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
         "run": str(run_dir),
-        "settings": {
-            "pool": len(pool),
-            "batch": args.batch,
-            "budget": args.budget,
-            "agreement_prompts": len(agreement),
-            "annotators": pipeline["annotators"],
-            "annotator_noise": pipeline["annotator_noise"],
-            "min_agreement": pipeline["min_agreement"],
-        },
+        "settings": settings(pool, agreement, pipeline, args) | {"reward_keys": args.reward_keys},
         **summarise(rows, args.strategies, args.budget),
-        "rows": [{k: v for k, v in row.items() if k != "outcomes"} for row in rows],
-        "outcomes": [
-            {"strategy": r["strategy"], "seed": r["seed"], "labels": r["labels"], "outcomes": r["outcomes"]}
-            for r in rows
-        ],  # fmt: skip
-        "seconds": time.perf_counter() - started,
     }
-    # every (prompt, agreed) outcome on one line per row: they are for paired re-analysis, not for reading
-    outcomes = ",\n    ".join(json.dumps(row, separators=(",", ":")) for row in result.pop("outcomes"))
+    emit(result, rows, time.perf_counter() - started, args.out)
+    return 0
+
+
+def settings(pool: list[dict], agreement: list[dict], pipeline: dict, args) -> dict:
+    """What a curve depends on besides the run: the pool, the steps, the agreement set and the annotators."""
+    return {
+        "pool": len(pool),
+        "batch": args.batch,
+        "budget": args.budget,
+        "agreement_prompts": len(agreement),
+        "annotators": pipeline["annotators"],
+        "annotator_noise": pipeline["annotator_noise"],
+        "min_agreement": pipeline["min_agreement"],
+    }
+
+
+def emit(result: dict, rows: list[dict], seconds: float, out: str | None) -> None:
+    """Print `result` with the rows and their outcomes (one line per row: they are for paired re-analysis, not for
+    reading) and the seconds taken; also write it to `out` if given."""
+    result = result | {"rows": [{k: v for k, v in row.items() if k != "outcomes"} for row in rows], "seconds": seconds}
+    lines = [
+        {"strategy": r["strategy"], "seed": r["seed"], "labels": r["labels"], "outcomes": r["outcomes"]} for r in rows
+    ]
+    outcomes = ",\n    ".join(json.dumps(line, separators=(",", ":")) for line in lines)
     text = json.dumps(result, indent=2)[:-2] + ',\n  "outcomes": [\n    ' + outcomes + "\n  ]\n}"
     print(text)
-    if args.out:
-        write_text_atomic(Path(args.out), text + "\n")
-    return 0
+    if out:
+        write_text_atomic(Path(out), text + "\n")
 
 
 if __name__ == "__main__":
