@@ -104,12 +104,8 @@ def fit_head(features: Features, pairs: list[tuple], l2: float) -> dict:
 
     features.ensure([(p, a) for p, chosen, rejected in pairs for a in (chosen, rejected)])
     index = torch.tensor([[features.of(p, c), features.of(p, r)] for p, c, r in pairs])
-    used = sorted(set(index.reshape(-1).tolist()))
-    local = {j: i for i, j in enumerate(used)}
-    matrix = torch.stack([features.rows[j] for j in used])
-    lengths = torch.tensor([features.lengths[j] for j in used])
-    local_pairs = index.apply_(lambda j: local[j])
-    return linear_head.fit(matrix, local_pairs, l2, lengths)
+    # the fit reads only the pairs' rows (their differences), so every answer's features can go in
+    return linear_head.fit(torch.stack(features.rows), index, l2, torch.tensor(features.lengths))
 
 
 def head_scores(features: Features, head: dict, row: dict) -> list[float]:
