@@ -54,14 +54,17 @@ from workbench.fileio import write_json_atomic, write_jsonl_atomic, write_text_a
 from workbench.jsonl import read_jsonl  # noqa: E402
 
 
-def pool_candidates(run_dir: Path, work: Path, pool: int) -> list[dict]:
-    """`pool` training prompts x 4 candidates from the run's SFT policy and generate recipe (generated once)."""
-    target = work / "pool" / "candidates.jsonl"
+def pool_candidates(run_dir: Path, work: Path, pool: int, completions: int | None = None) -> list[dict]:
+    """`pool` training prompts x the run's `num_completions` candidates (4), or `completions` of them (kept apart in
+    `work`/pool<completions>), from the run's SFT policy and generate recipe (generated once)."""
+    name = "pool" if completions is None else f"pool{completions}"
+    target = work / name / "candidates.jsonl"
     if not target.exists():
         overrides = {"max_prompts": pool, "output_dir": str(target.parent)}
-        config = write_recipe(run_dir, "generate", overrides, work / "pool.yaml")
+        overrides |= {} if completions is None else {"num_completions": completions}
+        config = write_recipe(run_dir, "generate", overrides, work / f"{name}.yaml")
         print(f"bench/active_labeling.py: generating the pool ({pool} prompts)", file=sys.stderr)
-        run(["workbench", "generate", "--config", str(config), "--overwrite"], work / "pool.log")
+        run(["workbench", "generate", "--config", str(config), "--overwrite"], work / f"{name}.log")
     return [row for _, row in read_jsonl(target)][:pool]
 
 

@@ -40,6 +40,9 @@ def test_the_fitted_head_orders_the_pairs_by_what_the_labelers_prefer():
     assert head[0] > 0 and head[1] < 0  # quality up, length down: without a length term the head takes length
     assert abs(head[2]) < 0.1 * head[0]  # noise ignored
     assert result["length_weight"] is None
+    # the fit's coordinates: differences / scale, each feature's spread over the pairs' differences
+    differences = (features[pairs[:, 0]] - features[pairs[:, 1]]).double()
+    assert torch.allclose(result["scale"], differences.std(dim=0))
 
 
 def test_with_a_length_term_the_length_preference_goes_to_its_weight_not_the_head():

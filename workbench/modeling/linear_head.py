@@ -25,7 +25,8 @@ def fit(
     features: torch.Tensor, pairs: torch.Tensor, l2: float, lengths: torch.Tensor | None = None, max_iter: int = 500
 ) -> dict:
     """The head [d] (and the length weight, with `lengths`) that orders `pairs` (rows [chosen, rejected] of indices
-    into `features` [n, d]) under an L2 penalty `l2` on the standardised weights; also the fit's training accuracy."""
+    into `features` [n, d]) under an L2 penalty `l2` on the standardised weights; also the standardisation `scale`
+    [d] and the fit's training accuracy."""
     if not l2 > 0:
         raise ValueError(f"l2 must be > 0; got {l2}")
     features = features.double()
@@ -54,6 +55,7 @@ def fit(
         accuracy = (margins() > 0).double().mean().item() if len(x) else None
     return {
         "weight": (w.detach() / scale).float(),
+        "scale": scale,  # s: the fit's coordinates are the differences / s, its weights w = weight * s
         "length_weight": v.item() if length is not None else None,
         "train_accuracy": accuracy,
         "pairs": len(x),
